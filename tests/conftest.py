@@ -1,0 +1,60 @@
+"""Fixtures shared by the suite: a catalog on every database, the shared sample data, services.
+
+``catalog`` runs each test that uses it twice: on SQLite, and on a fresh database of the PostgreSQL
+server named by ``ZTFCAT_TEST_POSTGRES_URL`` (marked ``postgres``; skipped without a server, except in
+CI, where a missing server is an error rather than a silent skip).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.gcs_emulator import gcs_bucket, gcs_client, gcs_emulator  # noqa: F401 - fixtures
+from tests.pg import fresh_database, postgres_url
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+ALERTS = SHARED / "ztf-alerts"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch, tmp_path):
+    """No test reads the developer's own catalog, data dir or the real archive through the environment."""
+    for var in ("ZTFCAT_DATA_DIR", "ZTFCAT_DATABASE_URL", "ZTFCAT_ARCHIVE_URL", "ZTFCAT_LAYOUT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request, tmp_path):
+    """A fresh, empty catalog database: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+        return
+    server = postgres_url()
+    if server is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must provide ZTFCAT_TEST_POSTGRES_URL (see .ci/start-postgres)")
+        pytest.skip("no PostgreSQL server: set ZTFCAT_TEST_POSTGRES_URL (see .ci/start-postgres)")
+    with fresh_database(server) as url:
+        yield url
+
+
+@pytest.fixture
+def catalog(database_url, tmp_path):
+    """An empty :class:`ztfcat.Catalog` on each database, with its own data directory."""
+    from ztfcat import Catalog
+
+    cat = Catalog(database_url, tmp_path / "data")
+    yield cat
+    cat.close()
+
+
+@pytest.fixture(scope="session")
+def shared_alerts() -> Path:
+    """The real sample alerts in ../shared/data/ztf-alerts; tests using it skip where it is absent."""
+    if not (ALERTS / "MANIFEST.tsv").is_file():
+        pytest.skip("../shared/data/ztf-alerts is not here")
+    return ALERTS

@@ -1,0 +1,117 @@
+"""PostgreSQL helpers for the test suite: find the test server, hand each test its own database.
+
+The server is the throw-away one started by ``.ci/start-postgres`` (CI does it in ``.ci/run``); its
+SQLAlchemy URL arrives in ``ZTFCAT_TEST_POSTGRES_URL``.  Without that variable the PostgreSQL tests are
+skipped, so the suite still runs on a machine with no server.
+
+Each test gets a database of its own, created on the server and dropped afterwards, so tests can run
+migrations and write freely without seeing each other's tables, and a failed test leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+ENV_VAR = "ZTFCAT_TEST_POSTGRES_URL"
+DATABASE_PREFIX = "ztfcat_t_"
+CONNECT_TIMEOUT_S = 10
+
+
+def postgres_url() -> str | None:
+    """The test server's SQLAlchemy URL from ``ZTFCAT_TEST_POSTGRES_URL``, or ``None`` when it is unset.
+
+    An empty value counts as unset, so ``ZTFCAT_TEST_POSTGRES_URL=`` turns the PostgreSQL tests off.
+    """
+    return os.environ.get(ENV_VAR) or None
+
+
+def new_database_name() -> str:
+    """A database name no other test uses: a fixed prefix and 16 random hex digits.
+
+    Generated, never taken from input, and lower-case ASCII, so it needs no quoting (it is quoted anyway).
+    """
+    return DATABASE_PREFIX + uuid.uuid4().hex[:16]
+
+
+def _connect_kwargs(url: str) -> dict[str, Any]:
+    """psycopg connection keywords for the database named in a SQLAlchemy ``url``.
+
+    Keywords rather than a URI string, so a password with URL-special characters needs no escaping; the
+    URL's query parameters (``sslmode=...``) pass through as libpq options.
+    """
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("postgresql"):
+        raise ValueError(f"{ENV_VAR} must be a postgresql URL, got driver {parsed.drivername!r}")
+    options: dict[str, Any] = {
+        "host": parsed.host,
+        "port": parsed.port,
+        "user": parsed.username,
+        "password": parsed.password,
+        "dbname": parsed.database,
+        "connect_timeout": CONNECT_TIMEOUT_S,
+    }
+    options.update({key: value for key, value in parsed.query.items() if isinstance(value, str)})
+    return {key: value for key, value in options.items() if value is not None}
+
+
+def _with_database(url: str, name: str) -> str:
+    """``url`` with its database replaced by ``name``, password kept (the result is used to connect)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(url: str, name: str) -> None:
+    """Drop database ``name`` on the server of ``url``, even while sessions are still connected to it.
+
+    Tests often leave a pooled engine behind; ``WITH (FORCE)`` (PostgreSQL 13+) ends those sessions
+    instead of failing with "database is being accessed by other users".  Dropping a database that is
+    already gone is not an error.
+    """
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(**_connect_kwargs(url), autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def fresh_database(url: str) -> Iterator[str]:
+    """Create an empty database on the server of ``url``, yield its SQLAlchemy URL, then drop it.
+
+    Parameters
+    ----------
+    url
+        SQLAlchemy URL of the test server (normally :func:`postgres_url`).  Its database is only used to
+        issue ``CREATE DATABASE``/``DROP DATABASE``; its role needs the ``CREATEDB`` right.
+
+    Yields
+    ------
+    str
+        The URL of the new database: same driver, role, host and port as ``url``.
+
+    Notes
+    -----
+    ``CREATE DATABASE`` cannot run inside a transaction, hence the autocommit psycopg connection.  The
+    database is dropped even when the body raises.
+    """
+    import psycopg
+    from psycopg import sql
+
+    name = new_database_name()
+    with psycopg.connect(**_connect_kwargs(url), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield _with_database(url, name)
+    finally:
+        drop_database(url, name)

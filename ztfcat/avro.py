@@ -1,0 +1,260 @@
+"""Decoding ZTF alert packets: Avro object container files holding one ``ztf.alert`` record.
+
+Every packet embeds its ~23 KB writer schema; parsing it again for each alert costs more than decoding
+the alert (PERF-FACTS.md), so schemas are parsed once per distinct header and cached.  Each cached
+schema comes in three cuts: the prefix up to ``candidate`` (all the ``alerts`` table needs; fastavro
+stops reading there, so the history and the cutouts cost nothing), the prefix up to the history fields
+(``prv_candidates``, ``fp_hists``) for the light-curve tables, and the whole record for readers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import fastavro
+
+from .errors import AlertDecodeError
+from .fields import FIELDS
+
+MAGIC = b"Obj\x01"
+_HISTORY_FIELDS = ("prv_candidates", "fp_hists")
+_REQUIRED = ("objectId", "candid", "candidate")
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a container's header says, and where its first data block starts."""
+
+    schema_json: bytes
+    codec: str
+    sync: bytes
+    data_start: int
+
+
+@dataclass
+class ParsedSchema:
+    """A writer schema parsed once, cut three ways, with what the catalog needs to know about it."""
+
+    version: str
+    full: Any
+    prefix: Any
+    history: Any
+    unknown_candidate_fields: tuple[str, ...] = field(default=())
+
+
+def _read_long(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
+    """Avro's zig-zag varint."""
+    shift = 0
+    result = 0
+    while True:
+        try:
+            byte = buf[pos]
+        except IndexError:
+            raise AlertDecodeError("the Avro header is truncated") from None
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7
+        if shift > 70:
+            raise AlertDecodeError("the Avro header holds a malformed number")
+
+
+def _read_bytes(buf: bytes | memoryview, pos: int) -> tuple[bytes, int]:
+    length, pos = _read_long(buf, pos)
+    end = pos + length
+    if length < 0 or end > len(buf):
+        raise AlertDecodeError("the Avro header is truncated")
+    return bytes(buf[pos:end]), end
+
+
+def read_header(data: bytes | memoryview) -> Header:
+    """Parse an object container header (magic, metadata map, sync marker)."""
+    if bytes(data[:4]) != MAGIC:
+        raise AlertDecodeError("not an Avro object container file (bad magic bytes)")
+    pos = 4
+    meta: dict[str, bytes] = {}
+    while True:
+        count, pos = _read_long(data, pos)
+        if count == 0:
+            break
+        if count < 0:
+            count = -count
+            _size, pos = _read_long(data, pos)
+        for _ in range(count):
+            key, pos = _read_bytes(data, pos)
+            value, pos = _read_bytes(data, pos)
+            meta[key.decode("utf-8", "replace")] = value
+    sync = bytes(data[pos : pos + 16])
+    if len(sync) != 16:
+        raise AlertDecodeError("the Avro header is truncated")
+    if "avro.schema" not in meta:
+        raise AlertDecodeError("the Avro header has no schema")
+    codec = meta.get("avro.codec", b"null").decode() or "null"
+    return Header(meta["avro.schema"], codec, sync, pos + 16)
+
+
+class SchemaCache:
+    """Parsed writer schemas keyed by their JSON bytes: one parse per distinct schema, not per alert."""
+
+    def __init__(self) -> None:
+        self._cache: dict[bytes, ParsedSchema] = {}
+
+    def get(self, schema_json: bytes) -> ParsedSchema:
+        parsed = self._cache.get(schema_json)
+        if parsed is None:
+            parsed = self._cache[schema_json] = _parse(schema_json)
+        return parsed
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+
+def _parse(schema_json: bytes) -> ParsedSchema:
+    try:
+        schema = json.loads(schema_json)
+    except ValueError as exc:
+        raise AlertDecodeError(f"the embedded schema is not JSON: {exc}") from exc
+    if not isinstance(schema, dict) or schema.get("type") != "record":
+        raise AlertDecodeError("the embedded schema is not an Avro record")
+    names = [f["name"] for f in schema.get("fields", [])]
+    missing = [n for n in _REQUIRED if n not in names]
+    if missing:
+        raise AlertDecodeError(
+            f"schema {schema.get('name')!r} version {schema.get('version')!r} is not a ZTF alert: "
+            f"no {', '.join(missing)}"
+        )
+    upto_candidate = names.index("candidate") + 1
+    last_history = max([names.index(n) + 1 for n in _HISTORY_FIELDS if n in names] or [upto_candidate])
+    candidate_type = _record_type(schema["fields"][upto_candidate - 1]["type"])
+    candidate_names = [f["name"] for f in candidate_type.get("fields", [])] if candidate_type else []
+    unknown = tuple(n for n in candidate_names if n not in FIELDS["candidate"])
+    try:
+        full = fastavro.parse_schema(schema)
+        prefix = fastavro.parse_schema({**schema, "fields": schema["fields"][:upto_candidate]})
+        history = fastavro.parse_schema({**schema, "fields": schema["fields"][:last_history]})
+    except Exception as exc:  # fastavro raises several unrelated types for a bad schema
+        raise AlertDecodeError(f"the embedded schema cannot be parsed: {exc}") from exc
+    version = str(schema.get("version", "")) or "unknown"
+    return ParsedSchema(version, full, prefix, history, unknown)
+
+
+def _record_type(avro_type: Any) -> dict | None:
+    if isinstance(avro_type, dict) and avro_type.get("type") == "record":
+        return avro_type
+    if isinstance(avro_type, list):
+        for branch in avro_type:
+            found = _record_type(branch)
+            if found:
+                return found
+    return None
+
+
+def _write_long(value: int) -> bytes:
+    value = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while value & ~0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _blocks(data: bytes | memoryview, header: Header) -> list[tuple[int, bytes | memoryview]]:
+    """Every data block as (record count, decompressed bytes), checking each sync marker."""
+    blocks = []
+    pos = header.data_start
+    while pos < len(data):
+        count, pos = _read_long(data, pos)
+        size, pos = _read_long(data, pos)
+        end = pos + size
+        if count < 0 or size < 0 or end + 16 > len(data):
+            raise AlertDecodeError("truncated: a data block ends past the end of the file")
+        if bytes(data[end : end + 16]) != header.sync:
+            raise AlertDecodeError("expected sync marker not found after a data block")
+        blocks.append((count, _inflate(data[pos:end], header.codec)))
+        pos = end + 16
+    return blocks
+
+
+def _inflate(block: bytes | memoryview, codec: str) -> bytes | memoryview:
+    if codec == "null":
+        return block
+    if codec == "deflate":
+        try:
+            return zlib.decompress(bytes(block), -15)
+        except zlib.error as exc:
+            raise AlertDecodeError(f"deflate block does not inflate: {exc}") from exc
+    raise AlertDecodeError(f"unsupported Avro codec {codec!r}")
+
+
+class AlertDecoder:
+    """Decode alert packets with cached schemas; every method raises :class:`AlertDecodeError`."""
+
+    def __init__(self, cache: SchemaCache | None = None) -> None:
+        self.cache = cache or SchemaCache()
+
+    def packets(self, data: bytes | memoryview) -> list[bytes | memoryview]:
+        """Split a container into one-alert containers; a normal ZTF packet comes back unchanged.
+
+        A file holding several records (not something ZTF publishes, but seen in the wild) gives one
+        packet per record: the original header followed by that record alone in a block of its own,
+        so each alert keeps a valid Avro file made of the original bytes, in any layout.
+        """
+        header = read_header(data)
+        blocks = _blocks(data, header)
+        if len(blocks) == 1 and blocks[0][0] == 1 and header.codec == "null":
+            return [data]
+        if not blocks or not any(count for count, _ in blocks):
+            raise AlertDecodeError("holds no record")
+        parsed = self.cache.get(header.schema_json)
+        head = bytes(data[: header.data_start])
+        packets: list[bytes | memoryview] = []
+        for count, block in blocks:
+            stream = io.BytesIO(block)
+            for _ in range(count):
+                start = stream.tell()
+                self._read(stream, parsed.full)
+                record = block[start : stream.tell()]
+                packets.append(
+                    b"".join((head, _write_long(1), _write_long(len(record)), record, header.sync))
+                )
+        return packets
+
+    def _read(self, stream: io.BytesIO, schema: Any) -> dict:
+        try:
+            record = fastavro.schemaless_reader(stream, schema)
+        except Exception as exc:  # EOFError, UnicodeDecodeError, ValueError, IndexError...
+            raise AlertDecodeError(f"the record does not decode: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(record, dict) or not isinstance(record.get("candidate"), dict):
+            raise AlertDecodeError("the record has no candidate")
+        return record
+
+    def _decode(self, packet: bytes | memoryview, cut: str) -> tuple[ParsedSchema, dict]:
+        header = read_header(packet)
+        parsed = self.cache.get(header.schema_json)
+        blocks = _blocks(packet, header)
+        if len(blocks) != 1 or blocks[0][0] != 1:
+            raise AlertDecodeError("holds more than one record; split it with AlertDecoder.packets")
+        return parsed, self._read(io.BytesIO(blocks[0][1]), getattr(parsed, cut))
+
+    def prefix(self, packet: bytes | memoryview) -> tuple[ParsedSchema, dict]:
+        """Top-level fields up to ``candidate`` of a one-alert packet: all the ``alerts`` table needs."""
+        return self._decode(packet, "prefix")
+
+    def history(self, packet: bytes | memoryview) -> tuple[ParsedSchema, dict]:
+        """Fields up to ``prv_candidates``/``fp_hists``, without the cutouts."""
+        return self._decode(packet, "history")
+
+    def full(self, packet: bytes | memoryview) -> dict:
+        """The whole packet, as ``fastavro.reader`` would give it."""
+        return self._decode(packet, "full")[1]
+
+
+def schema_version(parsed: ParsedSchema, record: dict) -> str:
+    """The alert's schema version: its ``schemavsn`` field, or the schema's own ``version`` before 2.0."""
+    return str(record.get("schemavsn") or parsed.version)

@@ -1,0 +1,394 @@
+"""The :class:`Catalog`: one object that is the whole Python API over a local alert catalog.
+
+Every lookup is an indexed query: ids come from the primary key, packets from the path (and offset)
+stored in their row, iteration pages by key (``WHERE candid > :last ORDER BY candid LIMIT n``), never by
+``OFFSET`` and never by looking at the disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import Engine, and_, delete, func, select, text
+
+from . import settings
+from .avro import AlertDecoder
+from .blobs import LAYOUTS, read_blob, remove_release
+from .db import ensure_schema, is_sqlite, make_engine
+from .errors import InvalidQueryError, NotFoundError, ZtfcatError
+from .filters import as_date, column, where_clauses
+from .ingest import IngestReport, Progress, ingest, purge_release, release_key
+from .tables import alerts, fp_hists, ingest_errors, prv_candidates, releases, remote_files
+
+PAGE = 1000
+
+
+class Catalog:
+    """A local ZTF alert catalog: a database (SQLite by default, or PostgreSQL) and a data directory.
+
+    Parameters
+    ----------
+    database_url : str, optional
+        Any SQLAlchemy URL; default ``ZTFCAT_DATABASE_URL``, then ``catalog.sqlite`` in the data dir.
+    data_dir : path, optional
+        Where raw packets live; default ``ZTFCAT_DATA_DIR``, then a per-user folder.
+    archive_url : str, optional
+        The public archive (or a mirror); default ``ZTFCAT_ARCHIVE_URL``, then ZTF's own.
+    layout : {"files", "pack"}, optional
+        How new releases store their packets; default ``ZTFCAT_LAYOUT``, then ``files``.
+
+    Nothing is opened or created until the catalog is first used.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        archive_url: str | None = None,
+        *,
+        layout: str | None = None,
+    ) -> None:
+        self.data_dir = settings.data_dir(data_dir)
+        self.database_url = settings.database_url(database_url, self.data_dir)
+        self.archive_url = settings.archive_url(archive_url)
+        self.layout = layout or os.environ.get("ZTFCAT_LAYOUT") or "files"
+        if self.layout not in LAYOUTS:
+            raise ZtfcatError(f"unknown blob layout {self.layout!r}; choose one of {', '.join(LAYOUTS)}")
+        self._engine: Engine | None = None
+        self._decoder = AlertDecoder()
+
+    def __repr__(self) -> str:
+        return f"Catalog(database_url={self.url_for_display!r}, data_dir={str(self.data_dir)!r})"
+
+    @property
+    def url_for_display(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, created (and the schema checked or created) on first use."""
+        if self._engine is None:
+            engine = make_engine(self.database_url)
+            ensure_schema(engine)
+            self._engine = engine
+        return self._engine
+
+    def close(self) -> None:
+        """Release database connections."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- ingest ----------------------------------------------------------------------------------
+    def ingest(
+        self,
+        source: str | os.PathLike[str] | IO[bytes],
+        *,
+        name: str | None = None,
+        progress: Progress | None = None,
+        force: bool = False,
+    ) -> IngestReport:
+        """Ingest one nightly ``.tar.gz``: a path, a ``gs://bucket/object`` URL or a binary stream.
+
+        A stream needs ``name`` (the tarball's file name) unless it has a ``name`` attribute.
+        Ingesting a release that is already complete does nothing (``force=True`` replaces it).
+        """
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if isinstance(source, str) and source.startswith("gs://"):
+            from .gcs import open_object
+
+            with open_object(source) as stream:
+                return self._ingest(stream, name or source.rsplit("/", 1)[-1], source, progress, force)
+        if isinstance(source, str | os.PathLike):
+            path = Path(source)
+            try:
+                stream = open(path, "rb")  # noqa: SIM115 - closed below
+            except OSError as exc:
+                raise ZtfcatError(f"cannot read {path}: {exc.strerror}") from exc
+            with stream:
+                return self._ingest(stream, name or path.name, str(path.resolve()), progress, force)
+        if name is None:
+            name = Path(str(getattr(source, "name", "") or "")).name
+            if not name:
+                raise ZtfcatError("ingesting a stream needs name= (the tarball's file name)")
+        return self._ingest(source, name, getattr(source, "name", None), progress, force)
+
+    def _ingest(self, stream, name, origin, progress, force) -> IngestReport:
+        return ingest(
+            self.engine,
+            self.data_dir,
+            stream,
+            name,
+            layout=self.layout,
+            origin=str(origin) if origin else None,
+            progress=progress,
+            force=force,
+            decoder=self._decoder,
+        )
+
+    # -- releases --------------------------------------------------------------------------------
+    def releases(self):
+        """Every release in the catalog as an astropy Table, newest night first."""
+        query = select(releases).order_by(releases.c.night.desc(), releases.c.name)
+        return self._table(query)
+
+    def release(self, name: str):
+        """One release's row (as a SQLAlchemy Row), by file name; NotFoundError if absent."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(releases).where(releases.c.name == name)).first()
+        if row is None:
+            raise NotFoundError(f"no release {name!r} in the catalog")
+        return row
+
+    def ingest_errors(self, name: str | None = None):
+        """Members that failed to decode, with their release and reason, as an astropy Table."""
+        query = select(releases.c.name.label("release"), ingest_errors.c.member, ingest_errors.c.reason).join(
+            releases, releases.c.id == ingest_errors.c.release_id
+        )
+        if name is not None:
+            query = query.where(releases.c.name == name)
+        return self._table(query.order_by(ingest_errors.c.id))
+
+    def delete(self, nights: Any = None, *, names: Sequence[str] | None = None) -> int:
+        """Delete releases (rows and packets): every one, or those of the given nights / file names.
+
+        Light-curve points that other releases also carry are rebuilt from those. Returns how many
+        releases were removed.
+        """
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(releases.c.id, releases.c.name, releases.c.status, releases.c.night)
+            ).all()
+        if nights is None and names is None:
+            chosen = rows
+        else:
+            wanted_nights = set() if nights is None else {as_date(n) for n in _as_list(nights)}
+            wanted_names = set(names or ())
+            chosen = [r for r in rows if r.night in wanted_nights or r.name in wanted_names]
+        if nights is None and names is None:
+            with self.engine.begin() as conn:
+                for table in (fp_hists, prv_candidates, ingest_errors, alerts, releases):
+                    conn.execute(delete(table))
+            for row in chosen:
+                remove_release(self.data_dir, release_key(row.name))
+            return len(chosen)
+        for row in chosen:
+            purge_release(self.engine, self.data_dir, row.id, row.name, row.status)
+            with self.engine.begin() as conn:
+                conn.execute(delete(releases).where(releases.c.id == row.id))
+        return len(chosen)
+
+    # -- alerts ----------------------------------------------------------------------------------
+    def alert_ids(self, *conditions: str, **filters: Any) -> list[int]:
+        """Candids of every alert (or those matching the filters), in increasing order."""
+        query = select(alerts.c.candid).order_by(alerts.c.candid)
+        clauses = where_clauses(conditions, filters)
+        if clauses:
+            query = query.where(and_(*clauses))
+            with self.engine.connect() as conn:
+                return list(conn.execute(query).scalars())
+        # The whole list: straight through the driver, ~3x faster than building Row objects.
+        raw = self.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute("SELECT candid FROM alerts ORDER BY candid")
+            return [row[0] for row in cursor.fetchall()]
+        finally:
+            raw.close()
+
+    def count(self, *conditions: str, **filters: Any) -> int:
+        """How many alerts match the filters."""
+        query = select(func.count()).select_from(alerts)
+        clauses = where_clauses(conditions, filters)
+        if clauses:
+            query = query.where(and_(*clauses))
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    def _locate(self, candid: int):
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(alerts.c.blob_path, alerts.c.blob_offset, alerts.c.blob_size).where(
+                    alerts.c.candid == int(candid)
+                )
+            ).first()
+        if row is None:
+            raise NotFoundError(f"no alert with candid {candid} in the catalog at {self.data_dir}")
+        return row
+
+    def get_alert(self, candid: int, raw: bool = False) -> dict | bytes:
+        """One alert by candid: the packet as a dict (as fastavro parses it), or its Avro bytes."""
+        path, offset, size = self._locate(candid)
+        data = read_blob(self.data_dir, path, offset, size)
+        return data if raw else self._decoder.full(data)
+
+    def iter_alerts(
+        self, n: int | None = None, *conditions: str, raw: bool = False, **filters: Any
+    ) -> Iterator[dict | bytes | list]:
+        """Every alert (or those matching the filters) in candid order: one at a time, or lists of ``n``.
+
+        Pages through the primary key, so memory stays bounded and each page costs the same.
+        """
+        if n is not None and (not isinstance(n, int) or n < 1):
+            raise InvalidQueryError(f"iter_alerts takes a positive batch size, not {n!r}")
+        clauses = where_clauses(conditions, filters)
+        page = max(PAGE, n or 1)
+        batch: list = []
+        last = None
+        cols = (alerts.c.candid, alerts.c.blob_path, alerts.c.blob_offset, alerts.c.blob_size)
+        while True:
+            query = select(*cols).order_by(alerts.c.candid).limit(page)
+            keyed = [*clauses, alerts.c.candid > last] if last is not None else clauses
+            if keyed:
+                query = query.where(and_(*keyed))
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).all()
+            if not rows:
+                break
+            last = rows[-1][0]
+            for _candid, path, offset, size in rows:
+                data = read_blob(self.data_dir, path, offset, size)
+                item = data if raw else self._decoder.full(data)
+                if n is None:
+                    yield item
+                else:
+                    batch.append(item)
+                    if len(batch) == n:
+                        yield batch
+                        batch = []
+            if len(rows) < page:
+                break
+        if batch:
+            yield batch
+
+    def query(
+        self,
+        *conditions: str,
+        columns: Sequence[str] | None = None,
+        limit: int | None = None,
+        order_by: str = "candid",
+        **filters: Any,
+    ):
+        """Alerts matching the filters as an astropy Table of catalog columns (default: a useful few)."""
+        names = columns or DEFAULT_COLUMNS
+        cols = [column(c) for c in names]
+        order = order_by.lstrip("-")
+        query = select(*cols).order_by(column(order).desc() if order_by.startswith("-") else column(order))
+        clauses = where_clauses(conditions, filters)
+        if clauses:
+            query = query.where(and_(*clauses))
+        if limit is not None:
+            query = query.limit(int(limit))
+        return self._table(query)
+
+    def _table(self, query):
+        from astropy.table import Table
+
+        with self.engine.connect() as conn:
+            result = conn.execute(query)
+            names = list(result.keys())
+            rows = result.all()
+        if not rows:
+            return Table(names=names, dtype=[_empty_dtype(query, n) for n in names])
+        return Table(rows=[tuple(r) for r in rows], names=names, masked=any(None in r for r in rows))
+
+    # -- ad-hoc SQL ------------------------------------------------------------------------------
+    def sql(self, statement: str, params: dict | None = None, limit: int | None = None):
+        """Run a read-only SQL statement and return (column names, rows).
+
+        SQLite runs it on a connection opened read-only; PostgreSQL in a READ ONLY transaction.
+        """
+        if is_sqlite(self.engine):
+            import sqlite3
+
+            path = self.engine.url.database
+            if not path or path == ":memory:":
+                raise InvalidQueryError("read-only SQL needs a SQLite file")
+            conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+            try:
+                cursor = conn.execute(statement, params or {})
+                names = [d[0] for d in cursor.description or ()]
+                rows = cursor.fetchmany(limit) if limit else cursor.fetchall()
+            except sqlite3.Error as exc:
+                raise InvalidQueryError(f"SQL failed: {exc}") from exc
+            finally:
+                conn.close()
+            return names, rows
+        from sqlalchemy.exc import DBAPIError
+
+        with self.engine.connect() as conn:
+            try:
+                conn.execute(text("SET TRANSACTION READ ONLY"))
+                result = conn.execute(text(statement), params or {})
+                names = list(result.keys())
+                rows = result.fetchmany(limit) if limit else result.fetchall()
+            except DBAPIError as exc:
+                raise InvalidQueryError(f"SQL failed: {exc.orig}") from exc
+            finally:
+                conn.rollback()
+        return names, [tuple(r) for r in rows]
+
+    # -- summary ---------------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        """Where the catalog is and what it holds, for ``ztfcat info``."""
+        with self.engine.connect() as conn:
+            per_release = conn.execute(
+                select(releases.c.name, releases.c.status, releases.c.n_alerts, releases.c.n_errors).order_by(
+                    releases.c.name
+                )
+            ).all()
+            per_version = conn.execute(
+                select(alerts.c.schemavsn, func.count())
+                .group_by(alerts.c.schemavsn)
+                .order_by(alerts.c.schemavsn)
+            ).all()
+            counts = {
+                t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                for t in (alerts, prv_candidates, fp_hists, ingest_errors, releases, remote_files)
+            }
+            extra = conn.execute(
+                select(alerts.c.extra).where(alerts.c.extra.is_not(None)).limit(1000)
+            ).scalars()
+            unknown_fields: set[str] = set()
+            for value in extra:
+                unknown_fields.update(json.loads(value))
+            n_extra = conn.execute(
+                select(func.count()).select_from(alerts).where(alerts.c.extra.is_not(None))
+            ).scalar_one()
+        from .fields import KNOWN_VERSIONS
+
+        return {
+            "database": self.url_for_display,
+            "data_dir": str(self.data_dir),
+            "layout": self.layout,
+            "counts": counts,
+            "releases": [tuple(r) for r in per_release],
+            "schema_versions": [tuple(r) for r in per_version],
+            "unknown_versions": sorted(v for v, _ in per_version if v not in KNOWN_VERSIONS),
+            "alerts_with_unknown_fields": n_extra,
+            "unknown_fields": sorted(unknown_fields),
+        }
+
+
+DEFAULT_COLUMNS = ("candid", "objectId", "jd", "fid", "ra", "dec", "magpsf", "sigmapsf", "rb", "isdiffpos")
+
+
+def _empty_dtype(query, name: str):
+    try:
+        return query.selected_columns[name].type.python_type
+    except (NotImplementedError, KeyError):
+        return str
+
+
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, list | tuple | set) else [value]

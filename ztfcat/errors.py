@@ -1,0 +1,51 @@
+"""One error hierarchy for the whole package.
+
+Every error names the file, release, night or id at fault, so a message read in a log is enough to act
+on.  Third-party exceptions are wrapped with ``raise ... from`` so the original cause stays visible.
+"""
+
+from __future__ import annotations
+
+
+class ZtfcatError(Exception):
+    """Base class of every error ztfcat raises on purpose."""
+
+
+class NotFoundError(ZtfcatError, LookupError):
+    """An alert, object, release or night that the catalog or the archive does not have."""
+
+
+class SchemaOutOfDateError(ZtfcatError):
+    """The catalog's tables are older than this version of ztfcat; ``ztfcat db upgrade`` fixes it."""
+
+
+class IngestError(ZtfcatError):
+    """A tarball could not be ingested as a whole (not gzip, truncated, unreadable)."""
+
+
+class AlertDecodeError(ZtfcatError):
+    """One Avro alert packet could not be decoded; the rest of its night still goes in."""
+
+
+class ChecksumMismatchError(ZtfcatError):
+    """Downloaded bytes do not match the archive's MD5SUMS entry or Content-Length."""
+
+
+class DownloadError(ZtfcatError):
+    """A release could not be fetched from the archive (HTTP error, connection lost past retries)."""
+
+
+class InvalidQueryError(ZtfcatError, ValueError):
+    """A filter names an unknown column or operator, or an ad-hoc SQL statement is not read-only."""
+
+
+class StorageError(ZtfcatError):
+    """Google Cloud Storage refused a request: no bucket, no permission or no credentials."""
+
+
+class InvalidNightError(ZtfcatError, ValueError):
+    """A date that is not a real night (``20180631``), rejected before any request is made."""
+
+
+class ManifestFormatError(ZtfcatError, ValueError):
+    """A malformed ``MD5SUMS`` line (named by its line number) or a digest that is not 32 hex digits."""

@@ -1,0 +1,193 @@
+"""Light-curve history: ``prv_candidates`` and ``fp_hists`` rows, deduplicated by natural key.
+
+Every alert of a night is a detection and goes in straight from the ``alerts`` table, with no decoding.
+The earlier points come from the alerts' ``prv_candidates``; those of successive alerts of one object
+overlap almost entirely (a 30-day window that the newest alert carries whole), so for each object only
+its newest alert of the release is decoded, on every core, and points already known are ignored by the
+unique keys (detection: ``candid``; upper limit: object, ``pid``, ``fid``).  Forced photometry can be
+revised from one alert to the next, so there the newest alert's values replace older ones.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from pathlib import Path
+
+from sqlalchemy import Engine, and_, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from .avro import AlertDecoder
+from .blobs import read_blob
+from .bulk import BulkWriter
+from .errors import AlertDecodeError
+from .tables import FP_COLUMNS, PRV_COLUMNS, alerts, fp_hists, prv_candidates
+
+PRV_INSERT = ("objectId", "release_id", "alert_candid", *PRV_COLUMNS)
+FP_INSERT = ("objectId", "release_id", "alert_candid", "alert_jd", *FP_COLUMNS)
+FP_KEY = ("objectId", "pid", "fid")
+#: prv_candidate fields that the alerts table also has: the triggering candidate as a history point.
+FROM_ALERT = tuple(c for c in PRV_COLUMNS if c in alerts.c)
+CHUNK = 256
+INLINE_BELOW = 2000  # a process pool costs more than it saves on small releases
+
+# A task: (candid, objectId, jd, blob_path, blob_offset, blob_size)
+Task = tuple[int, str, float, str, "int | None", int]
+
+
+def _insert_detections(engine: Engine, release_id: int, object_ids: Sequence[str] | None) -> None:
+    """Each alert's own candidate is a detection of the light curve (prv_candidates omit it)."""
+    query = select(
+        alerts.c.objectId, alerts.c.release_id, alerts.c.candid, *[alerts.c[c] for c in FROM_ALERT]
+    ).where(alerts.c.release_id == release_id)
+    if object_ids is not None:
+        query = query.where(alerts.c.objectId.in_(object_ids))
+    dialect = sqlite if engine.dialect.name == "sqlite" else postgresql
+    statement = (
+        dialect.insert(prv_candidates)
+        .from_select(["objectId", "release_id", "alert_candid", *FROM_ALERT], query)
+        .on_conflict_do_nothing()
+    )
+    with engine.begin() as conn:
+        conn.execute(statement)
+
+
+def newest_alerts(engine: Engine, release_id: int, object_ids: Sequence[str] | None = None) -> list[Task]:
+    """For each object of the release, its newest alert (ties: all of them)."""
+    query = select(
+        alerts.c.candid,
+        alerts.c.objectId,
+        alerts.c.jd,
+        alerts.c.blob_path,
+        alerts.c.blob_offset,
+        alerts.c.blob_size,
+    ).where(alerts.c.release_id == release_id)
+    if object_ids is not None:
+        query = query.where(alerts.c.objectId.in_(object_ids))
+    newest: dict[str, list[Task]] = {}
+    with engine.connect() as conn:
+        for row in conn.execute(query):
+            task = tuple(row)
+            kept = newest.get(row.objectId)
+            if kept is None or row.jd > kept[0][2]:
+                newest[row.objectId] = [task]
+            elif row.jd == kept[0][2]:
+                kept.append(task)
+    return [task for tasks in newest.values() for task in tasks]
+
+
+def history_rows(data_dir: str, release_id: int, tasks: Sequence[Task]) -> tuple[list, list, list]:
+    """Decode the history of each task's packet: (prv rows, fp rows, [(candid, reason)] failures).
+
+    A top-level function so a process pool can run it.
+    """
+    decoder = AlertDecoder()
+    root = Path(data_dir)
+    prv_rows: list[tuple] = []
+    fp_rows: list[tuple] = []
+    failures: list[tuple[int, str]] = []
+    for candid, object_id, jd, path, offset, size in tasks:
+        try:
+            _parsed, record = decoder.history(read_blob(root, path, offset, size))
+        except (AlertDecodeError, OSError) as exc:
+            failures.append((candid, str(exc)))
+            continue
+        for point in record.get("prv_candidates") or ():
+            prv_rows.append((object_id, release_id, candid, *[point.get(c) for c in PRV_COLUMNS]))
+        for point in record.get("fp_hists") or ():
+            fp_rows.append((object_id, release_id, candid, jd, *[point.get(c) for c in FP_COLUMNS]))
+    return prv_rows, fp_rows, failures
+
+
+def _chunks(tasks: Sequence[Task]) -> Iterable[Sequence[Task]]:
+    for start in range(0, len(tasks), CHUNK):
+        yield tasks[start : start + CHUNK]
+
+
+def derive_history(
+    engine: Engine,
+    data_dir: Path,
+    release_id: int,
+    object_ids: Sequence[str] | None = None,
+    workers: int | None = None,
+) -> list[tuple[int, str]]:
+    """Add a release's points to the light-curve tables; returns packets whose history failed to decode."""
+    _insert_detections(engine, release_id, object_ids)
+    tasks = newest_alerts(engine, release_id, object_ids)
+    workers = workers or os.cpu_count() or 1
+    bulk = BulkWriter(engine)
+    failures: list[tuple[int, str]] = []
+
+    def store(result: tuple[list, list, list]) -> None:
+        prv_rows, fp_rows, failed = result
+        bulk.insert(prv_candidates, PRV_INSERT, prv_rows)
+        bulk.insert(fp_hists, FP_INSERT, fp_rows, on_conflict=(FP_KEY, "alert_jd"))
+        bulk.commit()
+        failures.extend(failed)
+
+    try:
+        if len(tasks) < INLINE_BELOW or workers < 2:
+            for chunk in _chunks(tasks):
+                store(history_rows(str(data_dir), release_id, chunk))
+        else:
+            with ProcessPoolExecutor(workers, mp_context=get_context("forkserver")) as pool:
+                pending = set()
+                for chunk in _chunks(tasks):
+                    if len(pending) >= 2 * workers:
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            store(future.result())
+                    pending.add(pool.submit(history_rows, str(data_dir), release_id, chunk))
+                for future in pending:
+                    store(future.result())
+    except BaseException:
+        bulk.rollback()
+        raise
+    finally:
+        bulk.close()
+    return failures
+
+
+def forget_history(engine: Engine, release_id: int) -> list[str]:
+    """Remove a release's history points; returns the objects whose light curves must be rebuilt."""
+    with engine.begin() as conn:
+        objects = set(
+            conn.execute(
+                select(prv_candidates.c.objectId).where(prv_candidates.c.release_id == release_id).distinct()
+            ).scalars()
+        )
+        objects |= set(
+            conn.execute(
+                select(fp_hists.c.objectId).where(fp_hists.c.release_id == release_id).distinct()
+            ).scalars()
+        )
+        conn.execute(delete(prv_candidates).where(prv_candidates.c.release_id == release_id))
+        conn.execute(delete(fp_hists).where(fp_hists.c.release_id == release_id))
+    return sorted(objects)
+
+
+def rebuild_objects(engine: Engine, data_dir: Path, object_ids: Sequence[str], exclude_release: int) -> None:
+    """Re-derive the light curves of ``object_ids`` from every other release that holds their alerts.
+
+    Points shared with a deleted release were stored once, under whichever release came first; after
+    that release goes, the others must supply them again.
+    """
+    if not object_ids:
+        return
+    for start in range(0, len(object_ids), 500):
+        chunk = list(object_ids[start : start + 500])
+        with engine.begin() as conn:
+            conn.execute(delete(prv_candidates).where(prv_candidates.c.objectId.in_(chunk)))
+            conn.execute(delete(fp_hists).where(fp_hists.c.objectId.in_(chunk)))
+            release_ids = sorted(
+                conn.execute(
+                    select(alerts.c.release_id)
+                    .where(and_(alerts.c.objectId.in_(chunk), alerts.c.release_id != exclude_release))
+                    .distinct()
+                ).scalars()
+            )
+        for release_id in release_ids:
+            derive_history(engine, data_dir, release_id, chunk, workers=1)
+

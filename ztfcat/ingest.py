@@ -1,0 +1,396 @@
+"""Stream-ingest one nightly tarball: gzip, tar, decode, blobs and rows in a single pass.
+
+The work is split so both cores stay busy and nothing waits on the disk: one thread inflates (isal
+releases the GIL), the calling thread frames tar members and decodes each packet only up to its
+``candidate`` (cached schemas), and a writer thread stores the packets and inserts the rows with the
+driver's bulk path, committing once per batch.  A batch's rows are committed only after its packets
+are written, so a committed row always has its blob.
+
+A release is ``ingesting`` until its alerts are in, ``history`` while its light-curve points are
+derived, then ``complete``.  Anything short of ``complete`` found at the next ingest (a killed run) is
+purged and redone from the start, so the result is always that of one clean ingest.  A tarball that
+fails as a whole (not gzip, truncated, corrupt) leaves its release ``failed`` and holding nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+import numpy as np
+from sqlalchemy import Engine, delete, func, insert, select, update
+
+from . import history
+from .avro import AlertDecoder, ParsedSchema, schema_version
+from .blobs import BlobWriter, remove_release
+from .bulk import BulkWriter
+from .errors import AlertDecodeError, ZtfcatError
+from .fields import KNOWN_VERSIONS
+from .sky import hpx_index
+from .tables import CANDIDATE_COLUMNS, alerts, ingest_errors, releases
+from .tarstream import GzipStream, iter_members
+
+ALERT_COLUMNS = (
+    "candid",
+    "objectId",
+    "schemavsn",
+    "release_id",
+    "blob_path",
+    "blob_offset",
+    "blob_size",
+    "hpx",
+    "extra",
+    *CANDIDATE_COLUMNS,
+)
+_PATH, _OFFSET, _HPX = 4, 5, 7
+_RA, _DEC = ALERT_COLUMNS.index("ra"), ALERT_COLUMNS.index("dec")
+ERROR_COLUMNS = ("release_id", "member", "reason")
+BATCH = 256
+MAX_MEMBER = 64 << 20
+_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+_NIGHT = re.compile(r"(?<!\d)(\d{8})(?!\d)")
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class IngestReport:
+    """What one ingest did: counts, digest, and the first member errors, by name."""
+
+    release: str
+    status: str = "ingesting"
+    n_alerts: int = 0
+    n_errors: int = 0
+    n_duplicates: int = 0
+    n_skipped: int = 0
+    size: int = 0
+    md5: str | None = None
+    seconds: float = 0.0
+    already_complete: bool = False
+    versions: Counter = field(default_factory=Counter)
+    unknown_versions: set[str] = field(default_factory=set)
+    unknown_fields: set[str] = field(default_factory=set)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        if self.already_complete:
+            return f"{self.release}: already complete ({self.n_alerts} alerts), nothing to do"
+        text = (
+            f"{self.release}: {self.status}, {self.n_alerts} alerts, {self.n_errors} bad members, "
+            f"{self.n_duplicates} already in the catalog, {self.size} bytes in {self.seconds:.1f} s"
+        )
+        if self.unknown_versions:
+            text += f"; schema versions new to ztfcat: {', '.join(sorted(self.unknown_versions))}"
+        return text
+
+
+def release_key(name: str) -> str:
+    """The folder name of a release: its file name without the tar suffix (never ``rstrip``)."""
+    base = name
+    for suffix in _SUFFIXES:
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    if not base or base in (".", "..") or "/" in base or "\\" in base or "\0" in base:
+        raise ZtfcatError(f"{name!r} is not a usable release name")
+    return base
+
+
+def night_of(name: str) -> date | None:
+    """The night a release file is named after (``ztf_public_20180819.tar.gz`` → 2018-08-19), if any."""
+    match = _NIGHT.search(name)
+    if match:
+        try:
+            return datetime.strptime(match.group(1), "%Y%m%d").date()
+        except ValueError:
+            return None
+    return None
+
+
+def _unsafe(member: str) -> str | None:
+    path = PurePosixPath(member.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts:
+        return "unsafe member name (absolute or with '..'): skipped"
+    return None
+
+
+def _is_avro(member: str) -> bool:
+    return member.endswith(".avro")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _json_default(value):
+    return value.hex() if isinstance(value, bytes) else str(value)
+
+
+def _row(parsed: ParsedSchema, record: dict, release_id: int, size: int) -> list:
+    candidate = record["candidate"]
+    candid, object_id = record.get("candid"), record.get("objectId")
+    if not isinstance(candid, int) or not object_id:
+        raise AlertDecodeError("the alert has no candid or objectId")
+    for needed in ("jd", "ra", "dec"):
+        value = candidate.get(needed)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            raise AlertDecodeError(f"alert {candid} has no candidate.{needed}")
+    extra = None
+    if parsed.unknown_candidate_fields:
+        extra = json.dumps(
+            {k: candidate.get(k) for k in parsed.unknown_candidate_fields}, default=_json_default
+        )
+    return [
+        candid,
+        object_id,
+        schema_version(parsed, record),
+        release_id,
+        None,
+        None,
+        size,
+        None,
+        extra,
+        *[candidate.get(c) for c in CANDIDATE_COLUMNS],
+    ]
+
+
+class _Writer(threading.Thread):
+    """Stores packets and inserts rows, one batch at a time, in the order the reader made them."""
+
+    def __init__(self, engine: Engine, blobs: BlobWriter, report: IngestReport, progress, gz) -> None:
+        super().__init__(name=f"writer {report.release}", daemon=True)
+        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.engine = engine
+        self.blobs = blobs
+        self.report = report
+        self.progress = progress
+        self.gz = gz
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        bulk = None
+        try:
+            bulk = BulkWriter(self.engine)
+            while (item := self.queue.get()) is not None:
+                self._store(bulk, *item)
+        except BaseException as exc:  # re-raised by the reader thread
+            self.error = exc
+            while self.queue.get() is not None:  # let the reader finish putting
+                pass
+        finally:
+            if bulk is not None:
+                bulk.close()
+
+    def _store(self, bulk: BulkWriter, rows: list, packets: list, errors: list) -> None:
+        existing = bulk.existing(alerts, "candid", [row[0] for row in rows])
+        fresh = []
+        for row, packet in zip(rows, packets, strict=True):
+            if row[0] in existing:
+                self.report.n_duplicates += 1
+                continue
+            existing.add(row[0])
+            row[_PATH], row[_OFFSET] = self.blobs.write(row[0], packet)
+            fresh.append(row)
+        if fresh:
+            ras = np.fromiter((r[_RA] for r in fresh), float, len(fresh))
+            decs = np.fromiter((r[_DEC] for r in fresh), float, len(fresh))
+            for row, pixel in zip(fresh, hpx_index(ras, decs).tolist(), strict=True):
+                row[_HPX] = pixel
+        self.blobs.flush()
+        bulk.insert(alerts, ALERT_COLUMNS, fresh)
+        bulk.insert(ingest_errors, ERROR_COLUMNS, errors)
+        bulk.commit()
+        self.report.n_alerts += len(fresh)
+        if self.progress:
+            self.progress(self.report.n_alerts, self.gz.size)
+
+
+def _main_pass(engine, data_dir, source, report, release_id, key, layout, progress, decoder) -> None:
+    blobs = BlobWriter(data_dir, key, layout)
+    with GzipStream(source, report.release) as gz:
+        writer = _Writer(engine, blobs, report, progress, gz)
+        writer.start()
+        rows: list = []
+        packets: list = []
+        errors: list = []
+
+        def hand_over() -> None:
+            nonlocal rows, packets, errors
+            writer.queue.put((rows, packets, errors))
+            rows, packets, errors = [], [], []
+            if writer.error is not None:
+                raise writer.error
+
+        try:
+            for member, data, size in iter_members(gz, _is_avro, MAX_MEMBER):
+                if data is None:
+                    if _is_avro(member):
+                        errors.append((release_id, member, f"{size} bytes: too large for an alert packet"))
+                    else:
+                        report.n_skipped += 1
+                    continue
+                problem = _unsafe(member)
+                if problem:
+                    errors.append((release_id, member, problem))
+                    continue
+                try:
+                    found = []
+                    for packet in decoder.packets(data):
+                        parsed, record = decoder.prefix(packet)
+                        found.append((_row(parsed, record, release_id, len(packet)), packet))
+                except AlertDecodeError as exc:
+                    errors.append((release_id, member, str(exc)))
+                    continue
+                for row, packet in found:
+                    rows.append(row)
+                    packets.append(packet)
+                    report.versions[row[2]] += 1
+                    if parsed.unknown_candidate_fields:
+                        report.unknown_fields.update(parsed.unknown_candidate_fields)
+                if len(rows) >= BATCH or len(errors) >= BATCH:
+                    hand_over()
+            gz.drain()
+            hand_over()
+        finally:
+            writer.queue.put(None)
+            writer.join()
+            blobs.close()
+        if writer.error is not None:
+            raise writer.error
+        report.size = gz.size
+        report.md5 = gz.md5.hexdigest()
+    with engine.connect() as conn:
+        report.n_errors = conn.execute(
+            select(func.count()).select_from(ingest_errors).where(ingest_errors.c.release_id == release_id)
+        ).scalar_one()
+        report.errors = [
+            (m, r)
+            for m, r in conn.execute(
+                select(ingest_errors.c.member, ingest_errors.c.reason)
+                .where(ingest_errors.c.release_id == release_id)
+                .order_by(ingest_errors.c.id)
+                .limit(100)
+            )
+        ]
+    report.unknown_versions = {v for v in report.versions if v not in KNOWN_VERSIONS}
+
+
+def purge_release(engine: Engine, data_dir: Path, release_id: int, name: str, status: str) -> None:
+    """Remove everything a release holds (rows, packets, its history points) but its ``releases`` row.
+
+    Light-curve points it contributed are re-derived from the other releases that share the objects.
+    """
+    objects = history.forget_history(engine, release_id) if status in ("history", "complete") else []
+    with engine.begin() as conn:
+        for table in (ingest_errors, alerts):
+            conn.execute(delete(table).where(table.c.release_id == release_id))
+    remove_release(data_dir, release_key(name))
+    history.rebuild_objects(engine, data_dir, objects, exclude_release=release_id)
+
+
+def ingest(
+    engine: Engine,
+    data_dir: Path,
+    source: BinaryIO,
+    name: str,
+    *,
+    layout: str = "files",
+    origin: str | None = None,
+    progress: Progress | None = None,
+    force: bool = False,
+    decoder: AlertDecoder | None = None,
+) -> IngestReport:
+    """Ingest the ``.tar.gz`` bytes readable from ``source`` as the release ``name``.
+
+    Parameters
+    ----------
+    source : binary file object
+        Read once, front to back; never seeked, so a socket or a bucket stream works.
+    name : str
+        The tarball's file name, e.g. ``ztf_public_20180819.tar.gz``; the release's identity.
+    force : bool
+        Ingest again even when the release is already complete (its old content is replaced).
+    """
+    key = release_key(name)
+    report = IngestReport(name)
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        existing = conn.execute(select(releases).where(releases.c.name == name)).first()
+    if existing is not None and existing.status == "complete" and not force:
+        report.status, report.already_complete = "complete", True
+        report.n_alerts, report.n_errors = existing.n_alerts, existing.n_errors
+        report.size, report.md5 = existing.size or 0, existing.md5
+        return report
+    if existing is not None:
+        purge_release(engine, data_dir, existing.id, name, existing.status)
+    values = dict(
+        night=night_of(name),
+        status="ingesting",
+        layout=layout,
+        source=origin,
+        started_at=_now(),
+        finished_at=None,
+        error=None,
+        size=None,
+        md5=None,
+        n_alerts=0,
+        n_errors=0,
+        n_duplicates=0,
+    )
+    with engine.begin() as conn:
+        if existing is None:
+            release_id = conn.execute(insert(releases).values(name=name, **values)).inserted_primary_key[0]
+        else:
+            release_id = existing.id
+            conn.execute(update(releases).where(releases.c.id == release_id).values(**values))
+    try:
+        _main_pass(
+            engine, data_dir, source, report, release_id, key, layout, progress, decoder or AlertDecoder()
+        )
+        _set(
+            engine,
+            release_id,
+            status="history",
+            size=report.size,
+            md5=report.md5,
+            n_alerts=report.n_alerts,
+            n_errors=report.n_errors,
+            n_duplicates=report.n_duplicates,
+        )
+        for candid, reason in history.derive_history(engine, data_dir, release_id):
+            report.errors.append((f"{candid}.avro", f"history not read: {reason}"))
+        report.status = "complete"
+        _set(engine, release_id, status="complete", finished_at=_now())
+    except BaseException as exc:
+        report.status = "failed"
+        try:
+            purge_release(engine, data_dir, release_id, name, "history")
+            _set(
+                engine,
+                release_id,
+                status="failed",
+                error=str(exc) or type(exc).__name__,
+                finished_at=_now(),
+                n_alerts=0,
+            )
+        except Exception:  # the original error matters more; the next ingest purges anyway
+            pass
+        raise
+    finally:
+        report.seconds = time.perf_counter() - started
+    return report
+
+
+def _set(engine: Engine, release_id: int, **values) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(releases).where(releases.c.id == release_id).values(**values))

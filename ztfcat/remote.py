@@ -1,0 +1,967 @@
+"""Talking to the ZTF alert archive: its listing, its ``MD5SUMS``, and releases streamed while they download.
+
+Parsing is kept apart from requesting, so the listing page, the release names and the manifest are read
+by pure functions tested without a network; :class:`ArchiveClient` is the thin I/O around them.  The
+catalog is not known here: the caller decides what to do with a release's bytes.
+
+A release is read through :meth:`ArchiveClient.open_release`, a binary file object that hands out the
+tarball's bytes as they arrive while it saves them to a ``.part`` file and hashes them, so ingest starts
+on the first megabyte instead of after a multi-GB download, and an interrupted run resumes from disk
+and then with HTTP ``Range``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import http.client
+import importlib.metadata
+import io
+import os
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import date, datetime
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote, unquote, urljoin, urlsplit
+
+import requests
+import urllib3
+
+from ztfcat import settings
+from ztfcat.errors import (
+    ChecksumMismatchError,
+    DownloadError,
+    InvalidNightError,
+    ManifestFormatError,
+    NotFoundError,
+)
+
+Progress = Callable[[int, "int | None"], None]
+"""``progress(bytes_so_far, total_or_None)``, called from the download thread."""
+
+MD5SUMS = "MD5SUMS"
+_TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+# Failures worth another try.  Not OSError as a whole: a full disk is not cured by waiting.
+_NETWORK_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+)
+_MAX_DELAY = 30.0
+
+
+# --- pure parsing -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ListingEntry:
+    """One file on the archive's index page, as the page shows it.
+
+    Attributes
+    ----------
+    name : str
+        The file name, decoded from the link's ``href`` (the link text may be truncated by the server).
+    last_modified : datetime, str or None
+        A naive datetime when the page shows a date the parser knows (server local time); the text as
+        shown otherwise (e.g. ``"6 years ago"``); None when the page shows none.
+    size_shown : str or None
+        The rounded size as shown (``"8.8G"``, ``"837M"``, ``"74"``); None for ``-`` or no size.  Exact
+        sizes come from :meth:`ArchiveClient.head_size`.
+    """
+
+    name: str
+    last_modified: datetime | str | None
+    size_shown: str | None
+
+
+class _IndexParser(HTMLParser):
+    """Collect each link of an index page with the text that follows it on its row or line."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.links: list[tuple[str, list[str], bool]] = []  # (href, texts after it, in a table)
+        self._href: str | None = None
+        self._texts: list[str] = []
+        self._in_table = False
+        self._in_link = False
+        self._line_done = False
+        self._tables = 0
+
+    def _flush(self) -> None:
+        if self._href is not None:
+            self.links.append((self._href, self._texts, self._in_table))
+        self._href, self._texts, self._line_done = None, [], False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self._tables += 1
+        elif tag == "a":
+            href = dict(attrs).get("href")
+            if href is None:
+                return
+            # Apache's IconsAreLinks puts the same href on the icon and the name: one entry.
+            if href == self._href and not "".join(self._texts).strip():
+                self._in_link = True
+                return
+            self._flush()
+            self._href, self._in_table, self._in_link = href, self._tables > 0, True
+        elif tag in ("td", "th") and self._href is not None and self._in_table and not self._in_link:
+            self._texts.append("")
+        elif tag == "tr":
+            self._flush()
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a":
+            self._in_link = False
+        elif tag in ("tr", "pre", "body"):
+            self._flush()
+        elif tag == "table":
+            self._flush()
+            self._tables = max(0, self._tables - 1)
+
+    def handle_data(self, data: str) -> None:
+        if self._href is None or self._in_link or self._line_done:
+            return
+        if self._in_table:
+            if self._texts:
+                self._texts[-1] += data
+            return
+        # Outside a table (nginx autoindex, Apache without HTMLTable): the entry ends at the line's end.
+        head, newline, _ = data.partition("\n")
+        self._texts.append(head)
+        self._line_done = bool(newline)
+
+
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], 1
+    )
+}
+_ISO_WHEN = re.compile(r"(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2})(?::(\d{2}))?")
+_DMY_WHEN = re.compile(r"(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{2}):(\d{2})(?::(\d{2}))?")
+_LINE_TAIL = re.compile(
+    r"\s*(?P<when>\d{4}-\d{2}-\d{2} \d{2}:\d{2}(?::\d{2})?|\d{1,2}-[A-Za-z]{3}-\d{4} \d{2}:\d{2}(?::\d{2})?)"
+    r"\s+(?P<size>\S+)"
+)
+
+
+def _parse_when(text: str) -> datetime | str | None:
+    text = text.strip()
+    if not text or text == "-":
+        return None
+    try:
+        if match := _ISO_WHEN.fullmatch(text):
+            y, mo, d, h, mi, s = match.groups()
+            return datetime(int(y), int(mo), int(d), int(h), int(mi), int(s or 0))
+        if (match := _DMY_WHEN.fullmatch(text)) and match.group(2).lower() in _MONTHS:
+            d, mon, y, h, mi, s = match.groups()
+            return datetime(int(y), _MONTHS[mon.lower()], int(d), int(h), int(mi), int(s or 0))
+    except ValueError:  # 2018-02-30 10:00 is shown as text rather than lost
+        pass
+    return text
+
+
+def _size_shown(text: str) -> str | None:
+    text = text.strip()
+    return None if text in ("", "-") else text
+
+
+def parse_listing(html: str, base_url: str | None = None) -> list[ListingEntry]:
+    """The files listed on an archive index page, in page order.
+
+    Reads Apache's fancy index (an HTML table of Name, Last modified, Size, as on ztf.uw.edu; or its
+    ``<pre>`` form) and nginx's autoindex (``<pre>`` lines of link, date, size in bytes).  Only links
+    that resolve to a file directly in the listed folder are entries; the parent-directory link, the
+    sort links (``?C=N;O=D``), icons, sub-folders and links to other pages are skipped, whichever way
+    they are written.
+
+    Parameters
+    ----------
+    html : str
+        The page.
+    base_url : str, optional
+        The page's own URL, needed to place links written as absolute paths
+        (``/alerts/public/ztf_...``); relative links are understood without it.
+
+    Returns
+    -------
+    list of ListingEntry
+        One per file, each name once.
+    """
+    base = base_url or "http://listing.invalid/folder/"
+    if not base.endswith("/"):
+        base += "/"
+    base_parts = urlsplit(base)
+    parser = _IndexParser()
+    parser.feed(html)
+    parser.close()
+    parser._flush()
+    entries: list[ListingEntry] = []
+    seen: set[str] = set()
+    for href, texts, in_table in parser.links:
+        parts = urlsplit(urljoin(base, href.strip()))
+        if parts.query or (parts.scheme, parts.netloc) != (base_parts.scheme, base_parts.netloc):
+            continue
+        if not parts.path.startswith(base_parts.path):
+            continue
+        name = unquote(parts.path[len(base_parts.path) :])
+        if not name or "/" in name or name in seen:
+            continue
+        seen.add(name)
+        if in_table:
+            cells = [*texts, "", ""]
+            when, size = _parse_when(cells[0]), _size_shown(cells[1])
+        else:
+            tail = "".join(texts)
+            if match := _LINE_TAIL.match(tail):
+                when, size = _parse_when(match["when"]), _size_shown(match["size"])
+            else:
+                words = tail.split()
+                when, size = None, _size_shown(words[-1]) if words else None
+        entries.append(ListingEntry(name, when, size))
+    return entries
+
+
+@dataclass(frozen=True, order=True)
+class ReleaseName:
+    """A file name that is one night's release.
+
+    Attributes
+    ----------
+    name : str
+        The file name, e.g. ``ztf_public_20180601.tar.gz``.
+    night : date
+        The night it holds (UTC-based, as the archive names it).
+    kind : {"public", "programid3"}
+        ``programid3`` for the Caltech-time alerts made public later, a separate file for the same night.
+    """
+
+    name: str
+    night: date
+    kind: Literal["public", "programid3"]
+
+    @property
+    def programid3(self) -> bool:
+        """True for a ``_programid3`` release."""
+        return self.kind == "programid3"
+
+
+_RELEASE = re.compile(r"ztf_public_(\d{4})(\d{2})(\d{2})(_programid3)?\.tar\.gz")
+
+
+def classify(name: str) -> ReleaseName | None:
+    """Whether a listed file name is a release, and of which night and kind.
+
+    The rules, decided from the real listing:
+
+    * ``ztf_public_YYYYMMDD.tar.gz`` is the public release of that night (kind ``"public"``).
+    * ``ztf_public_YYYYMMDD_programid3.tar.gz`` is a release too, a distinct file for the same night
+      (kind ``"programid3"``): Caltech-time alerts made public later; 22 such nights exist.
+    * Everything else is not a release, including near misses that are really on the archive:
+      ``ztf_public_20200211_programid3.tar`` (no ``.gz``, 0 bytes), ``ztf_20200219_programid1.tar.tar``
+      (0 bytes), ``MD5SUMS``, ``VALIDATE``, ``VALIDATE.out``, and any name whose 8 digits are not a
+      calendar date (``ztf_public_20180631.tar.gz``).
+
+    The whole name must match; suffixes are never stripped character-wise (``rstrip('.tar.gz')`` would
+    also eat a trailing ``t``, ``a``, ``r``, ``g``, ``z`` or ``.``).
+    """
+    match = _RELEASE.fullmatch(name)
+    if match is None:
+        return None
+    year, month, day, programid3 = match.groups()
+    try:
+        night = date(int(year), int(month), int(day))
+    except ValueError:
+        return None
+    return ReleaseName(name, night, "programid3" if programid3 else "public")
+
+
+_MD5_LINE = re.compile(r"\\?([0-9a-fA-F]{32}) [ *]?(.+)")
+_HEX_MD5 = re.compile(r"[0-9a-fA-F]{32}")
+
+
+def parse_md5sums(text: str, source: str = MD5SUMS) -> dict[str, str]:
+    """File name to lowercase hex MD5, from ``md5sum`` output.
+
+    Each line is ``<32 hex digits><two spaces><name>`` (``<hex> *<name>`` in binary mode).  A leading
+    path on the name is dropped (the archive is one flat folder); blank lines and ``#`` comments are
+    skipped.  Anything else is an error rather than a silently unverified file.
+
+    Parameters
+    ----------
+    text : str
+        The manifest's text.
+    source : str
+        Where it came from (file name or URL), for error messages.
+
+    Raises
+    ------
+    ManifestFormatError
+        A line that is not a digest and a name, or one name given two different digests; the message
+        names the line number.
+    """
+    digests: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _MD5_LINE.fullmatch(line)
+        name = match.group(2).strip().rsplit("/", 1)[-1] if match else ""
+        if match is None or not name:
+            raise ManifestFormatError(
+                f"{source} line {number} is not '<32 hex digits>  <name>': {raw[:120]!r}"
+            )
+        digest = match.group(1).lower()
+        if digests.get(name, digest) != digest:
+            raise ManifestFormatError(
+                f"{source} line {number} gives {name} the MD5 {digest}, an earlier line {digests[name]}"
+            )
+        digests[name] = digest
+    return digests
+
+
+def night_file_name(year: int, month: int, day: int) -> str:
+    """The release file name of a night, ``ztf_public_YYYYMMDD.tar.gz``.
+
+    Raises
+    ------
+    InvalidNightError
+        If the numbers are not a calendar date; raised here so no request is ever made for it.
+    """
+    try:
+        night = date(year, month, day)
+    except (TypeError, ValueError) as exc:
+        raise InvalidNightError(f"{year:04d}-{month:02d}-{day:02d} is not a night: {exc}") from exc
+    return f"ztf_public_{night:%Y%m%d}.tar.gz"
+
+
+def md5_base64(hex_digest: str) -> str:
+    """The base64 of an MD5's 16 raw bytes (24 characters), the form GCS and its transfer service use.
+
+    Raises
+    ------
+    ManifestFormatError
+        If ``hex_digest`` is not 32 hex digits.
+    """
+    text = hex_digest.strip()
+    if not _HEX_MD5.fullmatch(text):
+        raise ManifestFormatError(f"not an MD5 of 32 hex digits: {hex_digest!r}")
+    return base64.b64encode(bytes.fromhex(text)).decode("ascii")
+
+
+def user_agent() -> str:
+    """``ztfcat/<version>``, so the archive's operators can tell who is downloading."""
+    try:
+        version = importlib.metadata.version("ztfcat")
+    except importlib.metadata.PackageNotFoundError:
+        version = "0+unknown"
+    return f"ztfcat/{version}"
+
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+def _content_range(header: str | None) -> tuple[int | None, int | None]:
+    """``(first byte, total size)`` of a ``Content-Range``; the total is None when shown as ``*``."""
+    if header:
+        if match := _CONTENT_RANGE.fullmatch(header.strip()):
+            total = match.group(3)
+            return int(match.group(1)), None if total == "*" else int(total)
+        if (star := re.fullmatch(r"bytes \*/(\d+)", header.strip())) is not None:
+            return None, int(star.group(1))
+    return None, None
+
+
+# --- I/O ----------------------------------------------------------------------------------------------
+
+
+class ArchiveClient:
+    """One connection pool to the archive, with a User-Agent, timeouts and bounded retries.
+
+    Parameters
+    ----------
+    base_url : str, optional
+        The archive folder; else ``ZTFCAT_ARCHIVE_URL``, else https://ztf.uw.edu/alerts/public/.
+    timeout : (float, float)
+        Connect and read timeouts in seconds, applied to every request (the read timeout is per socket
+        read, not for a whole download).
+    retries : int
+        How many times a request is retried after a connection error, a timeout, 429 or 5xx; during a
+        download, how many consecutive drops without a byte of progress are tolerated.
+    backoff : float
+        First retry delay in seconds, doubled each time (capped at 30 s; ``Retry-After`` honoured).
+    session : requests.Session, optional
+        Use this session instead of a new one (its headers are left alone).
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        timeout: tuple[float, float] = (10, 60),
+        retries: int = 5,
+        backoff: float = 0.5,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = settings.archive_url(base_url)
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        if session is None:
+            session = requests.Session()
+            session.headers["User-Agent"] = user_agent()
+            adapter = requests.adapters.HTTPAdapter(pool_maxsize=32)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        self.session = session
+
+    def __enter__(self) -> ArchiveClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.session.close()
+
+    def url(self, name: str) -> str:
+        """The URL of a file of the archive folder."""
+        return urljoin(self.base_url, quote(name, safe=""))
+
+    def listing(self) -> list[ListingEntry]:
+        """The files on the archive's index page (see :func:`parse_listing`)."""
+        response = self._checked("GET", self.base_url, missing=f"no archive index at {self.base_url}")
+        return parse_listing(response.text, base_url=response.url)
+
+    def md5sums(self) -> dict[str, str]:
+        """The archive's ``MD5SUMS``, name to lowercase hex digest (see :func:`parse_md5sums`)."""
+        url = self.url(MD5SUMS)
+        response = self._checked("GET", url, missing=f"no {MD5SUMS} at {url}")
+        return parse_md5sums(response.text, source=url)
+
+    def head_size(self, name: str) -> int:
+        """The exact size in bytes of an archive file, from a HEAD request's ``Content-Length``.
+
+        Raises
+        ------
+        NotFoundError
+            If the archive answers 404.
+        DownloadError
+            Other HTTP errors past the retries, or no ``Content-Length``.
+        """
+        url = self.url(name)
+        response = self._checked("HEAD", url, missing=_describe(name, url))
+        length = response.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            raise DownloadError(f"{url} gave no Content-Length to HEAD (got {length!r})")
+        return int(length)
+
+    def head_sizes(self, names: Iterable[str], workers: int = 8) -> dict[str, int]:
+        """Exact sizes of many files, asked ``workers`` at a time (a night's HEAD is mostly waiting).
+
+        Raises the first error in the order of ``names`` (see :meth:`head_size`).
+        """
+        names = list(names)
+        if not names:
+            return {}
+        with ThreadPoolExecutor(max(1, min(workers, len(names))), thread_name_prefix="ztfcat-head") as pool:
+            return dict(zip(names, pool.map(self.head_size, names), strict=True))
+
+    def open_release(
+        self,
+        name: str,
+        part_path: Path,
+        *,
+        expected_md5: str | None,
+        expected_size: int | None = None,
+        chunk_size: int = 1 << 20,
+        progress: Progress | None = None,
+        keep_path: Path | None = None,
+        prefetch: int = 8,
+    ) -> ReleaseStream:
+        """Open a release for reading while it downloads; see :class:`ReleaseStream`.
+
+        Bytes already in ``part_path`` (from an interrupted run) are handed out first, from disk, and
+        the download continues with ``Range: bytes=<len>-``.  If the server answers 200 to that, the
+        ``.part`` file is discarded and the release read from its first byte; if it answers 416 and
+        the ``.part`` file is already whole, nothing more is downloaded.
+
+        Parameters
+        ----------
+        name : str
+            File name in the archive folder.
+        part_path : Path
+            Where the bytes are saved as they arrive (conventionally ``<name>.part``).
+        expected_md5 : str or None
+            The hex MD5 from ``MD5SUMS``; pass None explicitly to skip the check.
+        expected_size : int, optional
+            The exact size, e.g. from :meth:`head_size`; checked at once against the server's and at EOF.
+        chunk_size : int
+            Bytes per network read and per queued chunk.
+        progress : callable, optional
+            ``progress(bytes_so_far, total_or_None)``, called from the download thread.
+        keep_path : Path, optional
+            Rename the verified ``.part`` file to this path; by default it is deleted once verified.
+        prefetch : int
+            How many chunks may wait for the reader; bounds memory to ``prefetch * chunk_size``.
+
+        Raises
+        ------
+        NotFoundError
+            If the archive answers 404.
+        DownloadError
+            Other HTTP errors past the retries.
+        ChecksumMismatchError
+            If the server's size differs from ``expected_size``.
+        """
+        part_path = Path(part_path)
+        part_path.parent.mkdir(parents=True, exist_ok=True)
+        have = part_path.stat().st_size if part_path.exists() else 0
+        if expected_size is not None and have > expected_size:
+            have = 0
+        url = self.url(name)
+        response, offset, total = self._open_at(name, url, have)
+        if expected_size is not None and total is not None and total != expected_size:
+            if response is not None:
+                response.close()
+            raise ChecksumMismatchError(
+                f"{name}: the archive has {total} bytes at {url}, expected {expected_size} bytes"
+            )
+        if offset < have or (have and not part_path.exists()):
+            have = 0
+        if have == 0:
+            part_path.write_bytes(b"")  # start a fresh .part, truncating any stale one
+        return ReleaseStream(
+            client=self,
+            name=name,
+            url=url,
+            part_path=part_path,
+            response=response,
+            replay=have,
+            total=total,
+            expected_md5=expected_md5,
+            expected_size=expected_size,
+            chunk_size=chunk_size,
+            progress=progress,
+            keep_path=Path(keep_path) if keep_path is not None else None,
+            prefetch=prefetch,
+        )
+
+    def download(
+        self,
+        name: str,
+        dest: Path,
+        expected_md5: str | None = None,
+        *,
+        progress: Progress | None = None,
+    ) -> Path:
+        """Download a file to ``dest`` (a file path, or a folder to put ``name`` in), verified and resumable.
+
+        The bytes go to ``<dest>.part`` first, which an interrupted call leaves behind and the next call
+        resumes from.  Returns the final path.
+        """
+        dest = Path(dest)
+        if dest.is_dir():
+            dest = dest / name
+        part = dest.with_name(dest.name + ".part")
+        with self.open_release(
+            name, part, expected_md5=expected_md5, keep_path=dest, progress=progress
+        ) as stream:
+            stream.finish()
+        return dest
+
+    # -- internals --
+
+    def _delay(self, attempt: int, retry_after: str | None = None) -> float:
+        delay = min(_MAX_DELAY, self.backoff * 2 ** (attempt - 1))
+        if retry_after and retry_after.strip().isdigit():
+            delay = max(delay, min(float(retry_after), 2 * _MAX_DELAY))
+        return delay
+
+    def _request(
+        self, method: str, url: str, *, headers: dict[str, str] | None = None, stream: bool = False
+    ) -> requests.Response:
+        """One request with retries on connection errors, timeouts, 429 and 5xx; the last answer wins."""
+        attempt = 0
+        while True:
+            try:
+                response = self.session.request(
+                    method, url, headers=headers, stream=stream, timeout=self.timeout, allow_redirects=True
+                )
+            except _NETWORK_ERRORS as exc:
+                attempt += 1
+                if attempt > self.retries:
+                    raise DownloadError(f"{method} {url} failed {attempt} times, last: {exc}") from exc
+                time.sleep(self._delay(attempt))
+                continue
+            if response.status_code in _TRANSIENT_STATUS and attempt < self.retries:
+                attempt += 1
+                retry_after = response.headers.get("Retry-After")
+                response.close()
+                time.sleep(self._delay(attempt, retry_after))
+                continue
+            return response
+
+    def _checked(self, method: str, url: str, *, missing: str) -> requests.Response:
+        response = self._request(method, url)
+        _raise_for_status(response, url, missing)
+        return response
+
+    def _open_at(self, name: str, url: str, start: int) -> tuple[requests.Response | None, int, int | None]:
+        """GET ``url`` from byte ``start``: ``(response, offset of its first byte, total size)``.
+
+        The offset is 0 when the server ignored ``Range``; the response is None when ``start`` is
+        already the whole file (416 with that total).
+        """
+        headers = {"Accept-Encoding": "identity"}
+        if start:
+            headers["Range"] = f"bytes={start}-"
+        response = self._request("GET", url, headers=headers, stream=True)
+        if start and response.status_code == 416:
+            _, total = _content_range(response.headers.get("Content-Range"))
+            response.close()
+            if total == start:
+                return None, start, total
+            return self._open_at(name, url, 0)  # the .part is longer than the file: start over
+        _raise_for_status(response, url, _describe(name, url))
+        length = response.headers.get("Content-Length")
+        if response.status_code == 206:
+            first, total = _content_range(response.headers.get("Content-Range"))
+            if first != start:
+                response.close()
+                raise DownloadError(f"{url} answered a request for bytes {start}- with bytes {first}-")
+            return response, start, total
+        return response, 0, int(length) if length and length.isdigit() else None
+
+
+def _describe(name: str, url: str) -> str:
+    return f"no {'release' if classify(name) else 'file'} {name} at {url}"
+
+
+def _raise_for_status(response: requests.Response, url: str, missing: str) -> None:
+    """404 becomes NotFoundError(``missing``), any other error status DownloadError naming URL and status."""
+    if response.status_code < 400:
+        return
+    response.close()
+    if response.status_code == 404:
+        raise NotFoundError(missing)
+    raise DownloadError(f"{url} answered HTTP {response.status_code} {response.reason}")
+
+
+_EOF = object()
+
+
+class ReleaseStream(io.BufferedIOBase):
+    """A release's bytes as a readable binary file, fed by a download thread; from :meth:`ArchiveClient.open_release`.
+
+    A background thread replays the ``.part`` file's bytes, then reads the HTTP body, appends each chunk
+    to the ``.part`` file, hashes it and queues it (at most ``prefetch`` chunks ahead), so the network
+    and the reader's work overlap and memory stays bounded.  A connection dropped mid-body (or a
+    timeout, a 5xx, a 429) is retried with backoff, resuming with ``Range`` from the bytes received so
+    far; ``retries`` consecutive failures without progress end it with :class:`DownloadError`.
+
+    ``read(n)`` returns exactly ``n`` bytes except at the end.  The end is only signalled (``b""``)
+    after the size and the MD5 have been checked; a mismatch raises :class:`ChecksumMismatchError` from
+    that last ``read`` instead, and deletes the ``.part`` file, whose bytes are bad.  A reader that
+    stops before the end (``tarfile`` stops at the end-of-archive blocks, before the tar padding and
+    the gzip trailer) must call :meth:`finish` to read the rest and verify before trusting what it read.
+
+    :meth:`close` (or leaving the ``with`` block) before the end stops the download and keeps the
+    ``.part`` file for a later resume; nothing is written to it once ``close`` returns.
+
+    Attributes
+    ----------
+    name, url : str
+        The release and where it comes from.
+    part_path : Path
+        The ``.part`` file.
+    total : int or None
+        The size the server announced.
+    replayed : int
+        Bytes handed out from an earlier run's ``.part`` file rather than downloaded.
+    md5_hex : str or None
+        The MD5 of all bytes, once they have all been read.
+    final_path : Path or None
+        Where the verified file was kept (``keep_path``), once done.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: ArchiveClient,
+        name: str,
+        url: str,
+        part_path: Path,
+        response: requests.Response | None,
+        replay: int,
+        total: int | None,
+        expected_md5: str | None,
+        expected_size: int | None,
+        chunk_size: int,
+        progress: Progress | None,
+        keep_path: Path | None,
+        prefetch: int,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.url = url
+        self.part_path = part_path
+        self.total = total
+        self.replayed = replay
+        self.md5_hex: str | None = None
+        self.final_path: Path | None = None
+        self._client = client
+        self._response = response
+        self._expected_md5 = expected_md5.strip().lower() if expected_md5 else None
+        self._expected_size = expected_size
+        self._chunk_size = chunk_size
+        self._progress = progress
+        self._keep_path = keep_path
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, prefetch))
+        self._stopped = threading.Event()
+        self._write_lock = threading.Lock()
+        self._buffer = b""
+        self._offset = 0
+        self._position = 0
+        self._done = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._produce, name=f"ztfcat-download-{name}", daemon=True)
+        self._thread.start()
+
+    # -- reader side --
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        """Bytes handed to the reader so far."""
+        return self._position
+
+    def _fill(self) -> bool:
+        """Wait for the next chunk; False at the verified end, the download's error raised if it failed."""
+        if self._error is not None:
+            raise self._error
+        if self._done:
+            return False
+        item = self._queue.get()
+        if item is _EOF:
+            self._done = True
+            return False
+        if isinstance(item, BaseException):
+            self._error = item
+            raise item
+        self._buffer, self._offset = item, 0  # type: ignore[assignment]
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes (all the rest if negative), fewer only at the end."""
+        self._checkClosed()
+        want = None if size is None or size < 0 else size
+        pieces: list[bytes] = []
+        got = 0
+        while want is None or got < want:
+            if self._offset >= len(self._buffer) and not self._fill():
+                break
+            end = len(self._buffer) if want is None else min(len(self._buffer), self._offset + want - got)
+            piece = self._buffer[self._offset : end]
+            self._offset = end
+            pieces.append(piece)
+            got += len(piece)
+        self._position += got
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def read1(self, size: int = -1) -> bytes:
+        """What is at hand (at most one chunk), waiting only if nothing is."""
+        self._checkClosed()
+        if self._offset >= len(self._buffer) and not self._fill():
+            return b""
+        end = len(self._buffer) if size < 0 else min(len(self._buffer), self._offset + size)
+        piece = self._buffer[self._offset : end]
+        self._offset = end
+        self._position += len(piece)
+        return piece
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def finish(self) -> str:
+        """Read and discard whatever the reader left, wait for verification, and return the hex MD5.
+
+        Raises
+        ------
+        ChecksumMismatchError
+            If the size or the MD5 is wrong.
+        DownloadError, NotFoundError
+            If the download failed.
+        """
+        self._checkClosed()
+        self._position += len(self._buffer) - self._offset
+        self._buffer, self._offset = b"", 0
+        while self._fill():
+            self._position += len(self._buffer)
+            self._buffer = b""
+        assert self.md5_hex is not None
+        return self.md5_hex
+
+    def close(self) -> None:
+        """Stop the download (if not finished) and keep the ``.part`` file for a later resume."""
+        if self.closed:
+            return
+        with self._write_lock:
+            self._stopped.set()
+        response = self._response
+        if response is not None:
+            with contextlib.suppress(Exception):  # wakes the download thread out of a blocking read
+                response.close()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+        self._thread.join(timeout=2)
+        super().close()
+
+    # -- download thread --
+
+    def _put(self, item: object) -> bool:
+        while not self._stopped.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        try:
+            self._download()
+        except BaseException as exc:  # handed to the reader, raised by its next read
+            self._put(exc)
+        finally:
+            if self._response is not None:
+                with contextlib.suppress(Exception):
+                    self._response.close()
+
+    def _report(self, done: int) -> None:
+        if self._progress is not None:
+            self._progress(done, self.total)
+
+    def _download(self) -> None:
+        digest = hashlib.md5()
+        position = 0
+        if self.replayed:
+            with open(self.part_path, "rb") as part:
+                while position < self.replayed:
+                    data = part.read(min(self._chunk_size, self.replayed - position))
+                    if not data:
+                        raise DownloadError(
+                            f"{self.part_path} shrank while {self.name} was read back from it"
+                        )
+                    digest.update(data)
+                    position += len(data)
+                    if not self._put(data):
+                        return
+            self._report(position)
+        with open(self.part_path, "ab", buffering=0) as part:
+            position = self._receive(part, digest, position)
+            if position is None:
+                return
+        self._verify_and_keep(digest.hexdigest(), position)
+        self._put(_EOF)
+
+    def _receive(self, part: io.RawIOBase, digest: hashlib._Hash, position: int) -> int | None:
+        """Append the HTTP body to ``part`` from ``position``, resuming after drops; None if closed."""
+        client = self._client
+        failures = 0
+        skip = 0
+        response = self._response
+        while self.total is None or position < self.total:
+            if self._stopped.is_set():
+                return None
+            if response is None:
+                response, offset, total = client._open_at(self.name, self.url, position)
+                self._response = response
+                if response is None:  # 416: the file is no longer than what we have
+                    break
+                if self.total is not None and total is not None and total != self.total:
+                    raise ChecksumMismatchError(
+                        f"{self.name} changed size during the download: {self.total} bytes, now {total} at {self.url}"
+                    )
+                skip = position - offset  # a 200 to a Range: skip what the reader already has
+            try:
+                data = response.raw.read(self._chunk_size, decode_content=False)
+                lost: Exception | None = None if data or self.total is None else EOFError("body ended early")
+            except _NETWORK_ERRORS as exc:
+                data, lost = b"", exc
+            if lost is not None or not data:
+                response.close()
+                response = self._response = None
+                if lost is None:
+                    break  # the end of a body of unannounced length
+                failures += 1
+                if failures > client.retries:
+                    raise DownloadError(
+                        f"{self.url}: connection lost {failures} times at byte {position}, last: {lost}"
+                    ) from lost
+                self._stopped.wait(client._delay(failures))
+                continue
+            if skip:
+                cut = min(skip, len(data))
+                skip -= cut
+                data = data[cut:]
+                if not data:
+                    continue
+            with self._write_lock:
+                if self._stopped.is_set():
+                    return None
+                _write_all(part, data)
+            digest.update(data)
+            position += len(data)
+            failures = 0
+            self._report(position)
+            if not self._put(data):
+                return None
+        return position
+
+    def _verify_and_keep(self, md5_hex: str, size: int) -> None:
+        self.md5_hex = md5_hex
+        problem = None
+        if self.total is not None and size != self.total:
+            problem = f"{size} bytes received, the archive announced {self.total} bytes"
+        elif self._expected_size is not None and size != self._expected_size:
+            problem = f"{size} bytes received, expected {self._expected_size} bytes"
+        elif self._expected_md5 is not None and md5_hex != self._expected_md5:
+            problem = f"MD5 of the bytes received is {md5_hex}, expected {self._expected_md5}"
+        with self._write_lock:
+            if self._stopped.is_set():
+                return
+            if problem is not None:
+                self.part_path.unlink(missing_ok=True)
+                raise ChecksumMismatchError(
+                    f"{self.name} from {self.url}: {problem}; the bad partial file {self.part_path} was removed"
+                )
+            if self._keep_path is not None:
+                os.replace(self.part_path, self._keep_path)
+                self.final_path = self._keep_path
+            else:
+                self.part_path.unlink(missing_ok=True)
+
+
+def _write_all(file: io.RawIOBase, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = file.write(view)
+        view = view[written or 0 :]

@@ -1,0 +1,167 @@
+"""The catalog's tables: the contract for ad-hoc SQL, the ``sqlite3`` shell and the Python API.
+
+Column names keep ZTF's spelling (``candid``, ``objectId``, ``jd``, ``magpsf``) so queries read like the
+ZTF schema documentation.  Candidate, prv_candidate and fp_hist columns are built from
+:mod:`ztfcat.fields`, the union over every schema version, never from the first file ingested.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.types import TypeEngine
+
+from .fields import FIELDS
+
+#: The Alembic revision these tables describe; a catalog stamped with another one must be upgraded.
+HEAD_REVISION = "0001"
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+_AVRO_TYPES: dict[str, type[TypeEngine] | TypeEngine] = {
+    "double": Float(precision=53),
+    "float": Float(precision=24),
+    "int": Integer,
+    "long": BigInteger,
+    "string": Text,
+    "boolean": Boolean,
+}
+
+
+def _field_columns(part: str, skip: tuple[str, ...] = ()) -> list[Column]:
+    """One nullable column per ZTF field of ``part``, typed as Avro declares it."""
+    return [
+        Column(name, _AVRO_TYPES[avro_type], nullable=True, comment=doc[:200] or None)
+        for name, (avro_type, _nullable, doc) in FIELDS[part].items()
+        if name not in skip
+    ]
+
+
+#: Candidate fields that are columns of ``alerts`` (``candid`` is the table's own key).
+CANDIDATE_COLUMNS: tuple[str, ...] = tuple(n for n in FIELDS["candidate"] if n != "candid")
+PRV_COLUMNS: tuple[str, ...] = tuple(FIELDS["prv_candidate"])
+FP_COLUMNS: tuple[str, ...] = tuple(FIELDS["fp_hist"])
+
+releases = Table(
+    "releases",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True, comment="tarball file name"),
+    Column("night", Date, comment="UTC night the tarball is named after"),
+    Column("size", BigInteger, comment="bytes of the tarball read"),
+    Column("md5", String(32), comment="hex MD5 of the tarball bytes read"),
+    Column("status", String(16), nullable=False, comment="ingesting, history, complete or failed"),
+    Column("n_alerts", Integer, nullable=False, server_default=text("0")),
+    Column("n_errors", Integer, nullable=False, server_default=text("0")),
+    Column("n_duplicates", Integer, nullable=False, server_default=text("0")),
+    Column("error", Text, comment="why the release failed"),
+    Column("layout", String(8), nullable=False, server_default=text("'files'"), comment="files or pack"),
+    Column("source", Text, comment="where the bytes came from"),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("candid", BigInteger, primary_key=True, autoincrement=False),
+    Column("objectId", String(32), nullable=False),
+    Column("schemavsn", String(16), nullable=False),
+    Column("release_id", Integer, ForeignKey("releases.id", ondelete="CASCADE"), nullable=False),
+    Column("blob_path", Text, nullable=False, comment="raw Avro, relative to the data dir"),
+    Column("blob_offset", BigInteger, comment="byte offset in a pack file; null for one file per alert"),
+    Column("blob_size", Integer, nullable=False),
+    Column("hpx", BigInteger, nullable=False, comment="HEALPix nested index of (ra, dec), see ztfcat.sky"),
+    Column("extra", Text, comment="JSON of candidate fields this version of ztfcat does not know"),
+    *_field_columns("candidate", skip=("candid",)),
+    Index(None, "objectId", "jd"),
+    Index(None, "jd"),
+    Index(None, "release_id", "objectId"),
+    Index(None, "hpx"),
+)
+
+prv_candidates = Table(
+    "prv_candidates",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("objectId", String(32), nullable=False),
+    Column("release_id", Integer, ForeignKey("releases.id", ondelete="CASCADE"), nullable=False),
+    Column("alert_candid", BigInteger, nullable=False, comment="the alert this point was read from"),
+    *_field_columns("prv_candidate"),
+    Index(None, "objectId", "jd"),
+    Index(None, "release_id"),
+    # Natural keys (ARCHIVE.md): a detection is its candid; an upper limit is its object and image
+    # (pid, fid), never its floats, which can differ in the last digits from one alert to the next.
+    Index(
+        "uq_prv_candidates_candid",
+        "candid",
+        unique=True,
+        sqlite_where=text("candid IS NOT NULL"),
+        postgresql_where=text("candid IS NOT NULL"),
+    ),
+    Index(
+        "uq_prv_candidates_limit",
+        "objectId",
+        "pid",
+        "fid",
+        unique=True,
+        sqlite_where=text("candid IS NULL"),
+        postgresql_where=text("candid IS NULL"),
+    ),
+)
+
+fp_hists = Table(
+    "fp_hists",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("objectId", String(32), nullable=False),
+    Column("release_id", Integer, ForeignKey("releases.id", ondelete="CASCADE"), nullable=False),
+    Column("alert_candid", BigInteger, nullable=False, comment="the alert this point was read from"),
+    Column("alert_jd", Float(precision=53), nullable=False, comment="jd of that alert: the newest wins"),
+    *_field_columns("fp_hist"),
+    Index("uq_fp_hists_point", "objectId", "pid", "fid", unique=True),
+    Index(None, "release_id"),
+)
+
+ingest_errors = Table(
+    "ingest_errors",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("release_id", Integer, ForeignKey("releases.id", ondelete="CASCADE"), nullable=False),
+    Column("member", Text, nullable=False, comment="tar member name"),
+    Column("reason", Text, nullable=False),
+    Index(None, "release_id"),
+)
+
+remote_files = Table(
+    "remote_files",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("night", Date),
+    Column("kind", String(16), comment="public or programid3"),
+    Column("size", BigInteger, comment="exact Content-Length"),
+    Column("md5", String(32), comment="hex MD5 from MD5SUMS"),
+    Column("archive_url", Text, nullable=False),
+    Column("checked_at", DateTime(timezone=True)),
+)
