@@ -124,9 +124,12 @@ def test_head_and_get_give_exact_sizes_and_types(server: ArchiveServer, root: Pa
     assert head.content == b""
     get = requests.get(server.url + NAME, timeout=TIMEOUT)
     assert get.content == body_of(root)
-    assert requests.head(server.url + "ztf_20200219_programid1.tar.tar", timeout=TIMEOUT).headers[
-        "Content-Length"
-    ] == "0"
+    assert (
+        requests.head(server.url + "ztf_20200219_programid1.tar.tar", timeout=TIMEOUT).headers[
+            "Content-Length"
+        ]
+        == "0"
+    )
 
 
 def test_ranges(server: ArchiveServer, root: Path):
@@ -170,7 +173,9 @@ def test_md5sums_override_and_real_file(root: Path):
 def test_fault_wrong_md5(server: ArchiveServer, root: Path):
     right = hashlib.md5(body_of(root)).hexdigest()
     server.faults.wrong_md5.add(NAME)
-    line = next(x for x in requests.get(server.url + "MD5SUMS", timeout=TIMEOUT).text.splitlines() if NAME in x)
+    line = next(
+        x for x in requests.get(server.url + "MD5SUMS", timeout=TIMEOUT).text.splitlines() if NAME in x
+    )
     digest = line.split()[0]
     assert digest != right and len(digest) == 32 and int(digest, 16) >= 0
 

@@ -96,7 +96,7 @@ class Faults:
 
 
 def human_size(size: int) -> str:
-    """A byte count rounded the way Apache's index page shows it (``apr_strfsize``): ``74``, ``8.8G``, ``837M``.
+    """A byte count rounded as Apache's index page shows it (``apr_strfsize``): ``74``, ``8.8G``, ``837M``.
 
     Reproduced digit for digit (it matches all 691 nights for which both the exact size and the page's
     rounding are known), so a listing rendered here looks like the real one; negative means "no size"

@@ -127,15 +127,18 @@ def filter_options(func):
 @main.command()
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--force", is_flag=True, help="Ingest again even if the release is complete.")
+@click.option("--json", "as_json", is_flag=True, help="Print each report as one JSON line.")
 @click.pass_context
-def ingest(ctx, sources, force) -> None:
+def ingest(ctx, sources, force, as_json) -> None:
     """Ingest nightly tarballs (paths or gs://bucket/object URLs) into the catalog."""
     catalog = _catalog(ctx)
     failed = 0
     for source in sources:
         size = Path(source).stat().st_size if Path(source).is_file() else None
         label = Path(source).name
-        with click.progressbar(length=size or 0, label=label, show_pos=False, file=sys.stderr) as bar:
+        with click.progressbar(
+            length=size or 0, label=label, show_pos=False, file=sys.stderr, hidden=as_json
+        ) as bar:
             seen = [0]
 
             def progress(_n_alerts, n_bytes, bar=bar, seen=seen):
@@ -148,6 +151,9 @@ def ingest(ctx, sources, force) -> None:
                 failed += 1
                 click.echo(f"error: {exc}", err=True)
                 continue
+        if as_json:
+            click.echo(json.dumps(report.as_dict()))
+            continue
         click.echo(str(report))
         for member, reason in report.errors[:10]:
             click.echo(f"  bad member {member}: {reason}")
@@ -295,3 +301,7 @@ def info(ctx, as_json) -> None:
             f"{facts['alerts_with_unknown_fields']} alerts carry candidate fields this ztfcat does not know "
             f"({', '.join(facts['unknown_fields'])}); they are kept in the alerts.extra JSON column"
         )
+
+
+if __name__ == "__main__":
+    main()

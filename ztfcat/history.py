@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 from sqlalchemy import Engine, and_, delete, select
@@ -132,7 +132,7 @@ def derive_history(
             for chunk in _chunks(tasks):
                 store(history_rows(str(data_dir), release_id, chunk))
         else:
-            with ProcessPoolExecutor(workers, mp_context=get_context("forkserver")) as pool:
+            with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
                 pending = set()
                 for chunk in _chunks(tasks):
                     if len(pending) >= 2 * workers:
@@ -148,6 +148,13 @@ def derive_history(
     finally:
         bulk.close()
     return failures
+
+
+def _pool_context():
+    """``fork`` where there is one: unlike spawn and forkserver it does not re-run the user's ``__main__``,
+    so a script without an ``if __name__ == "__main__"`` guard can still ingest.  The workers only read
+    packet files and decode them; they never touch the parent's database connections or threads."""
+    return get_context("fork" if "fork" in get_all_start_methods() else "spawn")
 
 
 def forget_history(engine: Engine, release_id: int) -> list[str]:

@@ -14,6 +14,7 @@ fails as a whole (not gzip, truncated, corrupt) leaves its release ``failed`` an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import queue
@@ -76,11 +77,20 @@ class IngestReport:
     size: int = 0
     md5: str | None = None
     seconds: float = 0.0
+    seconds_alerts: float = 0.0
     already_complete: bool = False
     versions: Counter = field(default_factory=Counter)
     unknown_versions: set[str] = field(default_factory=set)
     unknown_fields: set[str] = field(default_factory=set)
     errors: list[tuple[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        """Plain JSON-able values, for ``ztfcat ingest --json`` and logs."""
+        data = dataclasses.asdict(self)
+        data["versions"] = dict(self.versions)
+        data["unknown_versions"] = sorted(self.unknown_versions)
+        data["unknown_fields"] = sorted(self.unknown_fields)
+        return data
 
     def __str__(self) -> str:
         if self.already_complete:
@@ -357,6 +367,7 @@ def ingest(
         _main_pass(
             engine, data_dir, source, report, release_id, key, layout, progress, decoder or AlertDecoder()
         )
+        report.seconds_alerts = time.perf_counter() - started
         _set(
             engine,
             release_id,

@@ -34,6 +34,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
 
 from ztfcat import settings
 from ztfcat.errors import (
@@ -421,7 +422,7 @@ class ArchiveClient:
         if session is None:
             session = requests.Session()
             session.headers["User-Agent"] = user_agent()
-            adapter = requests.adapters.HTTPAdapter(pool_maxsize=32)
+            adapter = HTTPAdapter(pool_maxsize=32)  # room for head_sizes' threads
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         self.session = session
@@ -539,7 +540,7 @@ class ArchiveClient:
             raise ChecksumMismatchError(
                 f"{name}: the archive has {total} bytes at {url}, expected {expected_size} bytes"
             )
-        if offset < have or (have and not part_path.exists()):
+        if offset < have:  # the server ignored Range: the .part file's bytes are not used
             have = 0
         if have == 0:
             part_path.write_bytes(b"")  # start a fresh .part, truncating any stale one
@@ -664,7 +665,7 @@ _EOF = object()
 
 
 class ReleaseStream(io.BufferedIOBase):
-    """A release's bytes as a readable binary file, fed by a download thread; from :meth:`ArchiveClient.open_release`.
+    """A release's bytes as a readable binary file, fed by a download thread (see ``open_release``).
 
     A background thread replays the ``.part`` file's bytes, then reads the HTTP body, appends each chunk
     to the ``.part`` file, hashes it and queues it (at most ``prefetch`` chunks ahead), so the network
@@ -826,8 +827,10 @@ class ReleaseStream(io.BufferedIOBase):
             self._stopped.set()
         response = self._response
         if response is not None:
-            with contextlib.suppress(Exception):  # wakes the download thread out of a blocking read
-                response.close()
+            # Only wake the download thread out of a blocking read (urllib3 >= 2.3); it closes the response
+            # itself, since a close from here can race urllib3 into pooling a half-read connection.
+            with contextlib.suppress(Exception):
+                response.raw.shutdown()
         with contextlib.suppress(queue.Empty):
             while True:
                 self._queue.get_nowait()
@@ -898,7 +901,8 @@ class ReleaseStream(io.BufferedIOBase):
                     break
                 if self.total is not None and total is not None and total != self.total:
                     raise ChecksumMismatchError(
-                        f"{self.name} changed size during the download: {self.total} bytes, now {total} at {self.url}"
+                        f"{self.name} changed size during the download: {self.total} bytes, "
+                        f"now {total} at {self.url}"
                     )
                 skip = position - offset  # a 200 to a Range: skip what the reader already has
             try:
@@ -951,7 +955,8 @@ class ReleaseStream(io.BufferedIOBase):
             if problem is not None:
                 self.part_path.unlink(missing_ok=True)
                 raise ChecksumMismatchError(
-                    f"{self.name} from {self.url}: {problem}; the bad partial file {self.part_path} was removed"
+                    f"{self.name} from {self.url}: {problem}; "
+                    f"the bad partial file {self.part_path} was removed"
                 )
             if self._keep_path is not None:
                 os.replace(self.part_path, self._keep_path)

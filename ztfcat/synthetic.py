@@ -20,6 +20,7 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import operator
 import struct
 import tarfile
@@ -110,7 +111,9 @@ def _record(name: str, version: str, fields: list[dict[str, Any]], *, namespace:
 _NO_DEFAULT = object()
 
 
-def _field(name: str, avro_type: Any, version: str, *, doc: str | None = None, default: Any = _NO_DEFAULT) -> dict:
+def _field(
+    name: str, avro_type: Any, version: str, *, doc: str | None = None, default: Any = _NO_DEFAULT
+) -> dict:
     if _new_style(version):
         out: dict[str, Any] = {}
         if default is not _NO_DEFAULT:
@@ -214,15 +217,19 @@ def _schema_json(version: str) -> str:
 
 def _varint(n: int) -> bytes:
     """Zig-zag varint of a long, as Avro encodes ``int`` and ``long``."""
+    small = _SMALL_VARINTS.get(n)
+    if small is not None:
+        return small
     n = (n << 1) ^ (n >> 63)
-    if n < 0x80:
-        return bytes((n,))
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+_SMALL_VARINTS = {n: bytes(((n << 1) ^ (n >> 63),)) for n in range(-64, 64)}
 
 
 def _enc_string(s: str) -> bytes:
@@ -286,7 +293,9 @@ class _RecordCodec:
     def __init__(self, part: str, version: str, names: tuple[str, ...], ops: list[_Field | _Run]) -> None:
         self.part, self.version, self.names, self.ops = part, version, names, ops
 
-    def _slow(self, fields: Iterable[_Field], rec: Mapping[str, Any], append: Callable[[bytes], None]) -> None:
+    def _slow(
+        self, fields: Iterable[_Field], rec: Mapping[str, Any], append: Callable[[bytes], None]
+    ) -> None:
         for f in fields:
             v = rec[f.name]
             if v is None:
@@ -303,7 +312,16 @@ class _RecordCodec:
         try:
             for op in self.ops:
                 if type(op) is _Field:
-                    self._slow((op,), rec, append)
+                    v = rec[op.name]
+                    if v is not None:
+                        append(op.prefix)
+                        append(op.enc(v))
+                    elif op.null is None:
+                        raise ValueError(
+                            f"field {self.part}.{op.name} of schema {self.version} is not nullable"
+                        )
+                    else:
+                        append(op.null)
                     continue
                 vals = op.get(rec)
                 if None in vals:
@@ -322,7 +340,9 @@ class _RecordCodec:
                 f"record lacks field {self.part}.{exc.args[0]} of schema {self.version}"
             ) from exc
         except (struct.error, TypeError, OverflowError) as exc:
-            raise ValueError(f"a {self.part} field of schema {self.version} has a value of the wrong type") from exc
+            raise ValueError(
+                f"a {self.part} field of schema {self.version} has a value of the wrong type"
+            ) from exc
         return b"".join(out)
 
 
@@ -373,8 +393,12 @@ def _encode_array(
     items: Sequence[Mapping[str, Any]] | None,
     codec: _RecordCodec,
     new: bool,
-    cache: dict[int, bytes] | None,
+    cache: dict[int, tuple[Any, bytes]] | None,
 ) -> bytes:
+    """A nullable array; ``cache`` maps ``id(item)`` to (item, bytes) so repeated points encode once.
+
+    The item itself is kept in the cache so that its id cannot be reused by another dict meanwhile.
+    """
     if items is None:
         return b"\x00" if new else b"\x02"
     head = b"\x02" if new else b"\x00"
@@ -385,15 +409,17 @@ def _encode_array(
         if cache is None:
             parts.append(codec.encode(item))
         else:
-            b = cache.get(id(item))
-            if b is None:
-                b = cache[id(item)] = codec.encode(item)
-            parts.append(b)
+            hit = cache.get(id(item))
+            if hit is None or hit[0] is not item:
+                hit = cache[id(item)] = (item, codec.encode(item))
+            parts.append(hit[1])
     parts.append(b"\x00")
     return b"".join(parts)
 
 
-def _encode_alert(record: Mapping[str, Any], version: str, cache: dict[int, bytes] | None = None) -> bytes:
+def _encode_alert(
+    record: Mapping[str, Any], version: str, cache: dict[int, tuple[Any, bytes]] | None = None
+) -> bytes:
     new = _new_style(version)
     out = []
     for name in TOP_FIELDS[version]:
@@ -425,7 +451,7 @@ def _sync_marker(candid: int) -> bytes:
 
 
 def alert_bytes(
-    record: Mapping[str, Any], version: str = "4.02", *, _cache: dict[int, bytes] | None = None
+    record: Mapping[str, Any], version: str = "4.02", *, _cache: dict[int, tuple[Any, bytes]] | None = None
 ) -> bytes:
     """Encode one alert as ZTF ships it: an Avro container file, one record, codec null, schema embedded.
 
@@ -542,33 +568,37 @@ def cutout_pool(rng: np.random.Generator, n: int = 64) -> list[tuple[bytes, byte
 # --------------------------------------------------------------------------------------------------------
 
 #: Uniform ranges of fields that need no context; anything else numeric is drawn in [0, 1].
+# fmt: off
 _RANGES: dict[str, tuple[float, float]] = {
     "xpos": (10, 3070), "ypos": (10, 3070), "chipsf": (0.5, 5), "sigmagap": (0.02, 0.3),
     "distnr": (0.05, 5), "magnr": (14, 21), "sigmagnr": (0.005, 0.1), "chinr": (0.2, 5),
-    "sharpnr": (-0.1, 0.1), "sky": (-5, 5), "fwhm": (1.5, 4), "classtar": (0, 1),
-    "mindtoedge": (20, 1500), "seeratio": (0.8, 2), "aimage": (0.5, 1.5), "bimage": (0.4, 1.2),
-    "aimagerat": (0.2, 0.6), "bimagerat": (0.2, 0.5), "elong": (1, 1.6), "nneg": (0, 10), "nbad": (0, 2),
-    "rb": (0, 1), "drb": (0, 1), "sumrat": (0.5, 1), "sigmagapbig": (0.02, 0.4),
-    "sgmag": (14, 22), "srmag": (14, 22), "simag": (14, 22), "szmag": (14, 22), "sgscore": (0, 1),
-    "sgmag1": (14, 22), "srmag1": (14, 22), "simag1": (14, 22), "szmag1": (14, 22), "sgscore1": (0, 1),
-    "sgmag2": (14, 22), "srmag2": (14, 22), "simag2": (14, 22), "szmag2": (14, 22), "sgscore2": (0, 1),
-    "sgmag3": (14, 22), "srmag3": (14, 22), "simag3": (14, 22), "szmag3": (14, 22), "sgscore3": (0, 1),
-    "distpsnr1": (0, 3), "distpsnr2": (3, 20), "distpsnr3": (5, 30), "nmtchps": (1, 30),
-    "scorr": (5, 50), "dsnrms": (1, 10), "ssnrms": (5, 20), "dsdiff": (-10, 0),
-    "magzpsci": (25, 26.5), "magzpsciunc": (1e-6, 1e-4), "magzpscirms": (0.01, 0.08),
-    "clrcoeff": (-0.1, 0.1), "clrcounc": (1e-6, 1e-4), "zpclrcov": (-1e-4, 0), "zpmed": (25, 26.5),
-    "clrmed": (0.3, 1), "clrrms": (0.1, 0.2), "neargaia": (0.1, 30), "maggaia": (12, 20),
-    "nframesref": (15, 40), "nmatches": (200, 2000), "sciinpseeing": (1.5, 3.5), "scibckgnd": (100, 400),
-    "scisigpix": (8, 20), "adpctdif1": (0.04, 0.1), "adpctdif2": (0.04, 0.1),
-    "forcediffimflux": (-2000, 2000), "forcediffimfluxunc": (20, 100), "tblid": (0, 99),
-}  # fmt: skip
+    "sharpnr": (-0.1, 0.1), "sky": (-5, 5), "fwhm": (1.5, 4), "classtar": (0, 1), "mindtoedge": (20, 1500),
+    "seeratio": (0.8, 2), "aimage": (0.5, 1.5), "bimage": (0.4, 1.2), "aimagerat": (0.2, 0.6),
+    "bimagerat": (0.2, 0.5), "elong": (1, 1.6), "nneg": (0, 10), "nbad": (0, 2), "rb": (0, 1),
+    "drb": (0, 1), "sumrat": (0.5, 1), "sigmagapbig": (0.02, 0.4), "sgmag": (14, 22), "srmag": (14, 22),
+    "simag": (14, 22), "szmag": (14, 22), "sgscore": (0, 1), "sgmag1": (14, 22), "srmag1": (14, 22),
+    "simag1": (14, 22), "szmag1": (14, 22), "sgscore1": (0, 1), "sgmag2": (14, 22), "srmag2": (14, 22),
+    "simag2": (14, 22), "szmag2": (14, 22), "sgscore2": (0, 1), "sgmag3": (14, 22), "srmag3": (14, 22),
+    "simag3": (14, 22), "szmag3": (14, 22), "sgscore3": (0, 1), "distpsnr1": (0, 3), "distpsnr2": (3, 20),
+    "distpsnr3": (5, 30), "nmtchps": (1, 30), "scorr": (5, 50), "dsnrms": (1, 10), "ssnrms": (5, 20),
+    "dsdiff": (-10, 0), "magzpsci": (25, 26.5), "magzpsciunc": (1e-06, 0.0001),
+    "magzpscirms": (0.01, 0.08), "clrcoeff": (-0.1, 0.1), "clrcounc": (1e-06, 0.0001),
+    "zpclrcov": (-0.0001, 0), "zpmed": (25, 26.5), "clrmed": (0.3, 1), "clrrms": (0.1, 0.2),
+    "neargaia": (0.1, 30), "maggaia": (12, 20), "nframesref": (15, 40), "nmatches": (200, 2000),
+    "sciinpseeing": (1.5, 3.5), "scibckgnd": (100, 400), "scisigpix": (8, 20), "adpctdif1": (0.04, 0.1),
+    "adpctdif2": (0.04, 0.1), "forcediffimflux": (-2000, 2000), "forcediffimfluxunc": (20, 100),
+    "tblid": (0, 99),
+}
+# fmt: on
 #: Fields that describe the object's surroundings, not one detection: constant for an object.
+# fmt: off
 _OBJECT_CONSTANT = (
-    "magnr", "sigmagnr", "chinr", "sharpnr", "sgmag", "srmag", "simag", "szmag", "sgscore",
-    "sgmag1", "srmag1", "simag1", "szmag1", "sgscore1", "distpsnr1", "sgmag2", "srmag2", "simag2", "szmag2",
+    "magnr", "sigmagnr", "chinr", "sharpnr", "sgmag", "srmag", "simag", "szmag", "sgscore", "sgmag1",
+    "srmag1", "simag1", "szmag1", "sgscore1", "distpsnr1", "sgmag2", "srmag2", "simag2", "szmag2",
     "sgscore2", "distpsnr2", "sgmag3", "srmag3", "simag3", "szmag3", "sgscore3", "distpsnr3", "nmtchps",
     "neargaia", "maggaia", "nframesref",
-)  # fmt: skip
+)
+# fmt: on
 _STRINGS = {"programpi": "Kulkarni", "rbversion": "t17_f5_c3", "drbversion": "d6_m7", "procstatus": "0"}
 
 
@@ -621,8 +651,8 @@ def _value_spec(part: str, version: str) -> _ValueSpec:
         kinds.append(avro_type)
     kinds_a = np.array(kinds)
     idx = np.arange(len(numeric))
-    sel = {k: idx[np.isin(kinds_a, ks)] if len(kinds) else idx for k, ks in
-           (("f", ["float"]), ("d", ["double"]), ("i", ["int", "long"]))}  # fmt: skip
+    groups = (("f", ["float"]), ("d", ["double"]), ("i", ["int", "long"]))
+    sel = {k: idx[np.isin(kinds_a, ks)] for k, ks in groups}
     return _ValueSpec(
         names=tuple(names),
         float_names=tuple(numeric[i] for i in sel["f"]),
@@ -635,10 +665,6 @@ def _value_spec(part: str, version: str) -> _ValueSpec:
         int_idx=sel["i"],
         strings=strings,
     )
-
-
-def _f32(x: float) -> float:
-    return float(np.float32(x))
 
 
 def _pid(jd: float, rcid: int) -> int:
@@ -703,55 +729,109 @@ def _new_object(rng: np.random.Generator, object_id: str, ra: float, dec: float,
     )
 
 
+class _Draws:
+    """Random numbers drawn from numpy in blocks and handed out one by one.
+
+    Numpy's per-call overhead (a microsecond or more) dominated making points one field at a time.
+    """
+
+    __slots__ = ("rng", "_u", "_z")
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self._u: list[float] = []
+        self._z: list[float] = []
+
+    def random(self) -> float:
+        if not self._u:
+            self._u = self.rng.random(128).tolist()
+        return self._u.pop()
+
+    def uniform(self, lo: float, hi: float) -> float:
+        return lo + (hi - lo) * self.random()
+
+    def normal(self, sigma: float) -> float:
+        if not self._z:
+            self._z = self.rng.standard_normal(128).tolist()
+        return sigma * self._z.pop()
+
+    def integers(self, lo: int, hi: int) -> int:
+        return lo + int(self.random() * (hi - lo))
+
+
+_F32 = struct.Struct("<f")
+_I32 = struct.Struct("<i")
+
+
+def _f32(x: float) -> float:
+    """``x`` rounded to the nearest float32, as a Python float: Avro ``float`` fields round-trip exactly."""
+    return _F32.unpack(_F32.pack(x))[0]
+
+
+def _last_digit(x: float, up: bool) -> float:
+    """The float32 next to ``x``: the "last digit" by which ZTF's repeated points differ."""
+    i = _I32.unpack(_F32.pack(x))[0]
+    return _F32.unpack(_I32.pack(i + (1 if up else -1)))[0] if x != 0.0 else x
+
+
 def _detection_values(
-    rng: np.random.Generator, obj: _Object, jd: float, fid: int, pid: int, candid: int | None
+    d: _Draws, obj: _Object, jd: float, fid: int, pid: int, candid: int | None
 ) -> dict[str, Any]:
     """Context-bound fields of a detection (candidate or prv detection); float fields float32-exact."""
-    mag = float(np.clip(obj.mag + rng.normal(0.0, 0.4), 15.0, 21.0))
-    sigma = _sigma_for(mag)
-    limit = mag + float(rng.uniform(0.3, 2.5))
-    magap = mag + float(rng.normal(0.0, 0.05))
-    offset = rng.normal(0.0, 0.1 / 3600.0, 2)
-    ss = rng.random() < 0.05
-    return {
+    mag = min(max(obj.mag + d.normal(0.4), 15.0), 21.0)
+    limit = mag + d.uniform(0.3, 2.5)
+    magap = mag + d.normal(0.05)
+    ss = d.random() < 0.05
+    cosdec = max(math.cos(math.radians(obj.dec)), 1e-3)
+    values = {
         "jd": jd,
         "fid": fid,
         "pid": pid,
         "candid": candid,
         "programid": 1,
-        "isdiffpos": "t" if rng.random() < 0.85 else "f",
+        "isdiffpos": "t" if d.random() < 0.85 else "f",
         "nid": int(jd - _NID_EPOCH_JD),
         "rcid": obj.rcid,
         "field": obj.field_id,
         "tblid": candid % 100 if candid is not None else None,
-        "ra": round(obj.ra + offset[0] / max(np.cos(np.radians(obj.dec)), 1e-3), 7),
-        "dec": round(obj.dec + offset[1], 7),
+        "ra": round(obj.ra + d.normal(0.1 / 3600.0) / cosdec, 7),
+        "dec": round(obj.dec + d.normal(0.1 / 3600.0), 7),
         "magpsf": _f32(mag),
-        "sigmapsf": _f32(sigma),
+        "sigmapsf": _f32(_sigma_for(mag)),
         "diffmaglim": _f32(limit),
         "magap": _f32(magap),
-        "magapbig": _f32(magap - abs(rng.normal(0.0, 0.05))),
+        "magapbig": _f32(magap - abs(d.normal(0.05))),
         "magdiff": _f32(magap - mag),
         "magfromlim": _f32(limit - magap),
-        "ssdistnr": _f32(rng.uniform(0, 30)) if ss else -999.0,
-        "ssmagnr": _f32(rng.uniform(17, 22)) if ss else -999.0,
-        "ssnamenr": f"{int(rng.integers(1000, 600000))}" if ss else "null",
+        "ssdistnr": _f32(d.uniform(0, 30)) if ss else -999.0,
+        "ssmagnr": _f32(d.uniform(17, 22)) if ss else -999.0,
+        "ssnamenr": str(d.integers(1000, 600000)) if ss else "null",
         "exptime": 30.0,
         "pdiffimfilename": _diffim_name(jd, obj.field_id, fid, obj.rcid, archived=False),
-        **obj.constants,
     }
+    values.update(obj.constants)
+    return values
+
+
+def _era_fixes(row: dict[str, Any], version: str) -> None:
+    """Values that early schema versions carried differently (programid 0, the t8 classifier)."""
+    if version.startswith(("1.", "2.")):
+        row["rbversion"] = "t8_f5_c3"
+    if version in ("1.3", "1.7", "1.8"):
+        row["programid"] = 0
 
 
 def _candidate(
     rng: np.random.Generator, version: str, obj: _Object, jd: float, fid: int, candid: int, ndet: int
 ) -> dict[str, Any]:
     spec = _value_spec("candidate", version)
+    d = _Draws(rng)
     row = spec.draw(rng, 1)[0]
-    row.update(_detection_values(rng, obj, jd, fid, _pid(jd, obj.rcid), candid))
+    row.update(_detection_values(d, obj, jd, fid, _pid(jd, obj.rcid), candid))
     rfid = obj.field_id * 1_000_000 + 120_000 + fid * 100 + obj.rcid
     row.update(
         ndethist=ndet,
-        ncovhist=ndet + int(rng.integers(0, 3 * ndet + 5)),
+        ncovhist=ndet + d.integers(0, 3 * ndet + 5),
         jdstarthist=obj.first_jd,
         jdendhist=jd,
         tooflag=0,
@@ -761,65 +841,72 @@ def _candidate(
         neargaiabright=-999.0,
         maggaiabright=-999.0,
     )
-    if rng.random() < 0.9:  # most alerts are real: a classifier score near 1
-        row["drb"] = _f32(rng.uniform(0.8, 1.0))
-        row["rb"] = _f32(rng.uniform(0.5, 1.0))
-    if version in ("1.3", "1.7", "1.8"):
-        row["programid"] = 0
-    if version.startswith(("1.", "2.")):
-        row["rbversion"] = "t8_f5_c3"
+    if d.random() < 0.9:  # most alerts are real: classifier scores near 1
+        row["drb"] = _f32(d.uniform(0.8, 1.0))
+        row["rb"] = _f32(d.uniform(0.5, 1.0))
+    _era_fixes(row, version)
     return {k: row[k] for k in spec.names}
 
 
-def _prv_point(
-    rng: np.random.Generator, version: str, obj: _Object, jd: float, fid: int, detection: bool, serial: int
-) -> dict[str, Any]:
-    """One light-curve point: a detection (own candid) or an upper limit (candid, position, mag null)."""
+#: Fields an upper limit keeps; every other nullable prv_candidate field is null in one.
+_UPPER_LIMIT_KEEP = frozenset(
+    {"jd", "fid", "pid", "diffmaglim", "pdiffimfilename", "programpi", "programid", "nid", "rcid", "field"}
+    | {"rbversion", "magzpsci", "magzpsciunc", "magzpscirms", "clrcoeff", "clrcounc"}
+)
+
+
+@cache
+def _upper_limit_nulls(version: str) -> tuple[str, ...]:
+    return tuple(
+        name
+        for name in VERSION_FIELDS["prv_candidate"][version]
+        if name not in _UPPER_LIMIT_KEEP and _field_type("prv_candidate", name, version)[1]
+    )
+
+
+def _prv_points(
+    rng: np.random.Generator,
+    version: str,
+    obj: _Object,
+    jds: Sequence[float],
+    fids: Sequence[int],
+    detections: Sequence[bool],
+) -> list[dict[str, Any]]:
+    """Light-curve points: detections (own candid) and upper limits (candid, position, magnitude null)."""
     spec = _value_spec("prv_candidate", version)
-    row = spec.draw(rng, 1)[0]
-    pid = _pid(jd, obj.rcid)
-    if "forcediffimflux" in row:  # 3.5: forced-photometry shaped points
-        row.update(_fp_values(rng, obj, jd, fid, pid))
-        return {k: row[k] for k in spec.names}
-    if detection:
-        candid = pid * 1_000_000 + 10_000 + (5_000 if serial % 3 == 0 else 0) + serial % 100
-        row.update(_detection_values(rng, obj, jd, fid, pid, candid))
-        row["pdiffimfilename"] = _diffim_name(jd, obj.field_id, fid, obj.rcid, archived=True)
-        row["ssdistnr"] = row["ssmagnr"] = row["ssnamenr"] = None
-    else:
-        keep = {"jd", "fid", "pid", "diffmaglim", "pdiffimfilename", "programpi", "programid", "nid"}
-        keep |= {
-            "rcid",
-            "field",
-            "rbversion",
-            "magzpsci",
-            "magzpsciunc",
-            "magzpscirms",
-            "clrcoeff",
-            "clrcounc",
-        }
-        for k in row:
-            if k not in keep and _field_type("prv_candidate", k, version)[1]:
-                row[k] = None
-        row.update(
-            jd=jd,
-            fid=fid,
-            pid=pid,
-            programid=1,
-            nid=int(jd - _NID_EPOCH_JD),
-            rcid=obj.rcid,
-            field=obj.field_id,
-            diffmaglim=_f32(rng.uniform(18.5, 20.8)),
-            pdiffimfilename=_diffim_name(jd, obj.field_id, fid, obj.rcid, archived=True),
-        )
-    if version.startswith(("1.", "2.")):
-        row["rbversion"] = "t8_f5_c3"
-    if version in ("1.3", "1.7", "1.8"):
-        row["programid"] = 0
-    return {k: row[k] for k in spec.names}
+    rows = spec.draw(rng, len(jds))
+    d = _Draws(rng)
+    fp_shaped = "forcediffimflux" in spec.names  # 3.5 shipped forced-photometry shaped prv_candidates
+    nulls = dict.fromkeys(_upper_limit_nulls(version))
+    out = []
+    for serial, (row, jd, fid, det) in enumerate(zip(rows, jds, fids, detections, strict=True)):
+        pid = _pid(jd, obj.rcid)
+        if fp_shaped:
+            row.update(_fp_values(d, obj, jd, fid, pid))
+        elif det:
+            candid = pid * 1_000_000 + 10_000 + (5_000 if serial % 3 == 0 else 0) + serial % 100
+            row.update(_detection_values(d, obj, jd, fid, pid, candid))
+            row["pdiffimfilename"] = _diffim_name(jd, obj.field_id, fid, obj.rcid, archived=True)
+            row["ssdistnr"] = row["ssmagnr"] = row["ssnamenr"] = None
+        else:
+            row.update(nulls)
+            row.update(
+                jd=jd,
+                fid=fid,
+                pid=pid,
+                programid=1,
+                nid=int(jd - _NID_EPOCH_JD),
+                rcid=obj.rcid,
+                field=obj.field_id,
+                diffmaglim=_f32(d.uniform(18.5, 20.8)),
+                pdiffimfilename=_diffim_name(jd, obj.field_id, fid, obj.rcid, archived=True),
+            )
+        _era_fixes(row, version)
+        out.append({k: row[k] for k in spec.names})
+    return out
 
 
-def _fp_values(rng: np.random.Generator, obj: _Object, jd: float, fid: int, pid: int) -> dict[str, Any]:
+def _fp_values(d: _Draws, obj: _Object, jd: float, fid: int, pid: int) -> dict[str, Any]:
     values: dict[str, Any] = {
         "jd": jd,
         "fid": fid,
@@ -829,9 +916,9 @@ def _fp_values(rng: np.random.Generator, obj: _Object, jd: float, fid: int, pid:
         "rcid": obj.rcid,
         "rfid": obj.field_id * 1_000_000 + 120_000 + fid * 100 + obj.rcid,
         "exptime": 30.0,
-        "diffmaglim": _f32(rng.uniform(18.5, 20.8)),
+        "diffmaglim": _f32(d.uniform(18.5, 20.8)),
     }
-    if rng.random() < 0.3:  # processing failed: ZTF's -99999 sentinels
+    if d.random() < 0.3:  # processing failed: ZTF's -99999 sentinels
         values["procstatus"] = "61"
         for k in ("forcediffimflux", "forcediffimfluxunc", "distnr", "ranr", "decnr", "magnr", "sigmagnr"):
             values[k] = -99999.0
@@ -840,29 +927,34 @@ def _fp_values(rng: np.random.Generator, obj: _Object, jd: float, fid: int, pid:
         values["procstatus"] = "0"
         for k in ("ranr", "decnr", "magnr", "sigmagnr", "chinr", "sharpnr"):
             values[k] = obj.constants.get(k)
-        values["distnr"] = _f32(rng.uniform(0.05, 1.0))
+        values["distnr"] = _f32(d.uniform(0.05, 1.0))
     return values
 
 
-def _fp_point(rng: np.random.Generator, version: str, obj: _Object, jd: float, fid: int) -> dict[str, Any]:
+def _fp_points(
+    rng: np.random.Generator, version: str, obj: _Object, jds: Sequence[float], fids: Sequence[int]
+) -> list[dict[str, Any]]:
     spec = _value_spec("fp_hist", version)
-    row = spec.draw(rng, 1)[0]
-    row.update(_fp_values(rng, obj, jd, fid, _pid(jd, obj.rcid)))
-    return {k: row[k] for k in spec.names}
+    rows = spec.draw(rng, len(jds))
+    d = _Draws(rng)
+    out = []
+    for row, jd, fid in zip(rows, jds, fids, strict=True):
+        row.update(_fp_values(d, obj, jd, fid, _pid(jd, obj.rcid)))
+        out.append({k: row[k] for k in spec.names})
+    return out
 
 
-def _jitter(rng: np.random.Generator, point: dict[str, Any]) -> dict[str, Any]:
+def _jitter(d: _Draws, point: dict[str, Any]) -> dict[str, Any]:
     """The same detection as a later alert reports it: last-digit differences in a few values."""
     out = dict(point)
     for k in ("magpsf", "sigmapsf", "magap", "forcediffimflux"):
         v = out.get(k)
         if isinstance(v, float) and v > -999.0:
-            step = np.float32(np.inf if rng.random() < 0.5 else -np.inf)
-            out[k] = float(np.nextafter(np.float32(v), step))
+            out[k] = _last_digit(v, d.random() < 0.5)
     for k in ("ra", "dec"):
         v = out.get(k)
         if isinstance(v, float):
-            out[k] = round(v + float(rng.choice((-1e-7, 1e-7))), 7)
+            out[k] = round(v + (1e-7 if d.random() < 0.5 else -1e-7), 7)
     return out
 
 
@@ -970,23 +1062,18 @@ def _history(rng: np.random.Generator, version: str, obj: _Object, before_jd: fl
     """``n`` points in the 30 days before ``before_jd``, oldest first, as ZTF orders prv_candidates."""
     if n <= 0:
         return []
-    jds = np.sort(before_jd - rng.uniform(0.02, _PRV_WINDOW_DAYS - 0.01, n))
-    jds = np.round(jds, 7)
-    fids = rng.choice((1, 2), n)
-    det = rng.random(n) < 0.6
-    return [
-        _prv_point(rng, version, obj, float(j), int(f), bool(d), i)
-        for i, (j, f, d) in enumerate(zip(jds, fids, det, strict=True))
-    ]
+    jds = np.round(np.sort(before_jd - rng.uniform(0.02, _PRV_WINDOW_DAYS - 0.01, n)), 7).tolist()
+    fids = rng.choice((1, 2), n).tolist()
+    det = (rng.random(n) < 0.6).tolist()
+    return _prv_points(rng, version, obj, jds, fids, det)
 
 
 def _fp_history(rng: np.random.Generator, version: str, obj: _Object, before_jd: float, n: int) -> list[dict]:
     """``n`` forced-photometry points, newest first as ZTF writes them."""
     if n <= 0:
         return []
-    jds = np.round(np.sort(before_jd - rng.uniform(0.02, _PRV_WINDOW_DAYS - 0.01, n))[::-1], 7)
-    fids = rng.choice((1, 2), n)
-    return [_fp_point(rng, version, obj, float(j), int(f)) for j, f in zip(jds, fids, strict=True)]
+    jds = np.round(np.sort(before_jd - rng.uniform(0.02, _PRV_WINDOW_DAYS - 0.01, n))[::-1], 7).tolist()
+    return _fp_points(rng, version, obj, jds, rng.choice((1, 2), n).tolist())
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -1092,7 +1179,7 @@ class _NightPlan:
         return self._pool
 
     def object_records(
-        self, k: int, cache: dict[int, bytes] | None = None
+        self, k: int, cache: dict[int, tuple[Any, bytes]] | None = None
     ) -> Iterable[tuple[int, str, dict[str, Any]]]:
         """Every alert of object ``k`` as (candid, version, record), oldest first.
 
@@ -1124,10 +1211,11 @@ class _NightPlan:
                 fp_hist[version] = _fp_history(hrng, version, obj, jd0, self.n_fp) if has_fp else []
             jd, fid, candid = float(self.alert_jd[i]), int(self.alert_fid[i]), int(self.alert_candid[i])
             arng = np.random.default_rng([self.seed, 3, i])
+            d = _Draws(arng)
             n_det = obj.ndethist0 + sum(1 for p in history[version] if p.get("candid")) + len(earlier) + 1
             candidate = _candidate(arng, version, obj, jd, fid, candid, n_det)
             prv = [
-                (_jitter(arng, p) if arng.random() < 0.2 else p)
+                (_jitter(d, p) if d.random() < 0.2 else p)
                 for p in history[version]
                 if p["jd"] > jd - _PRV_WINDOW_DAYS
             ]
@@ -1135,7 +1223,7 @@ class _NightPlan:
                 point = as_prv.get((j, version))
                 if point is None:
                     point = as_prv[(j, version)] = _candidate_as_prv(cand, version)
-                prv.append(_jitter(arng, point) if arng.random() < 0.5 else point)
+                prv.append(_jitter(d, point) if d.random() < 0.5 else point)
             fp = None
             if "fp_hists" in TOP_FIELDS[version]:
                 fp = [p for p in fp_hist[version] if p["jd"] > jd - _PRV_WINDOW_DAYS]
@@ -1293,7 +1381,7 @@ def _gzip_writer(sink: _HashingWriter, threads: bool) -> Any:
     except ImportError:  # pragma: no cover - isal is a dependency, zlib is the slow fallback
         return gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=6, mtime=0)  # type: ignore[arg-type]
     # isal deflates ~5x faster than zlib and, threaded, overlaps compression with generation
-    return igzip_threaded.open(sink, "wb", compresslevel=2, threads=1 if threads else 0)
+    return igzip_threaded.open(sink, "wb", compresslevel=3, threads=1 if threads else 0)
 
 
 def make_night(
@@ -1310,7 +1398,7 @@ def make_night(
     keep_records: bool = True,
     n_prv: int = 15,
     n_fp: int = 10,
-    chunk_objects: int = 256,
+    chunk_objects: int = 128,
 ) -> NightSpec:
     """Write a synthetic ``ztf_public_YYYYMMDD.tar.gz``-style night, streamed to disk.
 
@@ -1378,7 +1466,7 @@ def make_night(
             for lo in range(0, n_obj, chunk_objects):
                 batch: list[tuple[float, int, bytes]] = []
                 for k in range(lo, min(lo + chunk_objects, n_obj)):
-                    cache: dict[int, bytes] = {}
+                    cache: dict[int, tuple[Any, bytes]] = {}
                     oid = plan.object_ids[k]
                     for candid, v, rec in plan.object_records(k, cache):
                         by_object.setdefault(oid, []).append(candid)

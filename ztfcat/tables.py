@@ -8,6 +8,7 @@ ZTF schema documentation.  Candidate, prv_candidate and fp_hist columns are buil
 from __future__ import annotations
 
 from sqlalchemy import (
+    DDL,
     BigInteger,
     Boolean,
     Column,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    event,
     text,
 )
 from sqlalchemy.types import TypeEngine
@@ -165,3 +167,15 @@ remote_files = Table(
     Column("archive_url", Text, nullable=False),
     Column("checked_at", DateTime(timezone=True)),
 )
+
+#: One row per light-curve point: ``SELECT * FROM lightcurves WHERE "objectId" = 'ZTF18aaxlzgi'`` in the
+#: sqlite3 shell gives a light curve, detections and upper limits, oldest first with ORDER BY jd.
+LIGHTCURVES_VIEW = """
+CREATE VIEW lightcurves AS
+SELECT "objectId", jd, jd - 2400000.5 AS mjd, fid, magpsf, sigmapsf, diffmaglim, isdiffpos, candid,
+       CASE WHEN candid IS NULL THEN 1 ELSE 0 END AS upper_limit, ra, dec, programid, rb, release_id
+FROM prv_candidates
+"""
+
+event.listen(metadata, "after_create", DDL(LIGHTCURVES_VIEW))
+event.listen(metadata, "before_drop", DDL("DROP VIEW IF EXISTS lightcurves"))

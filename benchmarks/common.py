@@ -1,0 +1,89 @@
+"""Shared by the benchmark scripts: synthetic nights cached on disk, child processes timed with their RSS."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_WORK = Path(os.environ.get("ZTFCAT_BENCH_DIR", "/tmp/ztfcat-bench"))
+
+
+@dataclass
+class Timed:
+    seconds: float
+    peak_rss_mb: float
+    stdout: str
+
+
+def run_timed(argv: list[str], *, env: dict | None = None, stdout=subprocess.PIPE) -> Timed:
+    """Run a command to completion; its wall time and peak RSS (``wait4``: that child and its own children)."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=stdout, stderr=err, env=env)
+        out = proc.stdout.read() if proc.stdout else b""
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{err.read().decode()}")
+    return Timed(seconds, usage.ru_maxrss / 1024, out.decode())
+
+
+def synthetic_night(work: Path, n_alerts: int, version: str = "4.02", seed: int = 0) -> Path:
+    """A synthetic night of real shape (~69 KB per alert, ~15 prv_candidates), made once and reused."""
+    path = work / f"n{n_alerts}_v{version}_s{seed}" / "ztf_public_20180819.tar.gz"
+    done = path.with_suffix(".done")
+    if not done.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        print(f"making {path} ({n_alerts} alerts) ...", file=sys.stderr, flush=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ztfcat.synthetic",
+                str(path),
+                "--alerts",
+                str(n_alerts),
+                "--version",
+                version,
+                "--seed",
+                str(seed),
+            ],
+            check=True,
+        )
+        done.write_text("ok")
+    return path
+
+
+def gzip_baseline(path: Path) -> float:
+    """Seconds for ``gzip -dc FILE > /dev/null``."""
+    with open(os.devnull, "wb") as sink:
+        return run_timed(["gzip", "-dc", str(path)], stdout=sink).seconds
+
+
+def ztfcat_ingest(
+    path: Path, data_dir: Path, database_url: str | None = None, layout: str = "files"
+) -> tuple[dict, Timed]:
+    """``ztfcat ingest FILE --json`` into a fresh catalog; its report and timing."""
+    env = dict(os.environ, ZTFCAT_DATA_DIR=str(data_dir), ZTFCAT_LAYOUT=layout)
+    env.pop("ZTFCAT_DATABASE_URL", None)
+    if database_url:
+        env["ZTFCAT_DATABASE_URL"] = database_url
+    timed = run_timed([sys.executable, "-m", "ztfcat.cli", "ingest", "--json", str(path)], env=env)
+    return json.loads(timed.stdout.strip().splitlines()[-1]), timed
+
+
+def table(rows: list[tuple], headers: tuple[str, ...]) -> str:
+    """A plain aligned text table."""
+    cells = [headers, *[tuple(str(c) for c in row) for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,366 @@
+"""Ingest: one streaming pass from .tar.gz bytes to rows and raw packets, and every way it can go wrong."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+
+import fastavro
+import pytest
+from sqlalchemy import func, select
+
+from tests.tarballs import snapshot, tar_members, write_tarball
+from ztfcat import Catalog, IngestError
+from ztfcat.ingest import night_of, release_key
+from ztfcat.synthetic import make_alert, make_night, writer_schema
+from ztfcat.tables import alerts, prv_candidates, releases
+
+
+def _same(a, b) -> bool:
+    """Equality that treats NaN as equal to NaN, recursively."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def test_release_names():
+    assert release_key("ztf_public_20180819.tar.gz") == "ztf_public_20180819"
+    assert release_key("ztf_public_20180819_programid3.tar.gz") == "ztf_public_20180819_programid3"
+    assert release_key("ztzztar.gz.tar.gz") == "ztzztar.gz"  # a suffix, not a set of characters
+    assert str(night_of("ztf_public_20180819.tar.gz")) == "2018-08-19"
+    assert night_of("ztf_public_20180231.tar.gz") is None
+    with pytest.raises(Exception, match="not a usable release name"):
+        release_key("../x.tar.gz")
+
+
+def test_ingest_synthetic_night(catalog, tmp_path):
+    spec = make_night(
+        tmp_path / "ztf_public_20180819.tar.gz",
+        n_alerts=40,
+        version=["3.3", "4.02"],
+        nested="ztf_public_20180819",
+        extra_members=[("README.txt", b"not an alert")],
+    )
+    report = catalog.ingest(spec.path)
+    assert report.status == "complete"
+    assert report.n_alerts == 40 and report.n_errors == 0 and report.n_skipped == 1
+    assert report.md5 == spec.md5 and report.size == spec.size
+    assert set(report.versions) == {"3.3", "4.02"}
+    assert catalog.alert_ids() == sorted(spec.candids)
+    members = tar_members(spec.path)
+    for candid in spec.candids:
+        packet = members[f"ztf_public_20180819/{candid}.avro"]
+        assert catalog.get_alert(candid, raw=True) == packet
+        expected = next(fastavro.reader(io.BytesIO(packet)))
+        assert _same(catalog.get_alert(candid), expected)
+        blob = catalog.data_dir / "alerts" / "ztf_public_20180819" / f"{candid}.avro"
+        assert blob.read_bytes() == packet
+    release = catalog.release(spec.path.name)
+    assert (release.status, release.n_alerts, str(release.night)) == ("complete", 40, "2018-08-19")
+    # every candidate field is a column, with the packet's values
+    some = spec.candids[3]
+    row = catalog.query(
+        f"candid = {some}", columns=["candid", "objectId", "magpsf", "rb", "fid", "schemavsn"]
+    )
+    cand = catalog.get_alert(some)["candidate"]
+    assert row["magpsf"][0] == pytest.approx(cand["magpsf"], rel=1e-6)
+    assert row["fid"][0] == cand["fid"] and row["schemavsn"][0] == spec.versions[some]
+
+
+def test_history_has_every_point_once_and_the_triggering_candidate(catalog, tmp_path):
+    spec = make_night(tmp_path / "ztf_public_20180820.tar.gz", n_alerts=30, alerts_per_object=3.0, seed=4)
+    catalog.ingest(spec.path)
+    expected_detections: dict[str, set] = {}
+    expected_limits: dict[str, set] = {}
+    for candid in spec.candids:
+        alert = catalog.get_alert(candid)
+        obj = alert["objectId"]
+        expected_detections.setdefault(obj, set()).add(candid)
+        for point in alert["prv_candidates"] or ():
+            if point["candid"] is None:
+                expected_limits.setdefault(obj, set()).add((point["pid"], point["fid"]))
+            else:
+                expected_detections[obj].add(point["candid"])
+    with catalog.engine.connect() as conn:
+        for obj in spec.object_ids:
+            rows = conn.execute(
+                select(prv_candidates.c.candid, prv_candidates.c.pid, prv_candidates.c.fid).where(
+                    prv_candidates.c.objectId == obj
+                )
+            ).all()
+            detections = [r.candid for r in rows if r.candid is not None]
+            limits = [(r.pid, r.fid) for r in rows if r.candid is None]
+            assert sorted(detections) == sorted(expected_detections[obj])  # once each, own candidate included
+            assert sorted(limits) == sorted(expected_limits.get(obj, ()))
+
+
+def test_ingest_twice_changes_nothing(catalog, tmp_path):
+    spec = make_night(tmp_path / "ztf_public_20180821.tar.gz", n_alerts=12, seed=2)
+    catalog.ingest(spec.path)
+    before = snapshot(catalog)
+    again = catalog.ingest(spec.path)
+    assert again.already_complete and again.n_alerts == 12
+    assert snapshot(catalog) == before
+    forced = catalog.ingest(spec.path, force=True)
+    assert forced.status == "complete" and forced.n_alerts == 12
+    assert snapshot(catalog) == before
+
+
+def test_empty_night_is_a_complete_release(catalog, tmp_path):
+    spec = make_night(tmp_path / "ztf_public_20190101.tar.gz", n_alerts=0)
+    assert spec.size < 100
+    report = catalog.ingest(spec.path)
+    assert (report.status, report.n_alerts, report.n_errors) == ("complete", 0, 0)
+    assert catalog.release(spec.path.name).status == "complete"
+
+
+def test_bad_members_are_recorded_and_the_rest_goes_in(catalog, tmp_path):
+    good = make_night(tmp_path / "g.tar.gz", n_alerts=5, seed=3)
+    members = tar_members(good.path)
+    packet = next(iter(members.values()))
+    bad = [
+        ("truncated.avro", packet[: len(packet) // 2]),
+        ("garbage.avro", b"this is not avro at all"),
+        ("empty.avro", b""),
+        ("../escape.avro", packet),
+        ("/abs/olute.avro", packet),
+    ]
+    path = write_tarball(tmp_path / "ztf_public_20180822.tar.gz", [*bad[:2], *members.items(), *bad[2:]])
+    report = catalog.ingest(path)
+    assert report.status == "complete" and report.n_alerts == 5
+    reasons = dict(catalog.ingest_errors(path.name).iterrows("member", "reason"))
+    assert set(reasons) == {name for name, _ in bad}
+    assert "truncated" in reasons["truncated.avro"]
+    assert "bad magic" in reasons["garbage.avro"]
+    assert "unsafe member name" in reasons["../escape.avro"]
+    assert not (tmp_path / "escape.avro").exists() and not (catalog.data_dir / "escape.avro").exists()
+    assert all(p.resolve().is_relative_to(catalog.data_dir) for p in catalog.data_dir.rglob("*"))
+
+
+def test_real_damaged_packets_are_named(catalog, tmp_path, shared_alerts):
+    damaged = sorted((shared_alerts / "damaged").glob("*.avro"))
+    good = sorted((shared_alerts / "alerts" / "v3.3").glob("*.avro"))[:3]
+    path = write_tarball(
+        tmp_path / "ztf_public_20200101.tar.gz", [(p.name, p.read_bytes()) for p in damaged + good]
+    )
+    report = catalog.ingest(path)
+    assert report.status == "complete" and report.n_alerts == 3
+    assert report.n_errors == len(damaged)
+    assert {m for m, _ in report.errors} == {p.name for p in damaged}
+
+
+def test_multi_record_file_gives_one_alert_per_record(catalog, tmp_path):
+    schema = writer_schema("4.02")
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    records = [
+        make_alert(
+            rng,
+            object_id="ZTF20aaaaaaa",
+            candid=1200000000015000000 + i,
+            jd=2458900.7 + i / 100,
+            ra=10.0,
+            dec=20.0,
+            cutouts=False,
+        )
+        for i in range(3)
+    ]
+    buffer = io.BytesIO()
+    fastavro.writer(buffer, schema, records, sync_interval=1)  # one block per record
+    path = write_tarball(tmp_path / "ztf_public_20200202.tar.gz", [("multi.avro", buffer.getvalue())])
+    report = catalog.ingest(path)
+    assert report.n_alerts == 3 and report.n_errors == 0
+    for record in records:
+        raw = catalog.get_alert(record["candid"], raw=True)
+        assert raw.startswith(buffer.getvalue()[:100])  # the original header
+        (decoded,) = list(fastavro.reader(io.BytesIO(raw)))  # a valid one-alert Avro file
+        assert decoded["candid"] == record["candid"]
+
+
+def test_unknown_candidate_field_is_kept(catalog, tmp_path):
+    import numpy as np
+
+    schema = writer_schema("4.02")
+    schema["version"] = "9.9"
+    cand = next(f for f in schema["fields"] if f["name"] == "candidate")["type"]
+    cand["fields"].append({"name": "newscore", "type": ["null", "float"], "default": None})
+    record = make_alert(
+        np.random.default_rng(2),
+        object_id="ZTF30aaaaaab",
+        candid=3000000000015000001,
+        jd=2461000.7,
+        ra=200.0,
+        dec=-30.0,
+        cutouts=False,
+    )
+    record["schemavsn"] = "9.9"
+    record["candidate"]["newscore"] = 0.25
+    buffer = io.BytesIO()
+    fastavro.writer(buffer, schema, [record])
+    path = write_tarball(tmp_path / "ztf_public_20300101.tar.gz", [("a.avro", buffer.getvalue())])
+    report = catalog.ingest(path)
+    assert (
+        report.n_alerts == 1 and report.unknown_versions == {"9.9"} and report.unknown_fields == {"newscore"}
+    )
+    with catalog.engine.connect() as conn:
+        extra = conn.execute(select(alerts.c.extra)).scalar_one()
+    assert json.loads(extra) == {"newscore": 0.25}
+    facts = catalog.info()
+    assert facts["unknown_fields"] == ["newscore"] and facts["unknown_versions"] == ["9.9"]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "not_gzip", "corrupt"])
+def test_broken_tarball_fails_alone(catalog, tmp_path, damage):
+    first = make_night(tmp_path / "ztf_public_20180901.tar.gz", n_alerts=8, seed=5)
+    catalog.ingest(first.path)
+    before = snapshot(catalog)
+    second = make_night(tmp_path / "ztf_public_20180902.tar.gz", n_alerts=20, seed=6)
+    data = second.path.read_bytes()
+    if damage == "truncate":
+        data = data[: len(data) * 2 // 3]
+    elif damage == "not_gzip":
+        data = b"<html>404 Not Found</html>" + data
+    else:
+        data = data[:2000] + bytes(b ^ 0x55 for b in data[2000:4000]) + data[4000:]
+    second.path.write_bytes(data)
+    with pytest.raises(IngestError, match="ztf_public_20180902.tar.gz"):
+        catalog.ingest(second.path)
+    release = catalog.release(second.path.name)
+    assert release.status == "failed" and release.error
+    after = snapshot(catalog)
+    after["releases"] = [r for r in after["releases"] if r[0] != second.path.name]
+    assert after == before  # nothing of the failed night is left, nothing else was touched
+    # once repaired, it goes in
+    fixed = make_night(tmp_path / "ztf_public_20180902.tar.gz", n_alerts=20, seed=6)
+    assert catalog.ingest(fixed.path).n_alerts == 20
+
+
+def test_ingest_from_a_stream_that_cannot_seek(catalog, tmp_path):
+    spec = make_night(tmp_path / "ztf_public_20180903.tar.gz", n_alerts=6, seed=7)
+
+    class Pipe(io.RawIOBase):
+        def __init__(self, data):
+            self._data = io.BytesIO(data)
+
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            chunk = self._data.read(min(len(b), 1000))
+            b[: len(chunk)] = chunk
+            return len(chunk)
+
+    report = catalog.ingest(Pipe(spec.path.read_bytes()), name=spec.path.name)
+    assert report.n_alerts == 6 and report.md5 == spec.md5
+
+
+def test_an_alert_in_two_releases_is_stored_once(catalog, tmp_path):
+    spec = make_night(tmp_path / "ztf_public_20180904.tar.gz", n_alerts=6, seed=8)
+    catalog.ingest(spec.path)
+    members = tar_members(spec.path)
+    copy = write_tarball(tmp_path / "ztf_public_20180905.tar.gz", list(members.items())[:2])
+    report = catalog.ingest(copy)
+    assert report.n_alerts == 0 and report.n_duplicates == 2
+    assert not (catalog.data_dir / "alerts" / "ztf_public_20180905").exists() or not any(
+        (catalog.data_dir / "alerts" / "ztf_public_20180905").iterdir()
+    )
+
+
+def test_pack_layout_gives_the_same_bytes_in_a_standard_tar(database_url, tmp_path):
+    spec = make_night(tmp_path / "ztf_public_20180906.tar.gz", n_alerts=10, seed=9)
+    catalog = Catalog(database_url, tmp_path / "data", layout="pack")
+    try:
+        catalog.ingest(spec.path)
+        members = tar_members(spec.path)
+        pack = catalog.data_dir / "alerts" / "ztf_public_20180906.tar"
+        assert pack.is_file() and not (catalog.data_dir / "alerts" / "ztf_public_20180906").exists()
+        with tarfile.open(pack) as tar:  # a standard tar file
+            packed = {m.name: tar.extractfile(m).read() for m in tar}
+        assert packed == {name.rsplit("/", 1)[-1]: data for name, data in members.items()}
+        for candid in spec.candids:
+            assert catalog.get_alert(candid, raw=True) == members[f"{candid}.avro"]
+        listed = subprocess.run(["tar", "tf", str(pack)], capture_output=True, text=True, check=True)
+        assert sorted(listed.stdout.split()) == sorted(packed)
+    finally:
+        catalog.close()
+
+
+def test_real_packets_of_every_version_read_back_exactly(catalog, tmp_path, shared_alerts):
+    files = sorted((shared_alerts / "alerts").glob("v*/*.avro"))
+    packets = {}
+    for path in files:
+        data = path.read_bytes()
+        packets[next(fastavro.reader(io.BytesIO(data)))["candid"]] = data
+    tarball = write_tarball(
+        tmp_path / "ztf_public_20240101.tar.gz", [(p.name, p.read_bytes()) for p in files]
+    )
+    report = catalog.ingest(tarball)
+    assert report.n_errors == 0
+    assert report.n_alerts + report.n_duplicates == len(files)
+    assert set(report.versions) == {p.parent.name[1:] for p in files}
+    assert set(catalog.alert_ids()) == set(packets)
+    for candid in catalog.alert_ids():
+        raw = catalog.get_alert(candid, raw=True)
+        assert _same(catalog.get_alert(candid), next(fastavro.reader(io.BytesIO(raw))))
+        if raw != packets[candid]:  # one candid in several encodings: the first one stored wins
+            assert next(fastavro.reader(io.BytesIO(raw)))["candid"] == candid
+
+
+KILL_SCRIPT = """
+import sys
+from ztfcat import Catalog
+Catalog(sys.argv[1], sys.argv[2]).ingest(sys.argv[3])
+"""
+
+
+@pytest.mark.slow
+def test_killed_ingest_then_rerun_equals_one_clean_ingest(database_url, tmp_path):
+    spec = make_night(tmp_path / "ztf_public_20180907.tar.gz", n_alerts=1500, seed=10, n_prv=5)
+    catalog = Catalog(database_url, tmp_path / "data")
+    assert catalog.count() == 0  # creates the schema before the child starts
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, database_url, str(tmp_path / "data"), str(spec.path)]
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with catalog.engine.connect() as conn:
+            if conn.execute(select(func.count()).select_from(alerts)).scalar_one() >= 300:
+                break
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    with catalog.engine.connect() as conn:
+        status = conn.execute(select(releases.c.status)).scalar_one()
+    assert status in ("ingesting", "history")  # killed half-way
+    report = catalog.ingest(spec.path)
+    assert report.status == "complete" and report.n_alerts == 1500
+    got = snapshot(catalog)
+    catalog.delete()
+    assert snapshot(catalog)["alerts"] == [] and snapshot(catalog)["files"] == []
+    catalog.ingest(spec.path)  # a clean ingest into the same database, to compare with
+    assert got == snapshot(catalog)
+    catalog.close()
+
+
+def test_gzip_of_several_members_and_trailing_zeros(catalog, tmp_path):
+    spec = make_night(tmp_path / "n.tar.gz", n_alerts=4, seed=11)
+    raw_tar = gzip.decompress(spec.path.read_bytes())
+    half = len(raw_tar) // 2
+    data = gzip.compress(raw_tar[:half]) + gzip.compress(raw_tar[half:]) + bytes(512)
+    path = tmp_path / "ztf_public_20180908.tar.gz"
+    path.write_bytes(data)
+    assert catalog.ingest(path).n_alerts == 4
+    os.remove(spec.path)
