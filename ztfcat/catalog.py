@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -97,18 +97,23 @@ class Catalog:
         name: str | None = None,
         progress: Progress | None = None,
         force: bool = False,
+        verify: Callable[[], None] | None = None,
     ) -> IngestReport:
         """Ingest one nightly ``.tar.gz``: a path, a ``gs://bucket/object`` URL or a binary stream.
 
         A stream needs ``name`` (the tarball's file name) unless it has a ``name`` attribute.
         Ingesting a release that is already complete does nothing (``force=True`` replaces it).
+        ``verify`` is called after the last byte is read and before the release can be complete; what
+        it raises fails the release (downloads check their size and MD5 there).
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if isinstance(source, str) and source.startswith("gs://"):
             from .gcs import open_object
 
             with open_object(source) as stream:
-                return self._ingest(stream, name or source.rsplit("/", 1)[-1], source, progress, force)
+                return self._ingest(
+                    stream, name or source.rsplit("/", 1)[-1], source, progress, force, verify
+                )
         if isinstance(source, str | os.PathLike):
             path = Path(source)
             try:
@@ -116,14 +121,14 @@ class Catalog:
             except OSError as exc:
                 raise ZtfcatError(f"cannot read {path}: {exc.strerror}") from exc
             with stream:
-                return self._ingest(stream, name or path.name, str(path.resolve()), progress, force)
+                return self._ingest(stream, name or path.name, str(path.resolve()), progress, force, verify)
         if name is None:
             name = Path(str(getattr(source, "name", "") or "")).name
             if not name:
                 raise ZtfcatError("ingesting a stream needs name= (the tarball's file name)")
-        return self._ingest(source, name, getattr(source, "name", None), progress, force)
+        return self._ingest(source, name, getattr(source, "name", None), progress, force, verify)
 
-    def _ingest(self, stream, name, origin, progress, force) -> IngestReport:
+    def _ingest(self, stream, name, origin, progress, force, verify) -> IngestReport:
         return ingest(
             self.engine,
             self.data_dir,
@@ -134,6 +139,7 @@ class Catalog:
             progress=progress,
             force=force,
             decoder=self._decoder,
+            verify=verify,
         )
 
     # -- releases --------------------------------------------------------------------------------

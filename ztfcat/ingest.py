@@ -319,6 +319,7 @@ def ingest(
     progress: Progress | None = None,
     force: bool = False,
     decoder: AlertDecoder | None = None,
+    verify: Callable[[], None] | None = None,
 ) -> IngestReport:
     """Ingest the ``.tar.gz`` bytes readable from ``source`` as the release ``name``.
 
@@ -330,6 +331,9 @@ def ingest(
         The tarball's file name, e.g. ``ztf_public_20180819.tar.gz``; the release's identity.
     force : bool
         Ingest again even when the release is already complete (its old content is replaced).
+    verify : callable, optional
+        Called once every byte is read and before anything is marked complete (a download checks its
+        size and MD5 here); whatever it raises fails the release like a broken tarball.
     """
     key = release_key(name)
     report = IngestReport(name)
@@ -367,6 +371,8 @@ def ingest(
         _main_pass(
             engine, data_dir, source, report, release_id, key, layout, progress, decoder or AlertDecoder()
         )
+        if verify is not None:
+            verify()
         report.seconds_alerts = time.perf_counter() - started
         _set(
             engine,
