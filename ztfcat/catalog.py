@@ -308,6 +308,69 @@ class Catalog:
             return Table(names=names, dtype=[_empty_dtype(query, n) for n in names])
         return Table(rows=[tuple(r) for r in rows], names=names, masked=any(None in r for r in rows))
 
+    # -- exploring -------------------------------------------------------------------------------
+    def lightcurve(self, object_id: str, *, forced: bool = True):
+        """The deduplicated light curve of one object: detections, upper limits and forced photometry.
+
+        An astropy Table with one row per point, sorted by jd: ``kind`` ("detection", "upper_limit",
+        "forced"), ``upper_limit``, ``fid`` and ``band``, ``jd`` and ``mjd``, the PSF photometry, the
+        forced-photometry fields and ``alert_candid``; nulls masked, ``meta["objectId"]`` set, ready for
+        ``plot_lightcurve``.  Read from the history tables, which hold each point once, so nothing is
+        decoded.  NotFoundError when no alert of the object is in the catalog.
+        """
+        from .lightcurve import lightcurve
+
+        return lightcurve(self.engine, object_id, forced=forced)
+
+    def cone_search(self, ra, dec=None, radius=None, *conditions: str, columns=None, limit=None, **filters):
+        """Alerts within ``radius`` of a sky position, nearest first, with ``separation`` in arcsec.
+
+        ``ra`` and ``dec`` are degrees (or Quantities/Angles); or give a SkyCoord as ``ra`` and the radius
+        next: ``cone_search(coord, 5)``.  A number radius is arcseconds; ``5 * u.arcsec``, an Angle or
+        ``"1 arcmin"`` carry units.  Conditions, keyword filters and ``columns`` work as in :meth:`query`;
+        ``limit`` keeps the nearest.  Integer ``hpx`` range scans, then an exact distance check: exact at
+        the poles and across RA 0/360, on SQLite and PostgreSQL alike.
+        """
+        from .conesearch import cone_search
+
+        return cone_search(self.engine, ra, dec, radius, *conditions, columns=columns, limit=limit, **filters)
+
+    def export_raw(
+        self, *conditions: str, to_dir=None, to_tar=None, overwrite: bool = False, progress=None, **filters
+    ):
+        """Write the raw Avro packets of the matching alerts, byte for byte, to a folder or a new tarball.
+
+        ``to_dir``: one ``<candid>.avro`` per alert (identical files already there are left alone).
+        ``to_tar``: a new ``.tar.gz``/``.tgz`` (which :meth:`ingest` takes back) or ``.tar`` of
+        ``<candid>.avro`` members, written in stream mode.  Give exactly one of them.  Filters as in
+        :meth:`query`.  ``progress(n_alerts, n_bytes)`` is called after each packet.  Returns an
+        :class:`~ztfcat.export.ExportReport`.
+        """
+        from .export import export_raw
+
+        return export_raw(
+            self.engine,
+            self.data_dir,
+            *conditions,
+            to_dir=to_dir,
+            to_tar=to_tar,
+            overwrite=overwrite,
+            progress=progress,
+            **filters,
+        )
+
+    def plot_stamps(self, candid: int, fig=None):
+        """The Science / Template / Difference cutouts of one alert, by candid, as a Figure."""
+        from .plotting import plot_stamps
+
+        return plot_stamps(self.get_alert(candid), fig=fig)
+
+    def plot_lightcurve(self, object_id: str, *, forced: bool = True, ax=None, fig=None):
+        """The light curve of one object as a Figure (see :meth:`lightcurve`)."""
+        from .plotting import plot_lightcurve
+
+        return plot_lightcurve(self.lightcurve(object_id, forced=forced), ax=ax, fig=fig)
+
     # -- ad-hoc SQL ------------------------------------------------------------------------------
     def sql(self, statement: str, params: dict | None = None, limit: int | None = None):
         """Run a read-only SQL statement and return (column names, rows).

@@ -303,5 +303,14 @@ def info(ctx, as_json) -> None:
         )
 
 
+def _register_commands() -> None:
+    """Commands of the other areas live beside the library modules they call."""
+    from . import cli_explore
+
+    cli_explore.register(main)
+
+
+_register_commands()
+
 if __name__ == "__main__":
     main()
