@@ -8,6 +8,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,3 +89,41 @@ def table(rows: list[tuple], headers: tuple[str, ...]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+@contextmanager
+def scratch_postgres(server_url: str | None, name: str) -> Iterator[str | None]:
+    """A fresh database ``name`` on the server of ``server_url``, dropped afterwards; None without a server.
+
+    Benchmarks drop and rebuild tables at will, so they never touch the database the URL names (on CI's
+    and the developers' server that is the test database): they make their own next to it.
+    """
+    if not server_url:
+        yield None
+        return
+    import psycopg
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(server_url)
+    connect = {
+        "host": parsed.host,
+        "port": parsed.port,
+        "user": parsed.username,
+        "password": parsed.password,
+        "dbname": parsed.database,
+        "connect_timeout": 10,
+    }
+    connect = {k: v for k, v in connect.items() if v is not None}
+
+    def drop() -> None:
+        with psycopg.connect(**connect, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    drop()
+    with psycopg.connect(**connect, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield parsed.set(database=name).render_as_string(hide_password=False)
+    finally:
+        drop()

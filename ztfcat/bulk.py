@@ -29,15 +29,20 @@ class BulkWriter:
         self.connection = self._fairy.driver_connection
         self._quote = engine.dialect.identifier_preparer.quote
         self._statements: dict[tuple, str] = {}
+        self._staged: set[str] = set()
 
-    def _sql(self, table: Table, columns: Sequence[str], on_conflict) -> str:
-        key = (table.name, tuple(columns), on_conflict)
+    def _sql(self, table: Table, columns: Sequence[str], on_conflict, stage: str | None = None) -> str:
+        """``INSERT`` of parameter rows, or of every row of the staging table ``stage``, with the rule."""
+        key = (table.name, tuple(columns), on_conflict, stage)
         sql = self._statements.get(key)
         if sql is not None:
             return sql
         q = self._quote
         cols = ", ".join(q(c) for c in columns)
-        marks = ", ".join(["?" if self.sqlite else "%s"] * len(columns))
+        if stage is None:
+            source = "VALUES (" + ", ".join(["?" if self.sqlite else "%s"] * len(columns)) + ")"
+        else:
+            source = f"SELECT {cols} FROM {q(stage)}"  # noqa: S608 - the catalog's own names
         if on_conflict == "ignore":
             tail = " ON CONFLICT DO NOTHING"
         else:
@@ -47,7 +52,7 @@ class BulkWriter:
                 f" ON CONFLICT ({', '.join(q(k) for k in keys)}) DO UPDATE SET {updates}"
                 f" WHERE excluded.{q(newer)} > {q(table.name)}.{q(newer)}"
             )
-        sql = f"INSERT INTO {q(table.name)} ({cols}) VALUES ({marks}){tail}"  # noqa: S608 - own names
+        sql = f"INSERT INTO {q(table.name)} ({cols}) {source}{tail}"
         self._statements[key] = sql
         return sql
 
@@ -55,12 +60,37 @@ class BulkWriter:
         """Insert ``rows`` (tuples in ``columns`` order); no commit."""
         if not rows:
             return
+        if not self.sqlite:
+            self._copy_insert(table, columns, rows, on_conflict)
+            return
         sql = self._sql(table, columns, on_conflict)
         cursor = self.connection.cursor()
         try:
             cursor.executemany(sql, rows)
         finally:
             cursor.close()
+
+    def _copy_insert(
+        self, table: Table, columns: Sequence[str], rows: Sequence[Sequence], on_conflict
+    ) -> None:
+        """PostgreSQL: COPY into a temporary twin of the table, then one INSERT ... SELECT with the
+        conflict rule (COPY itself cannot skip or update existing rows)."""
+        q = self._quote
+        stage = f"_stage_{table.name}"
+        cols = ", ".join(q(c) for c in columns)
+        with self.connection.cursor() as cursor:
+            if stage not in self._staged:
+                cursor.execute(
+                    f"CREATE TEMPORARY TABLE IF NOT EXISTS {q(stage)} (LIKE {q(table.name)} INCLUDING DEFAULTS) "
+                    "ON COMMIT DELETE ROWS"
+                )
+                self._staged.add(stage)
+            else:
+                cursor.execute(f"TRUNCATE {q(stage)}")
+            with cursor.copy(f"COPY {q(stage)} ({cols}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cursor.execute(self._sql(table, columns, on_conflict, stage))
 
     def existing(self, table: Table, column: str, values: Sequence[int]) -> set[int]:
         """Which of ``values`` are already in ``table.column`` (an indexed key)."""

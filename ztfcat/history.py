@@ -101,6 +101,22 @@ def history_rows(data_dir: str, release_id: int, tasks: Sequence[Task]) -> tuple
     return prv_rows, fp_rows, failures
 
 
+_FP_KEY_AT = tuple(FP_INSERT.index(k) for k in FP_KEY)
+_FP_JD_AT = FP_INSERT.index("alert_jd")
+
+
+def _newest_per_key(rows: list[tuple]) -> list[tuple]:
+    """One row per forced-photometry point, the newest alert's: PostgreSQL refuses to update one row
+    twice in a statement, and the newest values are the ones to keep anyway."""
+    newest: dict[tuple, tuple] = {}
+    for row in rows:
+        key = tuple(row[i] for i in _FP_KEY_AT)
+        kept = newest.get(key)
+        if kept is None or row[_FP_JD_AT] > kept[_FP_JD_AT]:
+            newest[key] = row
+    return list(newest.values())
+
+
 def _chunks(tasks: Sequence[Task]) -> Iterable[Sequence[Task]]:
     for start in range(0, len(tasks), CHUNK):
         yield tasks[start : start + CHUNK]
@@ -123,7 +139,7 @@ def derive_history(
     def store(result: tuple[list, list, list]) -> None:
         prv_rows, fp_rows, failed = result
         bulk.insert(prv_candidates, PRV_INSERT, prv_rows)
-        bulk.insert(fp_hists, FP_INSERT, fp_rows, on_conflict=(FP_KEY, "alert_jd"))
+        bulk.insert(fp_hists, FP_INSERT, _newest_per_key(fp_rows), on_conflict=(FP_KEY, "alert_jd"))
         bulk.commit()
         failures.extend(failed)
 
