@@ -21,10 +21,18 @@ from sqlalchemy import select
 from tests.tarballs import snapshot
 from ztfcat import gcs
 from ztfcat.archive_server import ArchiveServer
-from ztfcat.errors import StorageError
+from ztfcat.errors import ManifestFormatError, StorageError
+from ztfcat.remote import parse_md5sums
 from ztfcat.synthetic import make_archive, make_night
 from ztfcat.tables import releases
-from ztfcat.transfer import SkippedFilesWarning, create_sync_table, listing_prefix, sync_bucket, transferable
+from ztfcat.transfer import (
+    SkippedFilesWarning,
+    create_sync_table,
+    lenient_md5sums,
+    listing_prefix,
+    sync_bucket,
+    transferable,
+)
 
 pytestmark = pytest.mark.gcs
 
@@ -115,7 +123,14 @@ def test_transferable_keeps_releases_with_size_and_one_md5():
         "ztf_public_20190426.tar.gz",
         "ztf_public_20190724.tar.gz",
     ]
-    assert "size unknown" in skipped[0] and "MD5" in skipped[1] and "32 hex digits" in skipped[2]
+    assert "size unknown" in skipped[0] and "no single MD5" in skipped[1] and "32 hex digits" in skipped[2]
+    # Once MD5SUMS has been read, the reason is exact.
+    remote = [Remote("ztf_public_20190426.tar.gz", 5, None), Remote("ztf_public_20190427.tar.gz", 5, None)]
+    _, skipped = transferable(remote, {"ztf_public_20190426.tar.gz": ["a" * 32, "b" * 32]})
+    assert skipped == [
+        f"ztf_public_20190426.tar.gz: MD5SUMS gives it 2 different MD5s ({'a' * 32}, {'b' * 32})",
+        "ztf_public_20190427.tar.gz: not in the archive's MD5SUMS, so its transfer could not be verified",
+    ]
 
 
 def test_table_lists_exactly_what_the_bucket_lacks(archive_catalog, archive_root, bucket, tmp_path):
@@ -183,14 +198,15 @@ def test_without_a_bucket_every_tarball_is_listed(archive_catalog, archive_root,
     assert len((tmp_path / "all.tsv").read_text().splitlines()) == len(data) + 1
 
 
-def test_sizes_come_from_the_cached_listing(archive_catalog, server):
-    create_sync_table(archive_catalog)
-    heads = [r for r in server.requests if r[0] == "HEAD"]
-    assert len(heads) <= 5  # at most one per release, asked by cached_listing's pool
+def test_sizes_come_from_the_cached_listing(archive_catalog, archive_root, server):
+    table = create_sync_table(archive_catalog)
+    heads = sorted(path for method, path, _ in server.requests if method == "HEAD")
+    # One HEAD per release (from cached_listing's pool), none per row of the table afterwards.
+    assert heads == sorted(f"/alerts/public/{name}" for name in release_bytes(archive_root))
     server.requests.clear()
     again = create_sync_table(archive_catalog, refresh=False)
     assert server.requests == []  # the cache answers: no request at all
-    assert len(again) == 5
+    assert list(again["url"]) == list(table["url"]) and list(again["size"]) == list(table["size"])
 
 
 def test_missing_bucket_fails_before_asking_the_archive(archive_catalog, server, gcs_emulator):
@@ -223,8 +239,45 @@ def test_real_shaped_md5sums_does_not_break_the_table(catalog, archive_root, tmp
         "ztf_public_20180603.tar.gz",
         "ztf_public_20180603_programid3.tar.gz",
     ]
-    assert [s.split(":")[0] for s in table.meta["skipped"]] == ["ztf_public_20180604.tar.gz"]
+    assert table.meta["skipped"] == [
+        f"ztf_public_20180604.tar.gz: MD5SUMS gives it 2 different MD5s "
+        f"({', '.join(sorted([digests['ztf_public_20180604.tar.gz'], 'f' * 32]))})"
+    ]
+    assert table.meta["manifest_problems"] == []
     assert list(table["md5"]) == [base64.b64encode(bytes.fromhex(digests[n])).decode() for n in names]
+
+
+@pytest.mark.shared
+def test_real_md5_lines_one_conflict_costs_one_night():
+    """The seed's real table carries the real MD5SUMS lines: '#'-damaged copies and one night with two
+    digests.  Read as a manifest, only that night loses its MD5."""
+    sts = (
+        Path(__file__).resolve().parents[2]
+        / "shared"
+        / "data"
+        / "archive-listing"
+        / "sts-url-list-2018-2020.tsv"
+    )
+    if not sts.exists():
+        pytest.skip(f"{sts} not present")
+    lines = [line.split("\t") for line in sts.read_text().splitlines()[1:] if line.strip()]
+    manifest = "".join(f"{md5}  {url.rsplit('/', 1)[1]}\n" for url, _size, md5 in lines)
+    with pytest.raises(ManifestFormatError):
+        parse_md5sums(manifest)  # the strict reading a download needs refuses it whole
+    digests, conflicts, bad = lenient_md5sums(manifest)
+    assert conflicts == {
+        "ztf_public_20190426.tar.gz": ["9f3a894dfe7d121d966ae1045a6faab2", "cc6652fa4ebef9342a7d3c2d4c95ee5e"]
+    }
+    assert bad == []  # the '#' lines are comments
+    assert digests["ztf_public_20181105.tar.gz"] == "5095a2f33d3f114ba3fb1d13e05397f6"
+    assert len(digests) == len({url for url, _, _ in lines}) - 1
+
+
+def test_lenient_md5sums_reports_bad_lines():
+    text = f"{'a' * 32}  x.tar.gz\nnot a line\n\n# note\n{'b' * 32}  y.tar.gz\n{'a' * 32}  x.tar.gz\n"
+    digests, conflicts, bad = lenient_md5sums(text, "M")
+    assert digests == {"x.tar.gz": "a" * 32, "y.tar.gz": "b" * 32} and conflicts == {}
+    assert bad == ["M line 2 is not '<md5>  <name>': 'not a line'"]
 
 
 def test_ingest_from_bucket_equals_ingest_from_disk(catalog, gcs_bucket, tmp_path):  # noqa: F811

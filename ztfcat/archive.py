@@ -422,16 +422,19 @@ def download_release(
     part = folder / f"{file.name}.part"
     kept = folder / file.name
     if kept.is_file():  # verified by an earlier run with keep_tarballs: no need to fetch it again
-        with open(kept, "rb") as raw:
-            reader = _HashingReader(raw, file.name)
-            stream = io.BufferedReader(reader, 1 << 20)
-            return catalog.ingest(
-                stream,
-                name=file.name,
-                progress=on_alerts,
-                force=force,
-                verify=lambda: _check_kept(reader, file.md5, file.size, kept),
-            )
+        try:
+            with open(kept, "rb") as raw:
+                reader = _HashingReader(raw, file.name)
+                return catalog.ingest(
+                    io.BufferedReader(reader, 1 << 20),
+                    name=file.name,
+                    progress=on_alerts,
+                    force=force,
+                    verify=lambda: _check_kept(reader, file.md5, file.size, kept),
+                )
+        except (ChecksumMismatchError, IngestError):
+            kept.unlink(missing_ok=True)  # damaged since: the next run downloads it again
+            raise
     with _client_for(catalog, client) as archive:
         stream = archive.open_release(
             file.name,
