@@ -27,7 +27,7 @@ sys.path.insert(0, str(HERE))
 from common import DEFAULT_WORK, run_timed, scratch_postgres, table  # noqa: E402
 
 FULL = {"ingest": 20_000, "alerts": 20_000, "listing": 1_000_000, "repeat": 1}
-QUICK = {"ingest": 200, "alerts": 400, "listing": 5_000, "repeat": 1}
+QUICK = {"ingest": 100, "alerts": 200, "listing": 2_000, "repeat": 1}
 HEADERS = ("benchmark", "ztfcat", "baseline", "ratio", "target", "met?", "peak RSS")
 
 

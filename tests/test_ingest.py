@@ -364,3 +364,27 @@ def test_gzip_of_several_members_and_trailing_zeros(catalog, tmp_path):
     path.write_bytes(data)
     assert catalog.ingest(path).n_alerts == 4
     os.remove(spec.path)
+
+
+def test_convert_between_layouts_keeps_every_byte(catalog, tmp_path):
+    nights = [make_night(tmp_path / f"ztf_public_2018091{i}.tar.gz", n_alerts=7, seed=20 + i) for i in range(2)]
+    for spec in nights:
+        catalog.ingest(spec.path)
+    raw = {c: catalog.get_alert(c, raw=True) for spec in nights for c in spec.candids}
+    assert catalog.layout == "files"
+    assert catalog.convert_layout("pack") == 2
+    alerts_dir = catalog.data_dir / "alerts"
+    assert sorted(p.name for p in alerts_dir.iterdir()) == ["ztf_public_20180910.tar", "ztf_public_20180911.tar"]
+    assert {c: catalog.get_alert(c, raw=True) for c in raw} == raw
+    assert Catalog(catalog.database_url, catalog.data_dir).layout == "pack"  # the catalog remembers
+    third = make_night(tmp_path / "ztf_public_20180912.tar.gz", n_alerts=3, seed=30)
+    reopened = Catalog(catalog.database_url, catalog.data_dir)
+    reopened.ingest(third.path)
+    assert (alerts_dir / "ztf_public_20180912.tar").is_file()
+    reopened.close()
+    assert catalog.convert_layout("files") == 3
+    assert sorted(p.name for p in alerts_dir.iterdir()) == [
+        "ztf_public_20180910", "ztf_public_20180911", "ztf_public_20180912"
+    ]
+    assert {c: catalog.get_alert(c, raw=True) for c in raw} == raw
+    assert catalog.convert_layout("files") == 0

@@ -216,7 +216,12 @@ def test_missing_bucket_fails_before_asking_the_archive(archive_catalog, server,
     assert server.requests == []
 
 
-def test_real_shaped_md5sums_does_not_break_the_table(catalog, archive_root, tmp_path, gcs_bucket):  # noqa: F811
+def test_real_shaped_md5sums_does_not_break_the_table(
+    catalog,
+    archive_root,
+    tmp_path,
+    gcs_bucket,  # noqa: F811
+):
     """MD5SUMS as the real one is: a commented-out damaged line, a repeated line, one night given two
     different digests, entries for the 0-byte odd files.  The table is still made; the ambiguous night
     is left out and named, since the service cannot transfer it without its one true digest."""

@@ -84,6 +84,6 @@ def create_ztf_sync_table(
     bucket_name: str | None = None, out_path: str | os.PathLike[str] | None = None, **kwargs
 ):
     """The Storage Transfer URL list of archive files not yet in ``bucket_name`` (an astropy Table)."""
-    from .archive import create_sync_table
+    from .transfer import create_sync_table
 
     return create_sync_table(default_catalog(), bucket_name, out_path, **kwargs)

@@ -13,6 +13,9 @@ from collections.abc import Sequence
 
 from sqlalchemy import Engine, Table
 
+#: Advisory lock key that serialises the "which alerts are new" check and insert across ingests.
+ALERT_INSERT_LOCK = 0x7A7463_01
+
 
 class BulkWriter:
     """Inserts rows into one catalog through one raw DBAPI connection, with commit control.
@@ -91,6 +94,24 @@ class BulkWriter:
                 for row in rows:
                     copy.write_row(row)
             cursor.execute(self._sql(table, columns, on_conflict, stage))
+
+    def begin_exclusive(self) -> None:
+        """Start a transaction that no other writer of new alerts runs beside.
+
+        Checking which alerts exist and inserting the new ones must be one atomic step when several
+        ingests run at once (an alert can be in two tarballs); otherwise both would store it.  SQLite takes
+        its write lock up front; PostgreSQL a transaction-level advisory lock.  Both are held only for
+        one batch, so decoding and inflating in each ingest stay fully parallel.
+        """
+        cursor = self.connection.cursor()
+        try:
+            if self.sqlite:
+                if not self.connection.in_transaction:
+                    cursor.execute("BEGIN IMMEDIATE")
+            else:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", (ALERT_INSERT_LOCK,))
+        finally:
+            cursor.close()
 
     def existing(self, table: Table, column: str, values: Sequence[int]) -> set[int]:
         """Which of ``values`` are already in ``table.column`` (an indexed key)."""

@@ -7,13 +7,14 @@ stored in their row, iteration pages by key (``WHERE candid > :last ORDER BY can
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import Engine, and_, delete, func, select, text
+from sqlalchemy import Engine, and_, delete, func, insert, select, text
 
 from . import settings
 from .avro import AlertDecoder
@@ -21,8 +22,8 @@ from .blobs import LAYOUTS, read_blob, remove_release
 from .db import ensure_schema, is_sqlite, make_engine
 from .errors import InvalidQueryError, NotFoundError, ZtfcatError
 from .filters import as_date, column, where_clauses
-from .ingest import IngestReport, Progress, ingest, purge_release, release_key
-from .tables import alerts, fp_hists, ingest_errors, prv_candidates, releases, remote_files
+from .ingest import IngestReport, Progress, ingest, purge_release, release_key, release_lock
+from .tables import alerts, catalog_settings, fp_hists, ingest_errors, prv_candidates, releases, remote_files
 
 PAGE = 1000
 
@@ -39,7 +40,8 @@ class Catalog:
     archive_url : str, optional
         The public archive (or a mirror); default ``ZTFCAT_ARCHIVE_URL``, then ZTF's own.
     layout : {"files", "pack"}, optional
-        How new releases store their packets; default ``ZTFCAT_LAYOUT``, then ``files``.
+        How new releases store their packets; default ``ZTFCAT_LAYOUT``, then the layout the catalog
+        was made or last converted with, then ``files``.
 
     Nothing is opened or created until the catalog is first used.
     """
@@ -55,9 +57,9 @@ class Catalog:
         self.data_dir = settings.data_dir(data_dir)
         self.database_url = settings.database_url(database_url, self.data_dir)
         self.archive_url = settings.archive_url(archive_url)
-        self.layout = layout or os.environ.get("ZTFCAT_LAYOUT") or "files"
-        if self.layout not in LAYOUTS:
-            raise ZtfcatError(f"unknown blob layout {self.layout!r}; choose one of {', '.join(LAYOUTS)}")
+        self._layout = layout or os.environ.get("ZTFCAT_LAYOUT") or None
+        if self._layout is not None and self._layout not in LAYOUTS:
+            raise ZtfcatError(f"unknown blob layout {self._layout!r}; choose one of {', '.join(LAYOUTS)}")
         self._engine: Engine | None = None
         self._decoder = AlertDecoder()
 
@@ -76,6 +78,34 @@ class Catalog:
             ensure_schema(engine)
             self._engine = engine
         return self._engine
+
+    @property
+    def layout(self) -> str:
+        """The blob layout new releases get: the argument, ``ZTFCAT_LAYOUT``, the catalog's own, ``files``."""
+        if self._layout is None:
+            with self.engine.connect() as conn:
+                stored = conn.execute(
+                    select(catalog_settings.c.value).where(catalog_settings.c.key == "layout")
+                ).scalar()
+            self._layout = stored or "files"
+        return self._layout
+
+    def _remember_layout(self, layout: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(catalog_settings).where(catalog_settings.c.key == "layout"))
+            conn.execute(insert(catalog_settings).values(key="layout", value=layout))
+
+    def convert_layout(self, target: str, progress: Callable[[str, int], None] | None = None) -> int:
+        """Move every release's packets to the ``target`` layout and make it the catalog's layout.
+
+        Safe to interrupt: run it again to finish.  Returns how many releases were converted.
+        """
+        from .layout import convert
+
+        converted = convert(self.engine, self.data_dir, target, progress)
+        self._remember_layout(target)
+        self._layout = target
+        return converted
 
     def close(self) -> None:
         """Release database connections."""
@@ -129,6 +159,12 @@ class Catalog:
         return self._ingest(source, name, getattr(source, "name", None), progress, force, verify)
 
     def _ingest(self, stream, name, origin, progress, force, verify) -> IngestReport:
+        with self.engine.connect() as conn:
+            if (
+                conn.execute(select(catalog_settings.c.key).where(catalog_settings.c.key == "layout")).first()
+                is None
+            ):
+                self._remember_layout(self.layout)  # the first ingest fixes the catalog's layout
         return ingest(
             self.engine,
             self.data_dir,
@@ -181,17 +217,20 @@ class Catalog:
             wanted_nights = set() if nights is None else {as_date(n) for n in _as_list(nights)}
             wanted_names = set(names or ())
             chosen = [r for r in rows if r.night in wanted_nights or r.name in wanted_names]
-        if nights is None and names is None:
-            with self.engine.begin() as conn:
-                for table in (fp_hists, prv_candidates, ingest_errors, alerts, releases):
-                    conn.execute(delete(table))
+        with contextlib.ExitStack() as locks:  # never purge a release another process is ingesting
             for row in chosen:
-                remove_release(self.data_dir, release_key(row.name))
-            return len(chosen)
-        for row in chosen:
-            purge_release(self.engine, self.data_dir, row.id, row.name, row.status)
-            with self.engine.begin() as conn:
-                conn.execute(delete(releases).where(releases.c.id == row.id))
+                locks.enter_context(release_lock(self.engine, self.data_dir, row.name))
+            if nights is None and names is None:
+                with self.engine.begin() as conn:
+                    for table in (fp_hists, prv_candidates, ingest_errors, alerts, releases):
+                        conn.execute(delete(table))
+                for row in chosen:
+                    remove_release(self.data_dir, release_key(row.name))
+                return len(chosen)
+            for row in chosen:
+                purge_release(self.engine, self.data_dir, row.id, row.name, row.status)
+                with self.engine.begin() as conn:
+                    conn.execute(delete(releases).where(releases.c.id == row.id))
         return len(chosen)
 
     # -- alerts ----------------------------------------------------------------------------------

@@ -303,11 +303,28 @@ def info(ctx, as_json) -> None:
         )
 
 
+@main.command()
+@click.argument("target", type=click.Choice(["files", "pack"]), required=False)
+@click.pass_context
+def layout(ctx, target) -> None:
+    """Show the blob layout, or convert every release to TARGET (files: one .avro per alert; pack: one
+    uncompressed tar per night).  Safe to interrupt and run again."""
+    catalog = _catalog(ctx)
+    if target is None:
+        click.echo(catalog.layout)
+        return
+    converted = catalog.convert_layout(
+        target, progress=lambda name, n: click.echo(f"  {name}: {n} packets moved to {target}", err=True)
+    )
+    click.echo(f"{converted} releases converted; the catalog's layout is now {target}")
+
+
 def _register_commands() -> None:
     """Commands of the other areas live beside the library modules they call."""
-    from . import cli_explore
+    from . import cli_explore, cli_transfer
 
     cli_explore.register(main)
+    cli_transfer.register(main)
 
 
 _register_commands()

@@ -34,7 +34,7 @@ def register(group: click.Group) -> None:
     @FORMAT
     @click.pass_context
     def sync_table(ctx, bucket, output, prefix, no_empty, cached, fmt) -> None:
-        """List the archive tarballs BUCKET lacks, for the Storage Transfer Service (every one without BUCKET).
+        """List the archive tarballs BUCKET lacks (all without BUCKET), for the Storage Transfer Service.
 
         A tarball counts as held when BUCKET has it under the name the service writes, HOST/PATH of its
         URL (e.g. ztf.uw.edu/alerts/public/ztf_public_20180626.tar.gz), with the archive's MD5.

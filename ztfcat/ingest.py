@@ -14,7 +14,10 @@ fails as a whole (not gzip, truncated, corrupt) leaves its release ``failed`` an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import hashlib
 import json
 import math
 import queue
@@ -22,14 +25,14 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 import numpy as np
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, text, update
 
 from . import history
 from .avro import AlertDecoder, ParsedSchema, schema_version
@@ -202,6 +205,7 @@ class _Writer(threading.Thread):
                 bulk.close()
 
     def _store(self, bulk: BulkWriter, rows: list, packets: list, errors: list) -> None:
+        bulk.begin_exclusive()
         existing = bulk.existing(alerts, "candid", [row[0] for row in rows])
         fresh = []
         for row, packet in zip(rows, packets, strict=True):
@@ -335,6 +339,13 @@ def ingest(
         Called once every byte is read and before anything is marked complete (a download checks its
         size and MD5 here); whatever it raises fails the release like a broken tarball.
     """
+    with release_lock(engine, data_dir, name):
+        return _ingest_locked(
+            engine, data_dir, source, name, layout, origin, progress, force, decoder, verify
+        )
+
+
+def _ingest_locked(engine, data_dir, source, name, layout, origin, progress, force, decoder, verify):
     key = release_key(name)
     report = IngestReport(name)
     started = time.perf_counter()
@@ -406,6 +417,38 @@ def ingest(
     finally:
         report.seconds = time.perf_counter() - started
     return report
+
+
+@contextlib.contextmanager
+def release_lock(engine: Engine, data_dir: Path, name: str) -> Iterator[None]:
+    """Hold the right to ingest (or purge) one release; a second ingest of it gets a clear error.
+
+    A lock file in the data directory (``flock``, released by the kernel even on kill -9) guards
+    processes of one machine; on PostgreSQL a session advisory lock also guards workers on other
+    machines writing to the same catalog.  Without it, an ingest would take a live one's rows for the
+    leftovers of a killed run and purge them.
+    """
+    locks = data_dir / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{release_key(name)}.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ZtfcatError(
+                f"{name} is being ingested by another process; try again when it ends"
+            ) from None
+        if engine.dialect.name != "postgresql":
+            yield
+            return
+        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=7).digest(), "big")
+        with engine.connect() as conn:
+            if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+                raise ZtfcatError(f"{name} is being ingested by another worker; try again when it ends")
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
 
 
 def _set(engine: Engine, release_id: int, **values) -> None:

@@ -156,6 +156,14 @@ ingest_errors = Table(
     Index(None, "release_id"),
 )
 
+catalog_settings = Table(
+    "catalog_settings",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    comment="settings that belong to the catalog itself, e.g. its blob layout",
+)
+
 remote_files = Table(
     "remote_files",
     metadata,

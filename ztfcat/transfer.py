@@ -225,19 +225,21 @@ def create_sync_table(
         ``"md5 differs (bucket X, archive Y)"``, ...).  ``meta`` holds ``bucket``, ``prefix``,
         ``archive_url``, ``n_archive`` (tarballs the archive offers), ``n_in_bucket`` (of those, held
         with the right MD5), ``total_bytes``, ``skipped`` (``"name: why"`` of releases that cannot be
-        transferred) and ``out_path``.
+        transferred), ``manifest_problems`` (unreadable ``MD5SUMS`` lines) and ``out_path``.
 
     Raises
     ------
     StorageError
         If the bucket does not exist or cannot be read, or there are no credentials.
-    DownloadError, ManifestFormatError
-        If the archive's listing cannot be had.
+    DownloadError, NotFoundError
+        If the archive's listing or ``MD5SUMS`` cannot be had.  A damaged or self-contradicting
+        ``MD5SUMS`` line is not an error here (see :func:`lenient_md5sums`): it costs only its file.
 
     Warns
     -----
     SkippedFilesWarning
-        When releases are left out for want of an exact size or a single MD5.
+        When releases are left out for want of an exact size or a single MD5, or ``MD5SUMS`` has lines
+        that cannot be read (also in ``meta["skipped"]`` and ``meta["manifest_problems"]``).
     """
     from .archive import cached_listing
 
@@ -255,7 +257,7 @@ def create_sync_table(
     files, skipped = transferable(listing, archive.conflicts)
     if bucket_name:
         needed = listing_prefix([f.url for f in files], prefix)
-        if not needed.startswith(listed_under):  # the cache holds URLs of another archive folder
+        if files and not needed.startswith(listed_under):  # the cache holds URLs of another archive folder
             bucket_objects = bucket_md5s(bucket_name, needed)
 
     rows = sync_rows(files, bucket_objects, prefix=prefix, include_empty=include_empty)
@@ -273,15 +275,15 @@ def create_sync_table(
         n_in_bucket=n_in_bucket,
         total_bytes=int(sum(row.size for row in rows)),
         skipped=skipped,
+        manifest_problems=archive.bad_lines,
         out_path=None,
     )
     if out_path is not None:
         table.meta["out_path"] = str(write_tsv(rows, out_path))
-    table.meta["manifest_problems"] = archive.bad_lines
     if skipped or archive.bad_lines:
         warnings.warn(
-            f"{len(skipped)} archive release(s) left out of the URL list: "
-            + "; ".join(skipped + archive.bad_lines),
+            f"{len(skipped)} archive release(s) left out of the URL list, "
+            f"{len(archive.bad_lines)} unreadable MD5SUMS line(s): " + "; ".join(skipped + archive.bad_lines),
             SkippedFilesWarning,
             stacklevel=2,
         )
@@ -319,7 +321,8 @@ def sync_bucket(
     is streamed from the bucket through the single-pass ingest without a local copy.  A release already
     complete in the catalog is not read again, whichever object it came from.  When the catalog's cached
     archive listing knows a release's MD5 and the bucket's copy has another, the copy is not ingested:
-    it is not the archive's file.
+    it is not the archive's file.  Every object read is checked against its own GCS MD5 as it streams
+    (composite objects, which have none, are read unchecked).
 
     Parameters
     ----------

@@ -1,0 +1,70 @@
+"""Several ingests at once into one catalog (parallel workers): nothing lost, nothing stored twice."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import select
+
+from tests.tarballs import tar_members, write_tarball
+from ztfcat import Catalog, ZtfcatError
+from ztfcat.ingest import release_lock
+from ztfcat.synthetic import make_night
+from ztfcat.tables import alerts
+
+WORKER = """
+import sys
+from ztfcat import Catalog
+report = Catalog(sys.argv[1], sys.argv[2]).ingest(sys.argv[3])
+print(report.n_alerts, report.n_duplicates)
+"""
+
+
+@pytest.mark.slow
+def test_parallel_workers_sharing_alerts_store_each_once(database_url, tmp_path):
+    a = make_night(tmp_path / "a.tar.gz", night="20181001", n_alerts=600, seed=41, n_prv=4)
+    b = make_night(tmp_path / "b.tar.gz", night="20181002", n_alerts=600, seed=42, n_prv=4)
+    members_a, members_b = tar_members(a.path), tar_members(b.path)
+    shared = dict(list(members_a.items())[::3])  # a third of night A's alerts are also in both others
+    nights = [
+        write_tarball(tmp_path / "ztf_public_20181001.tar.gz", list(members_a.items())),
+        write_tarball(tmp_path / "ztf_public_20181002.tar.gz", [*members_b.items(), *shared.items()]),
+        write_tarball(tmp_path / "ztf_public_20181003.tar.gz", list(reversed(shared.items()))),
+    ]
+    catalog = Catalog(database_url, tmp_path / "data")
+    assert catalog.count() == 0  # schema made before the workers start
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, database_url, str(tmp_path / "data"), str(night)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for night in nights
+    ]
+    counts = [tuple(map(int, w.communicate()[0].split())) for w in workers]
+    assert all(w.returncode == 0 for w in workers)
+    expected = set(a.candids) | set(b.candids)
+    assert set(catalog.alert_ids()) == expected and len(catalog.alert_ids()) == len(expected)
+    assert sum(n for n, _ in counts) == len(expected)  # every alert counted once, by one release
+    assert sum(d for _, d in counts) == 2 * len(shared)
+    with catalog.engine.connect() as conn:
+        rows = conn.execute(select(alerts.c.candid, alerts.c.blob_path)).all()
+    on_disk = {p.relative_to(catalog.data_dir).as_posix() for p in (catalog.data_dir / "alerts").rglob("*.avro")}
+    assert on_disk == {path for _, path in rows}  # no orphan packet, no row without one
+    for candid, _ in rows[:50]:
+        assert catalog.get_alert(candid)["candid"] == candid
+    catalog.close()
+
+
+def test_one_release_is_ingested_by_one_process_at_a_time(catalog, tmp_path):
+    spec = make_night(tmp_path / "ztf_public_20181004.tar.gz", n_alerts=3, seed=43)
+    with release_lock(catalog.engine, catalog.data_dir, spec.path.name):  # as another process would
+        with pytest.raises(ZtfcatError, match="being ingested by another"):
+            catalog.ingest(spec.path)
+    assert catalog.ingest(spec.path).n_alerts == 3
+    with release_lock(catalog.engine, catalog.data_dir, spec.path.name):
+        with pytest.raises(ZtfcatError, match="being ingested by another"):
+            catalog.delete(names=[spec.path.name])
+    assert catalog.count() == 3
