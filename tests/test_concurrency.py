@@ -60,11 +60,11 @@ def test_parallel_workers_sharing_alerts_store_each_once(database_url, tmp_path)
 
 def test_one_release_is_ingested_by_one_process_at_a_time(catalog, tmp_path):
     spec = make_night(tmp_path / "ztf_public_20181004.tar.gz", n_alerts=3, seed=43)
-    with release_lock(catalog.engine, catalog.data_dir, spec.path.name):  # as another process would
-        with pytest.raises(ZtfcatError, match="being ingested by another"):
-            catalog.ingest(spec.path)
+    lock = release_lock(catalog.engine, catalog.data_dir, spec.path.name)  # as another process would
+    with lock, pytest.raises(ZtfcatError, match="being ingested by another"):
+        catalog.ingest(spec.path)
     assert catalog.ingest(spec.path).n_alerts == 3
-    with release_lock(catalog.engine, catalog.data_dir, spec.path.name):
-        with pytest.raises(ZtfcatError, match="being ingested by another"):
-            catalog.delete(names=[spec.path.name])
+    lock = release_lock(catalog.engine, catalog.data_dir, spec.path.name)
+    with lock, pytest.raises(ZtfcatError, match="being ingested by another"):
+        catalog.delete(names=[spec.path.name])
     assert catalog.count() == 3
