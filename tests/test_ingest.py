@@ -161,7 +161,8 @@ def test_real_damaged_packets_are_named(catalog, tmp_path, shared_alerts):
     assert {m for m, _ in report.errors} == {p.name for p in damaged}
 
 
-def test_multi_record_file_gives_one_alert_per_record(catalog, tmp_path):
+@pytest.mark.parametrize("codec", ["null", "deflate"])
+def test_multi_record_file_gives_one_alert_per_record(catalog, tmp_path, codec):
     schema = writer_schema("4.02")
     import numpy as np
 
@@ -179,7 +180,7 @@ def test_multi_record_file_gives_one_alert_per_record(catalog, tmp_path):
         for i in range(3)
     ]
     buffer = io.BytesIO()
-    fastavro.writer(buffer, schema, records, sync_interval=1)  # one block per record
+    fastavro.writer(buffer, schema, records, codec=codec, sync_interval=1)  # one block per record
     path = write_tarball(tmp_path / "ztf_public_20200202.tar.gz", [("multi.avro", buffer.getvalue())])
     report = catalog.ingest(path)
     assert report.n_alerts == 3 and report.n_errors == 0
@@ -188,6 +189,7 @@ def test_multi_record_file_gives_one_alert_per_record(catalog, tmp_path):
         assert raw.startswith(buffer.getvalue()[:100])  # the original header
         (decoded,) = list(fastavro.reader(io.BytesIO(raw)))  # a valid one-alert Avro file
         assert decoded["candid"] == record["candid"]
+        assert _same(catalog.get_alert(record["candid"]), decoded)
 
 
 def test_unknown_candidate_field_is_kept(catalog, tmp_path):

@@ -503,11 +503,22 @@ def parse_night(text: str | date) -> date:
         raise InvalidNightError(f"{text} is not a night: {exc}") from exc
 
 
-def release_for_night(catalog: Catalog, night: date, *, client: ArchiveClient | None = None) -> RemoteFile:
+def release_for_night(
+    catalog: Catalog,
+    night: date,
+    *,
+    client: ArchiveClient | None = None,
+    md5s: Mapping[str, str] | None = None,
+) -> RemoteFile:
     """The public release of ``night``: from the listing cache, else from ``MD5SUMS`` (one request).
 
     A whole listing refresh would send a HEAD per archive file the first time; fetching one night needs
     only its MD5, and its exact size comes with the download itself.
+
+    Parameters
+    ----------
+    md5s : mapping, optional
+        ``MD5SUMS`` already read (name to hex digest), so asking for many nights reads it once.
 
     Raises
     ------
@@ -519,7 +530,7 @@ def release_for_night(catalog: Catalog, night: date, *, client: ArchiveClient | 
     if cached is not None:
         return cached
     with _client_for(catalog, client) as archive:
-        md5 = archive.md5sums().get(name)
+        md5 = (archive.md5sums() if md5s is None else md5s).get(name)
         if md5 is None:
             try:
                 archive.head_size(name)

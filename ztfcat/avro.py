@@ -207,8 +207,11 @@ class AlertDecoder:
         """
         header = read_header(data)
         blocks = _blocks(data, header)
-        if len(blocks) == 1 and blocks[0][0] == 1 and header.codec == "null":
+        if len(blocks) == 1 and blocks[0][0] == 1:
             return [data]
+        return self._split(data, header, blocks)
+
+    def _split(self, data, header: Header, blocks) -> list[bytes | memoryview]:
         if not blocks or not any(count for count, _ in blocks):
             raise AlertDecodeError("holds no record")
         parsed = self.cache.get(header.schema_json)
@@ -219,11 +222,27 @@ class AlertDecoder:
             for _ in range(count):
                 start = stream.tell()
                 self._read(stream, parsed.full)
-                record = block[start : stream.tell()]
+                record = bytes(block[start : stream.tell()])
+                if header.codec == "deflate":
+                    packer = zlib.compressobj(wbits=-15)
+                    record = packer.compress(record) + packer.flush()
                 packets.append(
                     b"".join((head, _write_long(1), _write_long(len(record)), record, header.sync))
                 )
         return packets
+
+    def members_alerts(self, data: bytes | memoryview) -> list[tuple[bytes | memoryview, ParsedSchema, dict]]:
+        """Every alert of one tar member: (one-alert packet, its schema, its record up to ``candidate``).
+
+        The ingest's hot path: a normal packet's header is parsed once and its record decoded straight
+        from its only block.
+        """
+        header = read_header(data)
+        blocks = _blocks(data, header)
+        parsed = self.cache.get(header.schema_json)
+        if len(blocks) == 1 and blocks[0][0] == 1:
+            return [(data, parsed, self._read(io.BytesIO(blocks[0][1]), parsed.prefix))]
+        return [(packet, *self.prefix(packet)) for packet in self._split(data, header, blocks)]
 
     def _read(self, stream: io.BytesIO, schema: Any) -> dict:
         try:

@@ -258,14 +258,14 @@ def _main_pass(engine, data_dir, source, report, release_id, key, layout, progre
                     errors.append((release_id, member, problem))
                     continue
                 try:
-                    found = []
-                    for packet in decoder.packets(data):
-                        parsed, record = decoder.prefix(packet)
-                        found.append((_row(parsed, record, release_id, len(packet)), packet))
+                    found = [
+                        (_row(parsed, record, release_id, len(packet)), packet, parsed)
+                        for packet, parsed, record in decoder.members_alerts(data)
+                    ]
                 except AlertDecodeError as exc:
                     errors.append((release_id, member, str(exc)))
                     continue
-                for row, packet in found:
+                for row, packet, parsed in found:
                     rows.append(row)
                     packets.append(packet)
                     report.versions[row[2]] += 1
