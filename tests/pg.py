@@ -110,7 +110,8 @@ def fresh_database(url: str) -> Iterator[str]:
 
     name = new_database_name()
     with psycopg.connect(**_connect_kwargs(url), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        # template0: nobody connects to it, so two test runs creating databases at once never collide
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
     try:
         yield _with_database(url, name)
     finally:

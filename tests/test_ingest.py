@@ -390,3 +390,12 @@ def test_convert_between_layouts_keeps_every_byte(catalog, tmp_path):
     ]
     assert {c: catalog.get_alert(c, raw=True) for c in raw} == raw
     assert catalog.convert_layout("files") == 0
+
+
+def test_zero_byte_night_is_an_empty_release(catalog, tmp_path):
+    """The archive lists a few nights as 0-byte files; they are releases with no alerts, not errors."""
+    path = tmp_path / "ztf_public_20260202.tar.gz"
+    path.write_bytes(b"")
+    report = catalog.ingest(path)
+    assert (report.status, report.n_alerts, report.size) == ("complete", 0, 0)
+    assert report.md5 == "d41d8cd98f00b204e9800998ecf8427e"

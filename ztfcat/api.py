@@ -52,8 +52,13 @@ def download_recent_data(max_downloads: int = 1, stop_on_exist: bool = False, **
 
 
 def delete_local_data(nights: Any = None) -> int:
-    """Remove every ingested release (or those of the given night or nights): rows and packets."""
-    return default_catalog().delete(nights)
+    """Remove every ingested release (or those of the given night or nights): rows, packets, downloads."""
+    from .archive import remove_downloads
+
+    catalog = default_catalog()
+    if nights is None:
+        remove_downloads(catalog)
+    return catalog.delete(nights)
 
 
 def get_local_alert_list(*conditions: str, **filters: Any) -> list[int]:

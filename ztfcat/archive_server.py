@@ -288,7 +288,7 @@ class _Handler(BaseHTTPRequestHandler):
         if missing or not name or "/" in name or name.startswith("."):
             self.send_error(HTTPStatus.NOT_FOUND, f"no {path} here")
             return
-        if name == MD5SUMS and not (archive.root / MD5SUMS).is_file():
+        if name == MD5SUMS:
             self._send_bytes(
                 archive._md5sums_text().encode(), "text/plain; charset=utf-8", head, range_header
             )
@@ -495,15 +495,29 @@ class ArchiveServer:
             body = self._md5sums_text()
             rows.append(IndexRow(MD5SUMS, datetime.now(UTC), len(body.encode())))
             rows.sort(key=lambda r: r.name)
+        else:
+            rows = [
+                r if r.name != MD5SUMS else IndexRow(MD5SUMS, r.modified, len(self._md5sums_text().encode()))
+                for r in rows
+            ]
         return render_index(rows, path)
 
     def _md5sums_text(self) -> str:
+        with self.faults.lock:
+            wrong = set(self.faults.wrong_md5)
+        if self.md5sums is None and (self.root / MD5SUMS).is_file():
+            # A manifest on disk is served as written (comments, odd lines and all), with the
+            # wrong_md5 fault still applied to the lines that name those files.
+            lines = (self.root / MD5SUMS).read_text().splitlines(keepends=True)
+            for i, line in enumerate(lines):
+                fields = line.split()
+                if len(fields) == 2 and fields[1].lstrip("*").rsplit("/", 1)[-1] in wrong:
+                    lines[i] = line.replace(fields[0], hashlib.md5(fields[0].encode()).hexdigest(), 1)
+            return "".join(lines)
         if self.md5sums is not None:
             digests = dict(self.md5sums)
         else:
             digests = {p.name: self._md5_of(p) for p in self._files() if p.name != MD5SUMS}
-        with self.faults.lock:
-            wrong = set(self.faults.wrong_md5)
         for name in wrong & digests.keys():
             # Still 32 hex digits, so only a check against the downloaded bytes can tell.
             digests[name] = hashlib.md5(digests[name].encode()).hexdigest()

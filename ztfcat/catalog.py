@@ -128,13 +128,15 @@ class Catalog:
         progress: Progress | None = None,
         force: bool = False,
         verify: Callable[[], None] | None = None,
+        origin: str | None = None,
     ) -> IngestReport:
         """Ingest one nightly ``.tar.gz``: a path, a ``gs://bucket/object`` URL or a binary stream.
 
         A stream needs ``name`` (the tarball's file name) unless it has a ``name`` attribute.
         Ingesting a release that is already complete does nothing (``force=True`` replaces it).
         ``verify`` is called after the last byte is read and before the release can be complete; what
-        it raises fails the release (downloads check their size and MD5 there).
+        it raises fails the release (downloads check their size and MD5 there).  ``origin`` is recorded
+        as the release's source (default: the path, URL or stream name).
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if isinstance(source, str) and source.startswith("gs://"):
@@ -142,7 +144,7 @@ class Catalog:
 
             with open_object(source) as stream:
                 return self._ingest(
-                    stream, name or source.rsplit("/", 1)[-1], source, progress, force, verify
+                    stream, name or source.rsplit("/", 1)[-1], origin or source, progress, force, verify
                 )
         if isinstance(source, str | os.PathLike):
             path = Path(source)
@@ -151,12 +153,14 @@ class Catalog:
             except OSError as exc:
                 raise ZtfcatError(f"cannot read {path}: {exc.strerror}") from exc
             with stream:
-                return self._ingest(stream, name or path.name, str(path.resolve()), progress, force, verify)
+                return self._ingest(
+                    stream, name or path.name, origin or str(path.resolve()), progress, force, verify
+                )
         if name is None:
             name = Path(str(getattr(source, "name", "") or "")).name
             if not name:
                 raise ZtfcatError("ingesting a stream needs name= (the tarball's file name)")
-        return self._ingest(source, name, getattr(source, "name", None), progress, force, verify)
+        return self._ingest(source, name, origin or getattr(source, "name", None), progress, force, verify)
 
     def _ingest(self, stream, name, origin, progress, force, verify) -> IngestReport:
         with self.engine.connect() as conn:

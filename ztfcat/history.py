@@ -33,8 +33,8 @@ FROM_ALERT = tuple(c for c in PRV_COLUMNS if c in alerts.c)
 CHUNK = 256
 INLINE_BELOW = 2000  # a process pool costs more than it saves on small releases
 
-# A task: (candid, objectId, jd, blob_path, blob_offset, blob_size)
-Task = tuple[int, str, float, str, "int | None", int]
+# A task: (candid, objectId, jd, blob_path, blob_offset, blob_size, candids of the object's alerts)
+Task = tuple[int, str, float, str, "int | None", int, frozenset]
 
 
 def _insert_detections(engine: Engine, release_id: int, object_ids: Sequence[str] | None) -> None:
@@ -55,7 +55,8 @@ def _insert_detections(engine: Engine, release_id: int, object_ids: Sequence[str
 
 
 def newest_alerts(engine: Engine, release_id: int, object_ids: Sequence[str] | None = None) -> list[Task]:
-    """For each object of the release, its newest alert (ties: all of them)."""
+    """For each object of the release, its newest alert (ties: all of them), with the candids of the
+    object's alerts in the release, whose points are already in from the alerts table."""
     query = select(
         alerts.c.candid,
         alerts.c.objectId,
@@ -66,16 +67,17 @@ def newest_alerts(engine: Engine, release_id: int, object_ids: Sequence[str] | N
     ).where(alerts.c.release_id == release_id)
     if object_ids is not None:
         query = query.where(alerts.c.objectId.in_(object_ids))
-    newest: dict[str, list[Task]] = {}
+    newest: dict[str, list[tuple]] = {}
+    known: dict[str, list[int]] = {}
     with engine.connect() as conn:
         for row in conn.execute(query):
-            task = tuple(row)
+            known.setdefault(row.objectId, []).append(row.candid)
             kept = newest.get(row.objectId)
             if kept is None or row.jd > kept[0][2]:
-                newest[row.objectId] = [task]
+                newest[row.objectId] = [tuple(row)]
             elif row.jd == kept[0][2]:
-                kept.append(task)
-    return [task for tasks in newest.values() for task in tasks]
+                kept.append(tuple(row))
+    return [(*task, frozenset(known[obj])) for obj, tasks in newest.items() for task in tasks]
 
 
 def history_rows(data_dir: str, release_id: int, tasks: Sequence[Task]) -> tuple[list, list, list]:
@@ -88,13 +90,15 @@ def history_rows(data_dir: str, release_id: int, tasks: Sequence[Task]) -> tuple
     prv_rows: list[tuple] = []
     fp_rows: list[tuple] = []
     failures: list[tuple[int, str]] = []
-    for candid, object_id, jd, path, offset, size in tasks:
+    for candid, object_id, jd, path, offset, size, known in tasks:
         try:
             _parsed, record = decoder.history(read_blob(root, path, offset, size))
         except (AlertDecodeError, OSError) as exc:
             failures.append((candid, str(exc)))
             continue
         for point in record.get("prv_candidates") or ():
+            if point.get("candid") in known:
+                continue  # an alert of this release: its own candidate is already in
             prv_rows.append((object_id, release_id, candid, *[point.get(c) for c in PRV_COLUMNS]))
         for point in record.get("fp_hists") or ():
             fp_rows.append((object_id, release_id, candid, jd, *[point.get(c) for c in FP_COLUMNS]))
@@ -213,4 +217,3 @@ def rebuild_objects(engine: Engine, data_dir: Path, object_ids: Sequence[str], e
             )
         for release_id in release_ids:
             derive_history(engine, data_dir, release_id, chunk, workers=1)
-

@@ -282,7 +282,7 @@ def _main_pass(engine, data_dir, source, report, release_id, key, layout, progre
         if writer.error is not None:
             raise writer.error
         report.size = gz.size
-        report.md5 = gz.md5.hexdigest()
+        report.md5 = gz.md5
     with engine.connect() as conn:
         report.n_errors = conn.execute(
             select(func.count()).select_from(ingest_errors).where(ingest_errors.c.release_id == release_id)

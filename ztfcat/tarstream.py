@@ -32,7 +32,8 @@ class GzipStream:
     Inflating runs in a child process (:func:`inflate_stdio`): zlib and isal hold the GIL often enough
     that an inflate *thread* halves both its own speed and the decoder's (measured), while a process
     runs truly beside the decoder on the other core.  A feeder thread hands the source's bytes to the
-    child, hashing them on the way, so the source can be any stream (file, download, bucket object).
+    child, so the source can be any stream (file, download, bucket object); the child also computes
+    their MD5, which keeps that work off the decoding process too.
 
     Parameters
     ----------
@@ -44,7 +45,7 @@ class GzipStream:
 
     def __init__(self, source: BinaryIO, name: str, chunk_size: int = 1 << 20) -> None:
         self.name = name
-        self.md5 = hashlib.md5()
+        self.md5: str | None = None  # hex digest of the gzip bytes, known once the stream has ended
         self.size = 0
         self._source = source
         self._chunk_size = chunk_size
@@ -74,7 +75,6 @@ class GzipStream:
                 if self.size == 0 and chunk[:2] != GZIP_MAGIC:
                     raise IngestError(f"{self.name} is not a gzip file (it starts with {bytes(chunk[:4])!r})")
                 self.size += len(chunk)
-                self.md5.update(chunk)
                 stdin.write(chunk)
         except BrokenPipeError:
             pass  # the child stopped (an error it reports, or close()): nothing more to hand over
@@ -86,15 +86,17 @@ class GzipStream:
 
     def _check(self) -> None:
         """Raise what went wrong in the feeder or the child, once the stream has ended."""
+        if self.md5 is not None:
+            return
         self._feeder.join()
         if self._feed_error is not None:
             raise self._feed_error
         code = self._child.wait()
-        if code != 0:
-            message = self._child.stderr.read().decode("utf-8", "replace").strip().splitlines()
+        message = self._child.stderr.read().decode("utf-8", "replace").strip().splitlines()
+        if code == 0 and message and message[-1].startswith("md5:"):
+            self.md5 = message[-1][4:]
+        else:
             reason = message[-1] if message else f"inflate process exited with status {code}"
-            if self.size == 0:
-                reason = "it is empty (0 bytes): not a gzip file"
             raise IngestError(f"{self.name} {reason}")
 
     def read(self, n: int) -> bytes:
@@ -142,17 +144,19 @@ def inflate_stdio(chunk_size: int = 1 << 20) -> None:
     """The child process of :class:`GzipStream`: gzip on stdin, inflated bytes on stdout.
 
     Accepts several concatenated gzip members, and zero padding or trailing garbage after the last one
-    (``gzip -dc`` does too).  A corrupt or truncated stream ends with a one-line reason on stderr and
-    exit status 3; the parent names the file.
+    (``gzip -dc`` does too).  Success ends with ``md5:<hex>`` of every byte read on stderr; a corrupt or
+    truncated stream ends with a one-line reason there and exit status 3, and the parent names the file.
     """
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     inflater = None
     finished = False  # the last gzip member ended cleanly
     total = 0
+    digest = hashlib.md5()
     limit = 4 * chunk_size
     try:
         while chunk := stdin.read(chunk_size):
             total += len(chunk)
+            digest.update(chunk)
             data = chunk
             while data:
                 if inflater is None:
@@ -171,11 +175,12 @@ def inflate_stdio(chunk_size: int = 1 << 20) -> None:
                     data = inflater.unused_data
                     inflater = None
                     finished = True
-        if not finished:
+        if not finished and total > 0:  # 0 bytes: a real empty night of the archive, not an error
             raise IngestError(
                 f"is truncated: the gzip stream ends without its end marker after {total} bytes"
             )
         stdout.flush()
+        print(f"md5:{digest.hexdigest()}", file=sys.stderr, flush=True)
     except BrokenPipeError:
         os._exit(0)  # the parent stopped reading; nothing to report
     except IngestError as exc:
