@@ -343,3 +343,16 @@ def test_real_v402_lightcurve_counts(tmp_path: Path) -> None:
     out = tmp_path / "lc.png"
     fig.savefig(out, dpi=50)
     assert out.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_nan_pixels_are_drawn_in_the_bad_colour_not_clipped() -> None:
+    import matplotlib.colors
+
+    from ztfcat.plotting import NAN_COLOUR
+
+    fig = plot_stamps(make_alert())
+    image = fig.axes[0].images[0]
+    rgba = image.to_rgba(image.get_array())  # what the renderer paints: norm, then colormap
+    assert tuple(rgba[0, 0]) == pytest.approx(matplotlib.colors.to_rgba(NAN_COLOUR))  # the NaN chip edge
+    red, green, blue, _alpha = rgba[20, 20]
+    assert red == green == blue  # finite pixels stay grey

@@ -20,7 +20,6 @@ the rest, with HTTP ``Range``, so the result is that of one uninterrupted run.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import io
 import re
@@ -446,15 +445,14 @@ def download_release(
         )
         bad_bytes = False
         try:
-            with stream:
-                if stream.total == 0:
-                    # A 0-byte night (the archive has some) is an empty release, not a broken gzip.
-                    stream.finish()
-                    return catalog.ingest(
-                        io.BytesIO(_empty_tar_gz()), name=file.name, progress=on_alerts, force=force
-                    )
+            with stream:  # a 0-byte night (the archive has some) ingests as an empty release
                 return catalog.ingest(
-                    stream, name=file.name, progress=on_alerts, force=force, verify=stream.finish
+                    stream,
+                    name=file.name,
+                    progress=on_alerts,
+                    force=force,
+                    verify=stream.finish,
+                    origin=archive.url(file.name),
                 )
         except IngestError:
             bad_bytes = True  # not a tarball: replaying these bytes next time would fail the same way
@@ -462,11 +460,6 @@ def download_release(
         finally:
             if bad_bytes:
                 part.unlink(missing_ok=True)
-
-
-def _empty_tar_gz() -> bytes:
-    """A gzip'd tar holding only its end-of-archive blocks: what a 0-byte night stands for."""
-    return gzip.compress(bytes(10240), mtime=0)
 
 
 @contextlib.contextmanager

@@ -239,12 +239,19 @@ def register(group: click.Group) -> None:
     )
     @click.option("--nights", default=3, show_default=True, help="Synthetic nights to serve (one is empty).")
     @click.option("--alerts", default=40, show_default=True, help="Alerts per non-empty night.")
-    def demo(demo_dir, nights, alerts) -> None:
+    @click.pass_context
+    def demo(ctx, demo_dir, nights, alerts) -> None:
         """Try ztfcat without the internet: a synthetic archive on 127.0.0.1, downloaded and ingested.
 
         Runs the real download path (listing, MD5SUMS, streaming download, verify, ingest), then
         shows a summary, a few alerts, a stamps PNG and how to open the catalog with sqlite3.
         """
+        from click.core import ParameterSource
+
         from .demo import run_demo
+
+        root = ctx.find_root()
+        if demo_dir is None and root.get_parameter_source("data_dir") is ParameterSource.COMMANDLINE:
+            demo_dir = root.obj["data_dir"]  # `ztfcat --data-dir X demo`; never the env's real catalog
 
         run_demo(demo_dir, n_nights=nights, n_alerts=alerts, echo=click.echo, quiet=False)

@@ -148,7 +148,8 @@ def _image_norm(data: np.ndarray) -> Any:
     vmin, vmax = (0.0, 1.0) if finite.size == 0 else ZScaleInterval().get_limits(finite)
     if not vmax > vmin:
         vmax = vmin + 1.0
-    return ImageNormalize(vmin=float(vmin), vmax=float(vmax), stretch=AsinhStretch(), clip=True)
+    # clip=False: clipping here would unmask NaN pixels; the colormap clips (under/over) instead.
+    return ImageNormalize(vmin=float(vmin), vmax=float(vmax), stretch=AsinhStretch(), clip=False)
 
 
 def _draw_cutout(ax: Axes, alert: Mapping[str, Any], which: str) -> None:
@@ -168,9 +169,11 @@ def _draw_cutout(ax: Axes, alert: Mapping[str, Any], which: str) -> None:
         ax.set_facecolor("0.92")
         ax.text(0.5, 0.5, missing, transform=ax.transAxes, ha="center", va="center", color="0.3")
         return
-    cmap = matplotlib.colormaps["gray"].with_extremes(bad=NAN_COLOUR)
+    cmap = matplotlib.colormaps["gray"].with_extremes(bad=NAN_COLOUR, under="black", over="white")
     # origin="lower": FITS puts pixel (1, 1) at the bottom left.
-    ax.imshow(data, origin="lower", cmap=cmap, norm=_image_norm(data), interpolation="nearest")
+    # Masked, NaN pixels take the colormap's "bad" colour instead of being clipped to white.
+    image = np.ma.masked_invalid(data)
+    ax.imshow(image, origin="lower", cmap=cmap, norm=_image_norm(data), interpolation="nearest")
 
 
 def _band(fid: Any) -> tuple[str, str]:

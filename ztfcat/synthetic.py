@@ -531,7 +531,7 @@ def _cutout_triple(rng: np.random.Generator) -> tuple[bytes, bytes, bytes]:
     sigma = float(rng.uniform(8.0, 14.0))
     fwhm = float(rng.uniform(1.6, 3.5))
     flux = float(rng.uniform(2e3, 6e4))
-    ref_flux = flux * float(rng.uniform(0.2, 1.5))
+    ref_flux = flux * float(rng.uniform(0.1, 0.7))  # the source brightened: a positive difference
     sci = _stamp(rng, sky, sigma, flux, fwhm)
     nan_frac = float(rng.uniform(0.05, 0.3)) if rng.random() < 0.2 else 0.0
     ref = _stamp(rng, float(rng.uniform(150.0, 400.0)), sigma / 4, ref_flux, fwhm, nan_frac)
