@@ -28,12 +28,12 @@ from ztfcat.remote import (
     ListingEntry,
     ReleaseName,
     classify,
-    md5_base64,
     night_file_name,
     parse_listing,
     parse_md5sums,
     user_agent,
 )
+from ztfcat.sync import md5_base64
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "archive-listing"
 NIGHT = "ztf_public_20180601.tar.gz"

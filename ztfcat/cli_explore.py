@@ -65,9 +65,7 @@ def register(group: click.Group) -> None:
         Lists the points (all of them with --format csv or json), or draws them with -o; give both to
         do both.
         """
-        from .lightcurve import lightcurve as read_lightcurve
-
-        table = read_lightcurve(_catalog(ctx).engine, object_id, forced=not no_forced)
+        table = _catalog(ctx).lightcurve(object_id, forced=not no_forced)
         if output:
             from .plotting import plot_lightcurve
 
@@ -113,12 +111,10 @@ def register(group: click.Group) -> None:
         RA and DEC are degrees, or sexagesimal (RA in hours: 12:30:49.4 +12:23:28); a negative DEC
         may be written as is.  RADIUS is arcseconds, or has a unit: 5, 30arcsec, 1.5arcmin, 0.1deg.
         """
-        from .conesearch import cone_search
         from .sky import parse_position
 
         position = parse_position(f"{ra} {dec}")
-        table = cone_search(
-            _catalog(ctx).engine,
+        table = _catalog(ctx).cone_search(
             *position,
             radius,
             *conditions,
@@ -148,8 +144,6 @@ def register(group: click.Group) -> None:
         The packets are the archive's own bytes; a .tar.gz made here can be ingested into another
         catalog with `ztfcat ingest`.
         """
-        from .export import export_raw
-
         if (to_dir is None) == (to_tar is None):
             raise click.UsageError("give one of --to-dir DIR or --to-tar FILE.tar.gz")
         catalog = _catalog(ctx)
@@ -160,9 +154,7 @@ def register(group: click.Group) -> None:
             def progress(n_alerts, _n_bytes):
                 bar.update(1)
 
-            report = export_raw(
-                catalog.engine,
-                catalog.data_dir,
+            report = catalog.export_raw(
                 *conditions,
                 to_dir=to_dir,
                 to_tar=to_tar,

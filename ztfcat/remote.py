@@ -12,7 +12,6 @@ and then with HTTP ``Range``.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import http.client
@@ -345,20 +344,6 @@ def night_file_name(year: int, month: int, day: int) -> str:
     except (TypeError, ValueError) as exc:
         raise InvalidNightError(f"{year:04d}-{month:02d}-{day:02d} is not a night: {exc}") from exc
     return f"ztf_public_{night:%Y%m%d}.tar.gz"
-
-
-def md5_base64(hex_digest: str) -> str:
-    """The base64 of an MD5's 16 raw bytes (24 characters), the form GCS and its transfer service use.
-
-    Raises
-    ------
-    ManifestFormatError
-        If ``hex_digest`` is not 32 hex digits.
-    """
-    text = hex_digest.strip()
-    if not _HEX_MD5.fullmatch(text):
-        raise ManifestFormatError(f"not an MD5 of 32 hex digits: {hex_digest!r}")
-    return base64.b64encode(bytes.fromhex(text)).decode("ascii")
 
 
 def user_agent() -> str:

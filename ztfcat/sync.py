@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from .errors import ManifestFormatError
+
 if TYPE_CHECKING:
     from astropy.table import Table
 
@@ -88,16 +90,16 @@ def md5_base64(md5_hex: str) -> str:
 
     Raises
     ------
-    ValueError
-        If ``md5_hex`` is not 32 hex digits.
+    ManifestFormatError
+        (a ValueError) If ``md5_hex`` is not 32 hex digits.
     """
     text = md5_hex.strip()
     try:
         raw = bytes.fromhex(text)
     except ValueError as exc:
-        raise ValueError(f"not a hex MD5: {md5_hex!r}") from exc
+        raise ManifestFormatError(f"not a hex MD5: {md5_hex!r}") from exc
     if len(raw) != 16:
-        raise ValueError(f"not a hex MD5 (need 32 hex digits, got {len(text)}): {md5_hex!r}")
+        raise ManifestFormatError(f"not a hex MD5 (need 32 hex digits, got {len(text)}): {md5_hex!r}")
     return base64.b64encode(raw).decode("ascii")
 
 
