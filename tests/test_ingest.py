@@ -399,3 +399,22 @@ def test_zero_byte_night_is_an_empty_release(catalog, tmp_path):
     report = catalog.ingest(path)
     assert (report.status, report.n_alerts, report.size) == ("complete", 0, 0)
     assert report.md5 == "d41d8cd98f00b204e9800998ecf8427e"
+
+
+def test_history_from_worker_processes_equals_inline(database_url, tmp_path, monkeypatch):
+    import ztfcat.history
+
+    spec = make_night(tmp_path / "ztf_public_20180913.tar.gz", n_alerts=300, seed=31, n_prv=6)
+    inline = Catalog(f"sqlite:///{tmp_path / 'inline.sqlite'}", tmp_path / "inline")
+    inline.ingest(spec.path)
+    expected = snapshot(inline)
+    inline.close()
+    monkeypatch.setattr(ztfcat.history, "INLINE_BELOW", 0)  # a process pool even for a small night
+    monkeypatch.setattr(ztfcat.history, "CHUNK", 16)  # and many chunks in flight
+    pooled = Catalog(database_url, tmp_path / "pooled")
+    pooled.ingest(spec.path)
+    got = snapshot(pooled)
+    assert len(got["prv_candidates"]) == len(expected["prv_candidates"]) > 300
+    assert [r[:3] for r in got["prv_candidates"]] == [r[:3] for r in expected["prv_candidates"]]
+    assert len(got["fp_hists"]) == len(expected["fp_hists"])
+    pooled.close()

@@ -11,12 +11,12 @@ revised from one alert to the next, so there the newest alert's values replace o
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
-from sqlalchemy import Engine, and_, delete, select
+from sqlalchemy import Engine, and_, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .avro import AlertDecoder
@@ -54,30 +54,38 @@ def _insert_detections(engine: Engine, release_id: int, object_ids: Sequence[str
         conn.execute(statement)
 
 
-def newest_alerts(engine: Engine, release_id: int, object_ids: Sequence[str] | None = None) -> list[Task]:
+def newest_alerts(engine: Engine, release_id: int, object_ids: Sequence[str] | None = None) -> Iterator[Task]:
     """For each object of the release, its newest alert (ties: all of them), with the candids of the
-    object's alerts in the release, whose points are already in from the alerts table."""
-    query = select(
-        alerts.c.candid,
-        alerts.c.objectId,
-        alerts.c.jd,
-        alerts.c.blob_path,
-        alerts.c.blob_offset,
-        alerts.c.blob_size,
-    ).where(alerts.c.release_id == release_id)
+    object's alerts in the release, whose points are already in from the alerts table.
+
+    Streams rows in object order, so memory stays flat however many objects a night has.
+    """
+    query = (
+        select(
+            alerts.c.candid,
+            alerts.c.objectId,
+            alerts.c.jd,
+            alerts.c.blob_path,
+            alerts.c.blob_offset,
+            alerts.c.blob_size,
+        )
+        .where(alerts.c.release_id == release_id)
+        .order_by(alerts.c.objectId, alerts.c.jd.desc())
+    )
     if object_ids is not None:
         query = query.where(alerts.c.objectId.in_(object_ids))
-    newest: dict[str, list[tuple]] = {}
-    known: dict[str, list[int]] = {}
-    with engine.connect() as conn:
+    with engine.connect().execution_options(yield_per=CHUNK) as conn:
+        current: str | None = None
+        newest: list[tuple] = []
+        known: list[int] = []
         for row in conn.execute(query):
-            known.setdefault(row.objectId, []).append(row.candid)
-            kept = newest.get(row.objectId)
-            if kept is None or row.jd > kept[0][2]:
-                newest[row.objectId] = [tuple(row)]
-            elif row.jd == kept[0][2]:
-                kept.append(tuple(row))
-    return [(*task, frozenset(known[obj])) for obj, tasks in newest.items() for task in tasks]
+            if row.objectId != current:
+                yield from ((*task, frozenset(known)) for task in newest)
+                current, newest, known = row.objectId, [], []
+            known.append(row.candid)
+            if not newest or row.jd == newest[0][2]:
+                newest.append(tuple(row))
+        yield from ((*task, frozenset(known)) for task in newest)
 
 
 def history_rows(data_dir: str, release_id: int, tasks: Sequence[Task]) -> tuple[list, list, list]:
@@ -121,9 +129,15 @@ def _newest_per_key(rows: list[tuple]) -> list[tuple]:
     return list(newest.values())
 
 
-def _chunks(tasks: Sequence[Task]) -> Iterable[Sequence[Task]]:
-    for start in range(0, len(tasks), CHUNK):
-        yield tasks[start : start + CHUNK]
+def _chunks(tasks: Iterable[Task]) -> Iterator[list[Task]]:
+    chunk: list[Task] = []
+    for task in tasks:
+        chunk.append(task)
+        if len(chunk) == CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def derive_history(
@@ -135,6 +149,10 @@ def derive_history(
 ) -> list[tuple[int, str]]:
     """Add a release's points to the light-curve tables; returns packets whose history failed to decode."""
     _insert_detections(engine, release_id, object_ids)
+    with engine.connect() as conn:
+        n_alerts = conn.execute(
+            select(func.count()).select_from(alerts).where(alerts.c.release_id == release_id)
+        ).scalar_one()
     tasks = newest_alerts(engine, release_id, object_ids)
     workers = workers or os.cpu_count() or 1
     bulk = BulkWriter(engine)
@@ -148,7 +166,7 @@ def derive_history(
         failures.extend(failed)
 
     try:
-        if len(tasks) < INLINE_BELOW or workers < 2:
+        if n_alerts < INLINE_BELOW or object_ids is not None or workers < 2:
             for chunk in _chunks(tasks):
                 store(history_rows(str(data_dir), release_id, chunk))
         else:
