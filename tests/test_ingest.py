@@ -369,14 +369,19 @@ def test_gzip_of_several_members_and_trailing_zeros(catalog, tmp_path):
 
 
 def test_convert_between_layouts_keeps_every_byte(catalog, tmp_path):
-    nights = [make_night(tmp_path / f"ztf_public_2018091{i}.tar.gz", n_alerts=7, seed=20 + i) for i in range(2)]
+    nights = [
+        make_night(tmp_path / f"ztf_public_2018091{i}.tar.gz", n_alerts=7, seed=20 + i) for i in range(2)
+    ]
     for spec in nights:
         catalog.ingest(spec.path)
     raw = {c: catalog.get_alert(c, raw=True) for spec in nights for c in spec.candids}
     assert catalog.layout == "files"
     assert catalog.convert_layout("pack") == 2
     alerts_dir = catalog.data_dir / "alerts"
-    assert sorted(p.name for p in alerts_dir.iterdir()) == ["ztf_public_20180910.tar", "ztf_public_20180911.tar"]
+    assert sorted(p.name for p in alerts_dir.iterdir()) == [
+        "ztf_public_20180910.tar",
+        "ztf_public_20180911.tar",
+    ]
     assert {c: catalog.get_alert(c, raw=True) for c in raw} == raw
     assert Catalog(catalog.database_url, catalog.data_dir).layout == "pack"  # the catalog remembers
     third = make_night(tmp_path / "ztf_public_20180912.tar.gz", n_alerts=3, seed=30)
@@ -386,7 +391,9 @@ def test_convert_between_layouts_keeps_every_byte(catalog, tmp_path):
     reopened.close()
     assert catalog.convert_layout("files") == 3
     assert sorted(p.name for p in alerts_dir.iterdir()) == [
-        "ztf_public_20180910", "ztf_public_20180911", "ztf_public_20180912"
+        "ztf_public_20180910",
+        "ztf_public_20180911",
+        "ztf_public_20180912",
     ]
     assert {c: catalog.get_alert(c, raw=True) for c in raw} == raw
     assert catalog.convert_layout("files") == 0
@@ -418,3 +425,21 @@ def test_history_from_worker_processes_equals_inline(database_url, tmp_path, mon
     assert [r[:3] for r in got["prv_candidates"]] == [r[:3] for r in expected["prv_candidates"]]
     assert len(got["fp_hists"]) == len(expected["fp_hists"])
     pooled.close()
+
+
+def test_an_avro_file_that_is_not_an_alert_is_named(catalog, tmp_path):
+    schema = {
+        "type": "record",
+        "name": "other.thing",
+        "version": "5.0",
+        "fields": [{"name": "objectId", "type": "string"}, {"name": "x", "type": "int"}],
+    }
+    buffer = io.BytesIO()
+    fastavro.writer(buffer, schema, [{"objectId": "ZTF99", "x": 1}])
+    good = make_night(tmp_path / "g.tar.gz", n_alerts=2, seed=32)
+    members = [("thing.avro", buffer.getvalue()), *tar_members(good.path).items()]
+    path = write_tarball(tmp_path / "ztf_public_20180914.tar.gz", members)
+    report = catalog.ingest(path)
+    assert report.n_alerts == 2 and report.errors == [
+        ("thing.avro", "schema 'other.thing' version '5.0' is not a ZTF alert: no candid, candidate")
+    ]
