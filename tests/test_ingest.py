@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from tests.tarballs import snapshot, tar_members, write_tarball
 from ztfcat import Catalog, IngestError
 from ztfcat.ingest import night_of, release_key
-from ztfcat.synthetic import make_alert, make_night, writer_schema
+from ztfcat.synthetic import alert_bytes, make_alert, make_night, writer_schema
 from ztfcat.tables import alerts, prv_candidates, releases
 
 
@@ -443,3 +443,24 @@ def test_an_avro_file_that_is_not_an_alert_is_named(catalog, tmp_path):
     assert report.n_alerts == 2 and report.errors == [
         ("thing.avro", "schema 'other.thing' version '5.0' is not a ZTF alert: no candid, candidate")
     ]
+
+
+@pytest.mark.parametrize(("field", "value"), [("dec", 95.0), ("ra", float("inf")), ("jd", float("nan"))])
+def test_an_alert_with_an_impossible_position_is_a_bad_member(catalog, tmp_path, field, value):
+    import numpy as np
+
+    record = make_alert(
+        np.random.default_rng(5),
+        object_id="ZTF20aaaaaac",
+        candid=1300000000015000001,
+        jd=2458900.7,
+        ra=10.0,
+        dec=20.0,
+        cutouts=False,
+    )
+    record["candidate"][field] = value
+    good = make_night(tmp_path / "g.tar.gz", n_alerts=2, seed=33)
+    members = [("odd.avro", alert_bytes(record)), *tar_members(good.path).items()]
+    report = catalog.ingest(write_tarball(tmp_path / "ztf_public_20180915.tar.gz", members))
+    assert report.status == "complete" and report.n_alerts == 2
+    assert report.errors[0][0] == "odd.avro" and f"candidate.{field}" in report.errors[0][1]

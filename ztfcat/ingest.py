@@ -156,8 +156,10 @@ def _row(parsed: ParsedSchema, record: dict, release_id: int, size: int) -> list
         raise AlertDecodeError("the alert has no candid or objectId")
     for needed in ("jd", "ra", "dec"):
         value = candidate.get(needed)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            raise AlertDecodeError(f"alert {candid} has no candidate.{needed}")
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            raise AlertDecodeError(f"alert {candid} has no usable candidate.{needed} ({value!r})")
+    if abs(candidate["dec"]) > 90:
+        raise AlertDecodeError(f"alert {candid} has candidate.dec {candidate['dec']} outside [-90, 90]")
     extra = None
     if parsed.unknown_candidate_fields:
         extra = json.dumps(
