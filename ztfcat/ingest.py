@@ -152,8 +152,11 @@ def _json_default(value):
 def _row(parsed: ParsedSchema, record: dict, release_id: int, size: int) -> list:
     candidate = record["candidate"]
     candid, object_id = record.get("candid"), record.get("objectId")
-    if not isinstance(candid, int) or not object_id:
+    if not isinstance(candid, int) or not isinstance(object_id, str) or not object_id:
         raise AlertDecodeError("the alert has no candid or objectId")
+    version = schema_version(parsed, record)
+    if len(object_id) > 32 or len(version) > 16:  # the columns' widths, enforced by PostgreSQL
+        raise AlertDecodeError(f"alert {candid} has an objectId or schemavsn too long to be ZTF's")
     for needed in ("jd", "ra", "dec"):
         value = candidate.get(needed)
         if not isinstance(value, int | float) or not math.isfinite(value):
@@ -168,7 +171,7 @@ def _row(parsed: ParsedSchema, record: dict, release_id: int, size: int) -> list
     return [
         candid,
         object_id,
-        schema_version(parsed, record),
+        version,
         release_id,
         None,
         None,
