@@ -9,6 +9,7 @@ by the queue of inflated chunks, whatever the tarball size.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import subprocess
@@ -22,6 +23,7 @@ from isal import isal_zlib
 from .errors import IngestError
 
 BLOCK = 512
+PIPE_SIZE = 1 << 20
 ZERO_BLOCK = bytes(BLOCK)
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -58,6 +60,8 @@ class GzipStream:
             stderr=subprocess.PIPE,
             bufsize=chunk_size,
         )
+        for pipe in (self._child.stdin, self._child.stdout):
+            _widen(pipe)
         self._out = self._child.stdout
         self._feeder = threading.Thread(target=self._feed, name=f"feed {name}", daemon=True)
         self._feeder.start()
@@ -138,6 +142,16 @@ class GzipStream:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _widen(pipe) -> None:
+    """Grow a pipe from Linux's 64 KiB to 1 MiB: at 64 KiB the inflater stalls on every alert until the
+    reader has taken it, and the two processes take turns instead of running side by side (measured:
+    535 µs of wall per alert for 150 µs of reading and 320 µs of inflating)."""
+    size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if size is not None:
+        with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size: keep the default
+            fcntl.fcntl(pipe.fileno(), size, PIPE_SIZE)
 
 
 def inflate_stdio(chunk_size: int = 1 << 20) -> None:
