@@ -34,8 +34,8 @@ class GzipStream:
     Inflating runs in a child process (:func:`inflate_stdio`): zlib and isal hold the GIL often enough
     that an inflate *thread* halves both its own speed and the decoder's (measured), while a process
     runs truly beside the decoder on the other core.  A feeder thread hands the source's bytes to the
-    child, so the source can be any stream (file, download, bucket object); the child also computes
-    their MD5, which keeps that work off the decoding process too.
+    child, hashing them on the way (hashlib releases the GIL), so the source can be any stream (file,
+    download, bucket object).
 
     Parameters
     ----------
@@ -48,6 +48,7 @@ class GzipStream:
     def __init__(self, source: BinaryIO, name: str, chunk_size: int = 1 << 20) -> None:
         self.name = name
         self.md5: str | None = None  # hex digest of the gzip bytes, known once the stream has ended
+        self._digest = hashlib.md5()
         self.size = 0
         self._source = source
         self._chunk_size = chunk_size
@@ -79,6 +80,7 @@ class GzipStream:
                 if self.size == 0 and chunk[:2] != GZIP_MAGIC:
                     raise IngestError(f"{self.name} is not a gzip file (it starts with {bytes(chunk[:4])!r})")
                 self.size += len(chunk)
+                self._digest.update(chunk)  # releases the GIL; here it balances the two processes
                 stdin.write(chunk)
         except BrokenPipeError:
             pass  # the child stopped (an error it reports, or close()): nothing more to hand over
@@ -97,8 +99,8 @@ class GzipStream:
             raise self._feed_error
         code = self._child.wait()
         message = self._child.stderr.read().decode("utf-8", "replace").strip().splitlines()
-        if code == 0 and message and message[-1].startswith("md5:"):
-            self.md5 = message[-1][4:]
+        if code == 0 and message and message[-1] == "ok":
+            self.md5 = self._digest.hexdigest()
         else:
             reason = message[-1] if message else f"inflate process exited with status {code}"
             raise IngestError(f"{self.name} {reason}")
@@ -158,19 +160,17 @@ def inflate_stdio(chunk_size: int = 1 << 20) -> None:
     """The child process of :class:`GzipStream`: gzip on stdin, inflated bytes on stdout.
 
     Accepts several concatenated gzip members, and zero padding or trailing garbage after the last one
-    (``gzip -dc`` does too).  Success ends with ``md5:<hex>`` of every byte read on stderr; a corrupt or
-    truncated stream ends with a one-line reason there and exit status 3, and the parent names the file.
+    (``gzip -dc`` does too).  Success ends with ``ok`` on stderr; a corrupt or truncated stream ends with
+    a one-line reason there and exit status 3, and the parent names the file.
     """
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     inflater = None
     finished = False  # the last gzip member ended cleanly
     total = 0
-    digest = hashlib.md5()
     limit = 4 * chunk_size
     try:
         while chunk := stdin.read(chunk_size):
             total += len(chunk)
-            digest.update(chunk)
             data = chunk
             while data:
                 if inflater is None:
@@ -194,7 +194,7 @@ def inflate_stdio(chunk_size: int = 1 << 20) -> None:
                 f"is truncated: the gzip stream ends without its end marker after {total} bytes"
             )
         stdout.flush()
-        print(f"md5:{digest.hexdigest()}", file=sys.stderr, flush=True)
+        print("ok", file=sys.stderr, flush=True)
     except BrokenPipeError:
         os._exit(0)  # the parent stopped reading; nothing to report
     except IngestError as exc:
