@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -62,6 +63,8 @@ class Catalog:
             raise ZtfcatError(f"unknown blob layout {self._layout!r}; choose one of {', '.join(LAYOUTS)}")
         self._engine: Engine | None = None
         self._decoder = AlertDecoder()
+        self._local = threading.local()
+        self._lookups: list = []
 
     def __repr__(self) -> str:
         return f"Catalog(database_url={self.url_for_display!r}, data_dir={str(self.data_dir)!r})"
@@ -109,6 +112,11 @@ class Catalog:
 
     def close(self) -> None:
         """Release database connections."""
+        for connection in self._lookups:
+            with contextlib.suppress(Exception):  # a connection of another, finished thread
+                connection.close()
+        self._lookups.clear()
+        self._local = threading.local()
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
@@ -264,13 +272,34 @@ class Catalog:
         with self.engine.connect() as conn:
             return conn.execute(query).scalar_one()
 
+    def _lookup_cursor(self):
+        """A cursor on a connection of this thread's own, kept for point lookups by candid.
+
+        Checking a connection out of the pool and building a Core statement costs ten times the
+        indexed read itself (docs/benchmarks.md).  The connection is detached from the pool and in
+        autocommit mode, so it never holds a transaction open between lookups.
+        """
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None:
+            fairy = self.engine.raw_connection()
+            dbapi = fairy.driver_connection
+            fairy.detach()
+            if is_sqlite(self.engine):
+                dbapi.isolation_level = None
+            else:
+                dbapi.autocommit = True
+            cursor = self._local.cursor = dbapi.cursor()
+            self._lookups.append(dbapi)
+        return cursor
+
     def _locate(self, candid: int):
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(alerts.c.blob_path, alerts.c.blob_offset, alerts.c.blob_size).where(
-                    alerts.c.candid == int(candid)
-                )
-            ).first()
+        mark = "?" if is_sqlite(self.engine) else "%s"
+        cursor = self._lookup_cursor()
+        cursor.execute(
+            f"SELECT blob_path, blob_offset, blob_size FROM alerts WHERE candid = {mark}",  # noqa: S608
+            (int(candid),),
+        )
+        row = cursor.fetchone()
         if row is None:
             raise NotFoundError(f"no alert with candid {candid} in the catalog at {self.data_dir}")
         return row
