@@ -129,13 +129,54 @@ def _newest_per_key(rows: list[tuple]) -> list[tuple]:
     return list(newest.values())
 
 
+_ENGINES: dict[str, Engine] = {}
+
+
+def store_history(url: str, data_dir: str, release_id: int, tasks: Sequence[Task]) -> list[tuple[int, str]]:
+    """Decode and insert in the worker itself (PostgreSQL, which takes concurrent writers): the rows
+    never travel back to the parent, so neither pickling them nor inserting them serialises there."""
+    engine = _ENGINES.get(url)
+    if engine is None:
+        from .db import make_engine
+
+        engine = _ENGINES[url] = make_engine(url)
+    prv_rows, fp_rows, failures = history_rows(data_dir, release_id, tasks)
+    bulk = BulkWriter(engine)
+    try:
+        _insert_history(bulk, prv_rows, fp_rows)
+    finally:
+        bulk.close()
+    return failures
+
+
+def _insert_history(bulk: BulkWriter, prv_rows: list, fp_rows: list) -> None:
+    """Insert in natural-key order: concurrent writers (PostgreSQL workers, parallel ingests sharing
+    objects) then take their key locks in one order and cannot deadlock."""
+    prv_rows.sort(key=_PRV_ORDER)
+    bulk.insert(prv_candidates, PRV_INSERT, prv_rows)
+    bulk.insert(
+        fp_hists, FP_INSERT, sorted(_newest_per_key(fp_rows), key=_FP_ORDER), on_conflict=(FP_KEY, "alert_jd")
+    )
+    bulk.commit()
+
+
+def _order(columns: Sequence[str], names: Sequence[str]):
+    at = [columns.index(n) for n in names]
+    return lambda row: tuple((row[i] is None, row[i] or 0) for i in at)
+
+
+_PRV_ORDER = _order(PRV_INSERT, ("objectId", "pid", "fid", "candid"))
+_FP_ORDER = _order(FP_INSERT, FP_KEY)
+
+
 def _chunks(tasks: Iterable[Task]) -> Iterator[list[Task]]:
+    """Groups of about CHUNK tasks, never splitting one object's tasks (ties) between two groups."""
     chunk: list[Task] = []
     for task in tasks:
-        chunk.append(task)
-        if len(chunk) == CHUNK:
+        if len(chunk) >= CHUNK and task[1] != chunk[-1][1]:
             yield chunk
             chunk = []
+        chunk.append(task)
     if chunk:
         yield chunk
 
@@ -158,12 +199,19 @@ def derive_history(
     bulk = BulkWriter(engine)
     failures: list[tuple[int, str]] = []
 
-    def store(result: tuple[list, list, list]) -> None:
-        prv_rows, fp_rows, failed = result
-        bulk.insert(prv_candidates, PRV_INSERT, prv_rows)
-        bulk.insert(fp_hists, FP_INSERT, _newest_per_key(fp_rows), on_conflict=(FP_KEY, "alert_jd"))
-        bulk.commit()
-        failures.extend(failed)
+    def store(result: tuple[list, list, list] | list) -> None:
+        if isinstance(result, tuple):
+            prv_rows, fp_rows, result = result
+            _insert_history(bulk, prv_rows, fp_rows)
+        failures.extend(result)
+
+    if bulk.sqlite:
+        work, args = history_rows, (str(data_dir), release_id)
+    else:
+        work, args = (
+            store_history,
+            (engine.url.render_as_string(hide_password=False), str(data_dir), release_id),
+        )
 
     try:
         if n_alerts < INLINE_BELOW or object_ids is not None or workers < 2:
@@ -177,7 +225,7 @@ def derive_history(
                         done, pending = wait(pending, return_when=FIRST_COMPLETED)
                         for future in done:
                             store(future.result())
-                    pending.add(pool.submit(history_rows, str(data_dir), release_id, chunk))
+                    pending.add(pool.submit(work, *args, chunk))
                 for future in pending:
                     store(future.result())
     except BaseException:
