@@ -35,7 +35,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
         "synchronous=NORMAL",
         "foreign_keys=ON",
         "busy_timeout=60000",
-        "cache_size=-65536",
+        "cache_size=-32768",  # 32 MiB per connection: an ingest holds four, and RSS must stay bounded
         "temp_store=MEMORY",
     ):
         cursor.execute(f"PRAGMA {pragma}")
