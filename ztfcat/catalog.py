@@ -259,7 +259,10 @@ class Catalog:
         try:
             cursor = raw.cursor()
             cursor.execute("SELECT candid FROM alerts ORDER BY candid")
-            return [row[0] for row in cursor.fetchall()]
+            ids: list[int] = []
+            while rows := cursor.fetchmany(1 << 16):  # never a million tuples at once beside the list
+                ids.extend(row[0] for row in rows)
+            return ids
         finally:
             raw.close()
 
