@@ -6,6 +6,11 @@ overlap almost entirely (a 30-day window that the newest alert carries whole), s
 its newest alert of the release is decoded, on every core, and points already known are ignored by the
 unique keys (detection: ``candid``; upper limit: object, ``pid``, ``fid``).  Forced photometry can be
 revised from one alert to the next, so there the newest alert's values replace older ones.
+
+Cost: about 0.9 ms of fastavro per object (its ~16 prv_candidates and ~10 fp_hists) and 0.3-0.4 ms of
+inserts, CPU-bound on both cores; it runs after the main pass because which alert is an object's newest
+is known only once the whole tarball has been read.  Overlapping the two (deriving objects known to be
+finished while the main pass still runs) is the next step for ingest speed.
 """
 
 from __future__ import annotations
