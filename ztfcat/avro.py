@@ -105,6 +105,7 @@ class SchemaCache:
         self._cache: dict[bytes, ParsedSchema] = {}
 
     def get(self, schema_json: bytes) -> ParsedSchema:
+        """The parsed schema for these JSON bytes, parsing it only the first time it is seen."""
         parsed = self._cache.get(schema_json)
         if parsed is None:
             parsed = self._cache[schema_json] = _parse(schema_json)

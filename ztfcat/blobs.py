@@ -51,6 +51,7 @@ class BlobWriter:
             self._offset = 0
 
     def write(self, candid: int, data: bytes) -> tuple[str, int | None]:
+        """Store one packet; its path relative to the data dir, and its offset in a pack file."""
         if self._pack is None:
             rel = f"{self._dir}/{candid}.avro"
             fd = os.open(self.data_dir / rel, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)

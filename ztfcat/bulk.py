@@ -137,10 +137,13 @@ class BulkWriter:
         return found
 
     def commit(self) -> None:
+        """Commit everything inserted since the last commit."""
         self.connection.commit()
 
     def rollback(self) -> None:
+        """Drop everything inserted since the last commit."""
         self.connection.rollback()
 
     def close(self) -> None:
+        """Hand the connection back to the pool."""
         self._fairy.close()

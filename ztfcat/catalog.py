@@ -71,6 +71,7 @@ class Catalog:
 
     @property
     def url_for_display(self) -> str:
+        """The database URL with any password hidden, for messages and ``ztfcat info``."""
         return self.engine.url.render_as_string(hide_password=True)
 
     @property

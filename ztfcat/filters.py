@@ -107,6 +107,7 @@ def parse_condition(text: str, table: Table = alerts) -> ColumnElement[bool]:
 
 
 def as_date(value: Any) -> date:
+    """A night from a date, a datetime or text (``2018-08-19`` or ``20180819``)."""
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, date):

@@ -129,6 +129,7 @@ class GzipStream:
         self._check()
 
     def close(self) -> None:
+        """Stop the child and the feeder; safe to call early (an error) or twice."""
         if self._closed:
             return
         self._closed = True
