@@ -157,11 +157,12 @@ def store_history(url: str, data_dir: str, release_id: int, tasks: Sequence[Task
 def _insert_history(bulk: BulkWriter, prv_rows: list, fp_rows: list) -> None:
     """Insert in natural-key order: concurrent writers (PostgreSQL workers, parallel ingests sharing
     objects) then take their key locks in one order and cannot deadlock."""
-    prv_rows.sort(key=_PRV_ORDER)
+    fp_rows = _newest_per_key(fp_rows)
+    if not bulk.sqlite:  # SQLite has one writer at a time: no lock order to keep
+        prv_rows.sort(key=_PRV_ORDER)
+        fp_rows.sort(key=_FP_ORDER)
     bulk.insert(prv_candidates, PRV_INSERT, prv_rows)
-    bulk.insert(
-        fp_hists, FP_INSERT, sorted(_newest_per_key(fp_rows), key=_FP_ORDER), on_conflict=(FP_KEY, "alert_jd")
-    )
+    bulk.insert(fp_hists, FP_INSERT, fp_rows, on_conflict=(FP_KEY, "alert_jd"))
     bulk.commit()
 
 
