@@ -464,3 +464,78 @@ def test_an_alert_with_an_impossible_position_is_a_bad_member(catalog, tmp_path,
     report = catalog.ingest(write_tarball(tmp_path / "ztf_public_20180915.tar.gz", members))
     assert report.status == "complete" and report.n_alerts == 2
     assert report.errors[0][0] == "odd.avro" and f"candidate.{field}" in report.errors[0][1]
+
+
+class _Network(io.RawIOBase):
+    """A non-seekable stream without a file descriptor, as a download or a bucket object is."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        chunk = self._data.read(min(len(b), 65536))
+        b[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def _point_keys(catalog) -> set[tuple]:
+    """Natural keys of every light-curve point: detections by candid, upper limits by image."""
+    with catalog.engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                prv_candidates.c.objectId, prv_candidates.c.candid, prv_candidates.c.pid, prv_candidates.c.fid
+            )
+        ).all()
+    return {(o, c) if c is not None else (o, p, f) for o, c, p, f in rows}
+
+
+def test_history_derived_during_the_main_pass_is_complete_and_true(database_url, tmp_path, monkeypatch):
+    import ztfcat.history
+    import ztfcat.ingest
+
+    spec = make_night(tmp_path / "ztf_public_20180916.tar.gz", n_alerts=400, seed=34, n_prv=6)
+    final_only = Catalog(database_url, tmp_path / "final")
+    final_only.ingest(spec.path)  # a local file: history from each object's newest alert, at the end
+    newest = _point_keys(final_only)
+    truth = set()  # every point any alert of the night carries, and the alerts themselves
+    for candid in spec.candids:
+        alert = final_only.get_alert(candid)
+        truth.add((alert["objectId"], candid))
+        for p in alert["prv_candidates"] or ():
+            key = (
+                (alert["objectId"], p["candid"])
+                if p["candid"] is not None
+                else (alert["objectId"], p["pid"], p["fid"])
+            )
+            truth.add(key)
+    final_only.delete()
+    final_only.close()
+    monkeypatch.setattr(ztfcat.ingest, "EARLY_HISTORY_BYTES", 0)
+    monkeypatch.setattr(ztfcat.ingest, "BATCH", 16)  # many batches, so workers get work mid-pass
+    monkeypatch.setattr(ztfcat.history, "CHUNK", 16)
+    early = Catalog(database_url, tmp_path / "early")
+    report = early.ingest(io.BufferedReader(_Network(spec.path.read_bytes())), name=spec.path.name)
+    assert report.status == "complete" and report.n_alerts == 400
+    got = _point_keys(early)
+    # nothing the final pass finds is missing, nothing is invented, nothing is stored twice
+    assert newest <= got <= truth
+    with early.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(prv_candidates)).scalar_one() == len(got)
+    early.close()
+
+
+def test_a_broken_stream_with_early_history_leaves_nothing(catalog, tmp_path, monkeypatch):
+    import ztfcat.ingest
+
+    monkeypatch.setattr(ztfcat.ingest, "EARLY_HISTORY_BYTES", 0)
+    monkeypatch.setattr(ztfcat.ingest, "BATCH", 16)
+    spec = make_night(tmp_path / "ztf_public_20180917.tar.gz", n_alerts=200, seed=35, n_prv=4)
+    data = spec.path.read_bytes()
+    with pytest.raises(IngestError, match="truncated"):
+        catalog.ingest(io.BufferedReader(_Network(data[: len(data) * 3 // 4])), name=spec.path.name)
+    state = snapshot(catalog)
+    assert state["alerts"] == [] and state["prv_candidates"] == [] and state["fp_hists"] == []
+    assert state["files"] == []

@@ -16,6 +16,7 @@ finished while the main pass still runs) is the next step for ingest speed.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_all_start_methods, get_context
@@ -155,6 +156,11 @@ def store_history(url: str, data_dir: str, release_id: int, tasks: Sequence[Task
 
 
 def _insert_history(bulk: BulkWriter, prv_rows: list, fp_rows: list) -> None:
+    _insert_rows(bulk, prv_rows, fp_rows)
+    bulk.commit()
+
+
+def _insert_rows(bulk: BulkWriter, prv_rows: list, fp_rows: list) -> None:
     """Insert in natural-key order: concurrent writers (PostgreSQL workers, parallel ingests sharing
     objects) then take their key locks in one order and cannot deadlock."""
     fp_rows = _newest_per_key(fp_rows)
@@ -163,7 +169,6 @@ def _insert_history(bulk: BulkWriter, prv_rows: list, fp_rows: list) -> None:
         fp_rows.sort(key=_FP_ORDER)
     bulk.insert(prv_candidates, PRV_INSERT, prv_rows)
     bulk.insert(fp_hists, FP_INSERT, fp_rows, on_conflict=(FP_KEY, "alert_jd"))
-    bulk.commit()
 
 
 def _order(columns: Sequence[str], names: Sequence[str]):
@@ -193,14 +198,18 @@ def derive_history(
     release_id: int,
     object_ids: Sequence[str] | None = None,
     workers: int | None = None,
+    done: frozenset[int] | set[int] = frozenset(),
 ) -> list[tuple[int, str]]:
-    """Add a release's points to the light-curve tables; returns packets whose history failed to decode."""
+    """Add a release's points to the light-curve tables; returns packets whose history failed to decode.
+
+    ``done`` holds alerts whose history was already stored while the main pass ran (:class:`EarlyHistory`).
+    """
     _insert_detections(engine, release_id, object_ids)
     with engine.connect() as conn:
         n_alerts = conn.execute(
             select(func.count()).select_from(alerts).where(alerts.c.release_id == release_id)
         ).scalar_one()
-    tasks = newest_alerts(engine, release_id, object_ids)
+    tasks = (task for task in newest_alerts(engine, release_id, object_ids) if task[0] not in done)
     workers = workers or os.cpu_count() or 1
     bulk = BulkWriter(engine)
     failures: list[tuple[int, str]] = []
@@ -289,3 +298,70 @@ def rebuild_objects(engine: Engine, data_dir: Path, object_ids: Sequence[str], e
             )
         for release_id in release_ids:
             derive_history(engine, data_dir, release_id, chunk, workers=1)
+
+
+def _lower_priority() -> None:
+    os.nice(19)
+
+
+class EarlyHistory:
+    """Light-curve history decoded while the main pass still runs, on CPU it leaves idle.
+
+    Which alert is an object's newest is known only at the end, but decoding *any* alert's history is
+    correct (its points are real, deduplicated by key; forced photometry keeps the newest values), so
+    the objects not seen for the longest are decoded early by workers at the lowest priority, only when
+    they have nothing else to do, and the final pass skips every object whose newest alert was done.
+    During a download limited by the network most of the history is done by the last byte; a
+    CPU-bound ingest lends it only the idle part of a core.  Memory is capped by :data:`LIMIT` objects.
+    """
+
+    LIMIT = 200_000
+
+    def __init__(self, data_dir: Path, release_id: int, workers: int | None = None) -> None:
+        self.data_dir = str(data_dir)
+        self.release_id = release_id
+        self.workers = workers or os.cpu_count() or 1
+        # objectId -> (jd, task) of its newest alert so far, least recently updated first
+        self.pending: OrderedDict[str, tuple[float, Task]] = OrderedDict()
+        self.done: set[int] = set()
+        self._running: set = set()
+        # Forked now, before the ingest starts its threads, and kept idle until there is work.
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=_pool_context(), initializer=_lower_priority)
+        self.pool.submit(int).result()
+
+    def saw(self, rows: Iterable[tuple[int, str, float, str, int | None, int]]) -> None:
+        """Alerts just committed: (candid, objectId, jd, blob_path, blob_offset, blob_size)."""
+        for candid, object_id, jd, path, offset, size in rows:
+            kept = self.pending.get(object_id)
+            if kept is not None and jd < kept[0]:
+                continue
+            if kept is None and len(self.pending) + len(self.done) >= self.LIMIT:
+                continue  # the final pass will do it
+            self.pending[object_id] = (jd, (candid, object_id, jd, path, offset, size, frozenset()))
+            self.pending.move_to_end(object_id)
+
+    def collect(self, bulk: BulkWriter) -> None:
+        """Store what the workers finished, and hand them more if they are idle; no commit."""
+        for future in [f for f in self._running if f.done()]:
+            self._running.discard(future)
+            candids, (prv_rows, fp_rows, _failed) = future.result()
+            _insert_rows(bulk, prv_rows, fp_rows)
+            self.done.update(candids)
+        while len(self._running) < self.workers and self.pending:
+            chunk = []
+            while self.pending and len(chunk) < CHUNK // 4:
+                _object_id, (_jd, task) = self.pending.popitem(last=False)
+                chunk.append(task)
+            self._running.add(self.pool.submit(_early_rows, self.data_dir, self.release_id, chunk))
+
+    def close(self) -> set[int]:
+        """Stop the workers; the alerts whose history is stored (the last results are dropped, not lost:
+        the final pass decodes those objects)."""
+        for future in self._running:
+            future.cancel()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        return self.done
+
+
+def _early_rows(data_dir: str, release_id: int, tasks: Sequence[Task]) -> tuple[list[int], tuple]:
+    return [task[0] for task in tasks], history_rows(data_dir, release_id, tasks)

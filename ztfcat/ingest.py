@@ -18,10 +18,13 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import io
 import json
 import math
+import os
 import queue
 import re
+import stat
 import threading
 import time
 from collections import Counter
@@ -56,10 +59,12 @@ ALERT_COLUMNS = (
     "extra",
     *CANDIDATE_COLUMNS,
 )
-_PATH, _OFFSET, _HPX = 4, 5, 7
+_PATH, _OFFSET, _SIZE, _HPX = 4, 5, 6, 7
+_JD = ALERT_COLUMNS.index("jd")
 _RA, _DEC = ALERT_COLUMNS.index("ra"), ALERT_COLUMNS.index("dec")
 ERROR_COLUMNS = ("release_id", "member", "reason")
 BATCH = 256
+EARLY_HISTORY_BYTES = 64 << 20  # ~1,300 alerts: below, the final pass alone is quicker
 MAX_MEMBER = 64 << 20
 _SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _NIGHT = re.compile(r"(?<!\d)(\d{8})(?!\d)")
@@ -185,8 +190,9 @@ def _row(parsed: ParsedSchema, record: dict, release_id: int, size: int) -> list
 class _Writer(threading.Thread):
     """Stores packets and inserts rows, one batch at a time, in the order the reader made them."""
 
-    def __init__(self, engine: Engine, blobs: BlobWriter, report: IngestReport, progress, gz) -> None:
+    def __init__(self, engine: Engine, blobs: BlobWriter, report: IngestReport, progress, gz, early) -> None:
         super().__init__(name=f"writer {report.release}", daemon=True)
+        self.early: history.EarlyHistory | None = early
         self.queue: queue.Queue = queue.Queue(maxsize=2)
         self.engine = engine
         self.blobs = blobs
@@ -228,16 +234,41 @@ class _Writer(threading.Thread):
         self.blobs.flush()
         bulk.insert(alerts, ALERT_COLUMNS, fresh)
         bulk.insert(ingest_errors, ERROR_COLUMNS, errors)
+        if self.early is not None:
+            self.early.saw((r[0], r[1], r[_JD], r[_PATH], r[_OFFSET], r[_SIZE]) for r in fresh)
+            self.early.collect(bulk)
         bulk.commit()
         self.report.n_alerts += len(fresh)
         if self.progress:
             self.progress(self.report.n_alerts, self.gz.size)
 
 
-def _main_pass(engine, data_dir, source, report, release_id, key, layout, progress, decoder) -> None:
+def _early_history_pays(source) -> bool:
+    """Whether to derive history while the main pass runs (:class:`history.EarlyHistory`).
+
+    It runs on CPU the main pass leaves idle: plenty while the bytes come from a network (a download, a
+    bucket), none while a local file is read as fast as the disk gives it (measured there: the whole
+    ingest 10 % slower; on a 50 MB/s download: 1.32x the download's time down to 1.05x).
+    """
+    if isinstance(source, io.BytesIO):
+        return False
+    try:
+        if stat.S_ISREG(os.fstat(source.fileno()).st_mode):
+            return False
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        pass
+    size = getattr(source, "total", None)  # a download knows its Content-Length
+    return not isinstance(size, int) or size > EARLY_HISTORY_BYTES
+
+
+def _main_pass(engine, data_dir, source, report, release_id, key, layout, progress, decoder) -> set[int]:
+    """Alerts and packets in, one batch at a time; returns the alerts whose history is already stored."""
     blobs = BlobWriter(data_dir, key, layout)
+    # Forked before the inflate pipes and the threads exist: a worker holding a copy of the pipe's
+    # write end would keep the inflater from ever seeing the end of its input.
+    early = history.EarlyHistory(data_dir, release_id) if _early_history_pays(source) else None
     with GzipStream(source, report.release) as gz:
-        writer = _Writer(engine, blobs, report, progress, gz)
+        writer = _Writer(engine, blobs, report, progress, gz, early)
         writer.start()
         rows: list = []
         packets: list = []
@@ -284,6 +315,7 @@ def _main_pass(engine, data_dir, source, report, release_id, key, layout, progre
             writer.queue.put(None)
             writer.join()
             blobs.close()
+            done = early.close() if early is not None else set()
         if writer.error is not None:
             raise writer.error
         report.size = gz.size
@@ -302,6 +334,7 @@ def _main_pass(engine, data_dir, source, report, release_id, key, layout, progre
             )
         ]
     report.unknown_versions = {v for v in report.versions if v not in KNOWN_VERSIONS}
+    return done
 
 
 def purge_release(engine: Engine, data_dir: Path, release_id: int, name: str, status: str) -> None:
@@ -384,7 +417,7 @@ def _ingest_locked(engine, data_dir, source, name, layout, origin, progress, for
             release_id = existing.id
             conn.execute(update(releases).where(releases.c.id == release_id).values(**values))
     try:
-        _main_pass(
+        done = _main_pass(
             engine, data_dir, source, report, release_id, key, layout, progress, decoder or AlertDecoder()
         )
         if verify is not None:
@@ -400,7 +433,7 @@ def _ingest_locked(engine, data_dir, source, name, layout, origin, progress, for
             n_errors=report.n_errors,
             n_duplicates=report.n_duplicates,
         )
-        for candid, reason in history.derive_history(engine, data_dir, release_id):
+        for candid, reason in history.derive_history(engine, data_dir, release_id, done=done):
             report.errors.append((f"{candid}.avro", f"history not read: {reason}"))
         report.status = "complete"
         _set(engine, release_id, status="complete", finished_at=_now())
