@@ -8,9 +8,9 @@ unique keys (detection: ``candid``; upper limit: object, ``pid``, ``fid``).  For
 revised from one alert to the next, so there the newest alert's values replace older ones.
 
 Cost: about 0.9 ms of fastavro per object (its ~16 prv_candidates and ~10 fp_hists) and 0.3-0.4 ms of
-inserts, CPU-bound on both cores; it runs after the main pass because which alert is an object's newest
-is known only once the whole tarball has been read.  Overlapping the two (deriving objects known to be
-finished while the main pass still runs) is the next step for ingest speed.
+inserts, CPU-bound on both cores.  Which alert is an object's newest is known only once the whole tarball
+is read, so the exact pass runs at the end; while bytes still arrive from a network, :class:`EarlyHistory`
+does most of that work ahead of it on otherwise idle CPU.
 """
 
 from __future__ import annotations
