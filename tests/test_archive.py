@@ -41,7 +41,7 @@ def archive_root(tmp_path_factory) -> Path:
     root = make_archive(
         tmp_path_factory.mktemp("archive"), [("20180601", 12), ("20180602", 0), ("20180603", 20)]
     )
-    (root / "MD5SUMS").unlink()  # computed by the server, so Faults.wrong_md5 can act on it
+    (root / "MD5SUMS").unlink()  # the server computes one that lists every file added here
     for name, data in ODD.items():
         (root / name).write_bytes(data)
     return root

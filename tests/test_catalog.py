@@ -16,8 +16,9 @@ from ztfcat.synthetic import make_night
 @pytest.fixture
 def two_nights(catalog, tmp_path):
     a = make_night(tmp_path / "ztf_public_20180819.tar.gz", night="20180819", n_alerts=30, seed=1)
-    b = make_night(tmp_path / "ztf_public_20180820.tar.gz", night="20180820", n_alerts=20, seed=2,
-                   version="3.3")
+    b = make_night(
+        tmp_path / "ztf_public_20180820.tar.gz", night="20180820", n_alerts=20, seed=2, version="3.3"
+    )
     catalog.ingest(a.path)
     catalog.ingest(b.path)
     return a, b
@@ -65,7 +66,9 @@ def test_iter_alerts_pages_by_key(catalog, two_nights, monkeypatch):
 
 def test_filters(catalog, two_nights):
     a, b = two_nights
-    everything = catalog.query(columns=["candid", "objectId", "jd", "fid", "rb", "schemavsn", "magpsf"], limit=None)
+    everything = catalog.query(
+        columns=["candid", "objectId", "jd", "fid", "rb", "schemavsn", "magpsf"], limit=None
+    )
     assert len(everything) == 50
     rb = [r for r in everything if r["rb"] > 0.5 and r["fid"] == 1]
     got = catalog.query("rb > 0.5", "fid = 1", columns=["candid"])
@@ -93,12 +96,14 @@ def test_filters(catalog, two_nights):
 
 
 def test_read_only_sql(catalog, two_nights):
-    names, rows = catalog.sql('SELECT count(*) AS n FROM alerts WHERE fid = :fid', {"fid": 1})
+    names, rows = catalog.sql("SELECT count(*) AS n FROM alerts WHERE fid = :fid", {"fid": 1})
     assert names == ["n"] and rows[0][0] == catalog.count("fid = 1")
     with pytest.raises(InvalidQueryError):
         catalog.sql("DELETE FROM alerts")
     assert catalog.count() == 50
-    _names, rows = catalog.sql('SELECT "objectId", jd, mjd, upper_limit FROM lightcurves ORDER BY jd', limit=5)
+    _names, rows = catalog.sql(
+        'SELECT "objectId", jd, mjd, upper_limit FROM lightcurves ORDER BY jd', limit=5
+    )
     assert len(rows) == 5
 
 
@@ -123,7 +128,9 @@ def test_delete_a_night_leaves_the_others(catalog, two_nights):
     assert catalog.delete("2018-08-19") == 1
     assert set(catalog.alert_ids()) == set(b.candids)
     assert not (catalog.data_dir / "alerts" / "ztf_public_20180819").exists()
-    assert all((catalog.data_dir / "alerts" / "ztf_public_20180820" / f"{c}.avro").is_file() for c in b.candids)
+    assert all(
+        (catalog.data_dir / "alerts" / "ztf_public_20180820" / f"{c}.avro").is_file() for c in b.candids
+    )
     assert len(catalog.lightcurve(obj)) > 0
     assert [r["name"] for r in catalog.releases()] == [b.path.name]
 
@@ -149,6 +156,8 @@ def test_nothing_happens_at_import(tmp_path):
         "import os, sys; os.environ['XDG_DATA_HOME'] = sys.argv[1]; import ztfcat, ztfcat.cli; "
         "c = ztfcat.Catalog(); print(os.listdir(sys.argv[1]))"
     )
-    out = subprocess.run([__import__("sys").executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    out = subprocess.run(
+        [__import__("sys").executable, "-c", code, str(tmp_path)], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]" and out.stderr == ""

@@ -34,7 +34,9 @@ def test_ingest_and_look_around(cli_catalog, tmp_path):
     out = _run(args, "ingest", str(spec.path)).output
     assert "complete, 15 alerts" in out
     assert "already complete" in _run(args, "ingest", str(spec.path)).output
-    report = json.loads(_run(args, "ingest", "--json", "--force", str(spec.path)).output.strip().splitlines()[-1])
+    report = json.loads(
+        _run(args, "ingest", "--json", "--force", str(spec.path)).output.strip().splitlines()[-1]
+    )
     assert report["n_alerts"] == 15 and report["md5"] == spec.md5
     assert spec.path.name in _run(args, "releases").output
     info = _run(args, "info").output
@@ -47,7 +49,9 @@ def test_ingest_and_look_around(cli_catalog, tmp_path):
     shown = json.loads(_run(args, "show", str(candid)).output)
     assert shown["candid"] == candid and shown["cutoutScience"]["stampData"].endswith("bytes>")
     _run(args, "show", str(candid), "--raw", "-o", str(tmp_path / "x.avro"))
-    assert (tmp_path / "x.avro").read_bytes() == (tmp_path / "data" / "alerts" / "ztf_public_20180819" / f"{candid}.avro").read_bytes()
+    assert (tmp_path / "x.avro").read_bytes() == (
+        tmp_path / "data" / "alerts" / "ztf_public_20180819" / f"{candid}.avro"
+    ).read_bytes()
     counted = _run(args, "sql", "SELECT count(*) AS n FROM alerts", "--format", "json").output
     assert json.loads(counted) == {"n": 15}
 

@@ -24,7 +24,7 @@ def archive_root(tmp_path_factory):
     root = make_archive(
         tmp_path_factory.mktemp("archive"), [("20180601", 6), ("20180602", 0), ("20180603", 8)]
     )
-    (root / "MD5SUMS").unlink()  # computed by the server, so faults apply
+    (root / "MD5SUMS").unlink()  # the server computes one that lists every file added here
     (root / "VALIDATE").write_text("ok\n")
     return root
 

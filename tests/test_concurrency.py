@@ -51,7 +51,9 @@ def test_parallel_workers_sharing_alerts_store_each_once(database_url, tmp_path)
     assert sum(d for _, d in counts) == 2 * len(shared)
     with catalog.engine.connect() as conn:
         rows = conn.execute(select(alerts.c.candid, alerts.c.blob_path)).all()
-    on_disk = {p.relative_to(catalog.data_dir).as_posix() for p in (catalog.data_dir / "alerts").rglob("*.avro")}
+    on_disk = {
+        p.relative_to(catalog.data_dir).as_posix() for p in (catalog.data_dir / "alerts").rglob("*.avro")
+    }
     assert on_disk == {path for _, path in rows}  # no orphan packet, no row without one
     for candid, _ in rows[:50]:
         assert catalog.get_alert(candid)["candid"] == candid

@@ -19,7 +19,9 @@ def _schema(engine) -> dict:
     out = {}
     for table in sorted(set(insp.get_table_names()) - {"alembic_version"}):
         columns = {c["name"]: (str(c["type"]).split("(")[0], c["nullable"]) for c in insp.get_columns(table)}
-        indexes = sorted((i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in insp.get_indexes(table))
+        indexes = sorted(
+            (i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in insp.get_indexes(table)
+        )
         out[table] = (columns, indexes)
     out["views"] = sorted(insp.get_view_names())
     return out
@@ -98,7 +100,17 @@ def test_the_wheel_ships_the_migrations(tmp_path):
     if not (repo / "pyproject.toml").is_file():
         pytest.skip("not a source checkout")
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(repo)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(repo),
+        ],
         capture_output=True,
         text=True,
     )

@@ -354,13 +354,10 @@ class EarlyHistory:
                 chunk.append(task)
             self._running.add(self.pool.submit(_early_rows, self.data_dir, self.release_id, chunk))
 
-    def close(self) -> set[int]:
-        """Stop the workers; the alerts whose history is stored (the last results are dropped, not lost:
-        the final pass decodes those objects)."""
-        for future in self._running:
-            future.cancel()
+    def close(self) -> None:
+        """Stop the workers.  Results not yet collected are dropped, not lost: their objects are not in
+        :attr:`done`, so the final pass decodes them."""
         self.pool.shutdown(wait=True, cancel_futures=True)
-        return self.done
 
 
 def _early_rows(data_dir: str, release_id: int, tasks: Sequence[Task]) -> tuple[list[int], tuple]:

@@ -263,11 +263,14 @@ def _early_history_pays(source) -> bool:
 
 def _main_pass(engine, data_dir, source, report, release_id, key, layout, progress, decoder) -> set[int]:
     """Alerts and packets in, one batch at a time; returns the alerts whose history is already stored."""
-    blobs = BlobWriter(data_dir, key, layout)
-    # Forked before the inflate pipes and the threads exist: a worker holding a copy of the pipe's
-    # write end would keep the inflater from ever seeing the end of its input.
-    early = history.EarlyHistory(data_dir, release_id) if _early_history_pays(source) else None
-    with GzipStream(source, report.release) as gz:
+    with contextlib.ExitStack() as stack:  # whatever fails, workers, pack file and inflater are closed
+        # Forked before the inflate pipes and the threads exist: a worker holding a copy of the pipe's
+        # write end would keep the inflater from ever seeing the end of its input.
+        early = history.EarlyHistory(data_dir, release_id) if _early_history_pays(source) else None
+        if early is not None:
+            stack.callback(early.close)
+        blobs = stack.enter_context(contextlib.closing(BlobWriter(data_dir, key, layout)))
+        gz = stack.enter_context(GzipStream(source, report.release))
         writer = _Writer(engine, blobs, report, progress, gz, early)
         writer.start()
         rows: list = []
@@ -314,8 +317,6 @@ def _main_pass(engine, data_dir, source, report, release_id, key, layout, progre
         finally:
             writer.queue.put(None)
             writer.join()
-            blobs.close()
-            done = early.close() if early is not None else set()
         if writer.error is not None:
             raise writer.error
         report.size = gz.size
@@ -334,7 +335,7 @@ def _main_pass(engine, data_dir, source, report, release_id, key, layout, progre
             )
         ]
     report.unknown_versions = {v for v in report.versions if v not in KNOWN_VERSIONS}
-    return done
+    return early.done if early is not None else set()
 
 
 def purge_release(engine: Engine, data_dir: Path, release_id: int, name: str, status: str) -> None:
