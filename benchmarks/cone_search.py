@@ -32,12 +32,13 @@ from sqlalchemy import delete, func, insert, select, text
 
 from ztfcat import Catalog
 from ztfcat.conesearch import cone_search
+from ztfcat.ingest import night_observed
 from ztfcat.sky import hpx_index, separation_deg
-from ztfcat.tables import alerts, fp_hists, prv_candidates, releases
+from ztfcat.tables import alert_releases, alerts, releases
 
 RELEASE = "benchmark_cone_search"
 COLUMNS = ("candid", "objectId", "schemavsn", "release_id", "blob_path", "blob_size", "hpx", "ra", "dec")
-COLUMNS += ("jd", "fid", "magpsf")
+COLUMNS += ("jd", "fid", "magpsf", "night")
 CHUNK = 100_000
 FIELD_SIZE = 7.0  # degrees on a side, about a ZTF field
 
@@ -90,8 +91,8 @@ def build(catalog: Catalog, n: int, seed: int) -> None:
     with engine.begin() as conn:
         old = conn.execute(select(releases.c.id).where(releases.c.name == RELEASE)).scalar()
         if old is not None:
-            for table in (fp_hists, prv_candidates, alerts):
-                conn.execute(delete(table).where(table.c.release_id == old))
+            conn.execute(delete(alert_releases).where(alert_releases.c.release_id == old))
+            conn.execute(delete(alerts).where(alerts.c.release_id == old))
             conn.execute(delete(releases).where(releases.c.id == old))
         release_id = conn.execute(
             insert(releases).values(name=RELEASE, status="complete", n_alerts=n).returning(releases.c.id)
@@ -110,7 +111,7 @@ def build(catalog: Catalog, n: int, seed: int) -> None:
         for lo in range(0, n, CHUNK):
             rows = [
                 (int(c), f"ZTF{int(o):09d}", "4.02", release_id, "-", 0, int(h), float(r), float(d),
-                 float(j), int(f), float(m))
+                 float(j), int(f), float(m), night_observed(float(j)).isoformat())
                 for c, o, h, r, d, j, f, m in zip(
                     candid[lo : lo + CHUNK], owner[lo : lo + CHUNK], hpx[lo : lo + CHUNK], ra[lo : lo + CHUNK],
                     dec[lo : lo + CHUNK], jd[lo : lo + CHUNK], fid[lo : lo + CHUNK], mag[lo : lo + CHUNK],

@@ -9,7 +9,15 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from ztfcat.tables import alerts, fp_hists, ingest_errors, prv_candidates, releases
+from ztfcat.tables import (
+    alert_releases,
+    alerts,
+    fp_hists,
+    history_rebuilds,
+    ingest_errors,
+    prv_candidates,
+    releases,
+)
 
 
 def write_tarball(path: Path, members: Iterable[tuple[str, bytes]], mode: str = "w:gz") -> Path:
@@ -29,16 +37,27 @@ def tar_members(path: Path) -> dict[str, bytes]:
 
 
 def snapshot(catalog) -> dict:
-    """Everything a catalog holds (rows without surrogate ids and timestamps, and blob files)."""
+    """Everything a catalog holds, independent of surrogate ids and timestamps: rows (releases named,
+    not numbered) and blob files.  Two catalogs with equal snapshots are the same catalog."""
     state = {}
     with catalog.engine.connect() as conn:
-        for table in (alerts, prv_candidates, fp_hists):  # surrogate keys differ between two runs
-            cols = [c for c in table.c if c.name not in ("id", "release_id")]
-            state[table.name] = sorted(tuple(r) for r in conn.execute(select(*cols)))
-        state["errors"] = sorted(
-            tuple(r) for r in conn.execute(select(ingest_errors.c.member, ingest_errors.c.reason))
+        names = dict(conn.execute(select(releases.c.id, releases.c.name)).all())
+        cols = [c for c in alerts.c if c.name != "release_id"]
+        state["alerts"] = _sorted(
+            (*r[:-1], names[r[-1]]) for r in conn.execute(select(*cols, alerts.c.release_id))
         )
-        state["releases"] = sorted(
+        state["alert_releases"] = _sorted(
+            (r.candid, names[r.release_id], r.blob_path, r.blob_offset, r.blob_size)
+            for r in conn.execute(select(alert_releases))
+        )
+        for table in (prv_candidates, fp_hists):  # surrogate keys differ between two runs
+            cols = [c for c in table.c if c.name != "id"]
+            state[table.name] = _sorted(tuple(r) for r in conn.execute(select(*cols)))
+        state["errors"] = _sorted(
+            (names[r.release_id], r.member, r.reason)
+            for r in conn.execute(select(ingest_errors.c.release_id, ingest_errors.c.member, ingest_errors.c.reason))
+        )
+        state["releases"] = _sorted(
             tuple(r)
             for r in conn.execute(
                 select(
@@ -50,6 +69,7 @@ def snapshot(catalog) -> dict:
                 )
             )
         )
+        state["rebuilds"] = list(conn.execute(select(history_rebuilds.c.objectId)).scalars())
     root = catalog.data_dir / "alerts"
     state["files"] = (
         sorted((str(p.relative_to(root)), p.read_bytes()) for p in root.rglob("*") if p.is_file())
@@ -57,3 +77,17 @@ def snapshot(catalog) -> dict:
         else []
     )
     return state
+
+
+def _sorted(rows) -> list[tuple]:
+    return sorted(rows, key=repr)
+
+
+def differences(a: dict, b: dict) -> dict[str, int]:
+    """How many rows differ, per part of two snapshots (empty when they are equal)."""
+    out = {}
+    for key in sorted(set(a) | set(b)):
+        left, right = a.get(key, []), b.get(key, [])
+        if left != right:
+            out[key] = len(set(map(repr, left)) ^ set(map(repr, right)))
+    return out

@@ -199,6 +199,7 @@ def test_unknown_candidate_field_is_kept(catalog, tmp_path):
     schema["version"] = "9.9"
     cand = next(f for f in schema["fields"] if f["name"] == "candidate")["type"]
     cand["fields"].append({"name": "newscore", "type": ["null", "float"], "default": None})
+    schema["fields"].insert(5, {"name": "classifications", "type": ["null", "string"], "default": None})
     record = make_alert(
         np.random.default_rng(2),
         object_id="ZTF30aaaaaab",
@@ -210,6 +211,7 @@ def test_unknown_candidate_field_is_kept(catalog, tmp_path):
     )
     record["schemavsn"] = "9.9"
     record["candidate"]["newscore"] = 0.25
+    record["classifications"] = "SN Ia"
     buffer = io.BytesIO()
     fastavro.writer(buffer, schema, [record])
     path = write_tarball(tmp_path / "ztf_public_20300101.tar.gz", [("a.avro", buffer.getvalue())])
@@ -220,8 +222,33 @@ def test_unknown_candidate_field_is_kept(catalog, tmp_path):
     with catalog.engine.connect() as conn:
         extra = conn.execute(select(alerts.c.extra)).scalar_one()
     assert json.loads(extra) == {"newscore": 0.25}
+    assert report.unknown_top_fields == {"classifications"} and "classifications" in str(report)
     facts = catalog.info()
     assert facts["unknown_fields"] == ["newscore"] and facts["unknown_versions"] == ["9.9"]
+    assert facts["unknown_top_fields"] == ["classifications"]
+
+
+@pytest.mark.parametrize("where", ["objectId", "ssnamenr"])
+def test_a_nul_byte_in_a_string_is_a_bad_member(catalog, tmp_path, where):
+    import numpy as np
+
+    good = make_alert(np.random.default_rng(3), object_id="ZTF30aaaaaac", candid=3000000000015000002,
+                      jd=2461000.7, ra=201.0, dec=-31.0, cutouts=False)  # fmt: skip
+    bad = make_alert(np.random.default_rng(4), object_id="ZTF30aaaaaad", candid=3000000000015000003,
+                     jd=2461000.8, ra=202.0, dec=-32.0, cutouts=False)  # fmt: skip
+    if where == "objectId":
+        bad["objectId"] = "ZTF30aa\x00aad"
+    else:
+        bad["candidate"]["ssnamenr"] = "12\x0045"
+    members = []
+    for name, record in (("good.avro", good), ("bad.avro", bad)):
+        buffer = io.BytesIO()
+        fastavro.writer(buffer, writer_schema("4.02"), [record])
+        members.append((name, buffer.getvalue()))
+    report = catalog.ingest(write_tarball(tmp_path / "ztf_public_20300102.tar.gz", members))
+    assert report.status == "complete" and report.n_alerts == 1
+    assert [(m, "NUL" in r) for m, r in report.errors] == [("bad.avro", True)]
+    assert catalog.alert_ids() == [3000000000015000002]
 
 
 @pytest.mark.parametrize("damage", ["truncate", "not_gzip", "corrupt"])
@@ -269,16 +296,26 @@ def test_ingest_from_a_stream_that_cannot_seek(catalog, tmp_path):
     assert report.n_alerts == 6 and report.md5 == spec.md5
 
 
-def test_an_alert_in_two_releases_is_stored_once(catalog, tmp_path):
+def test_an_alert_in_two_releases_belongs_to_both(catalog, tmp_path):
     spec = make_night(tmp_path / "ztf_public_20180904.tar.gz", n_alerts=6, seed=8)
     catalog.ingest(spec.path)
     members = tar_members(spec.path)
-    copy = write_tarball(tmp_path / "ztf_public_20180905.tar.gz", list(members.items())[:2])
+    shared = list(members.items())[:2]
+    copy = write_tarball(tmp_path / "ztf_public_20180905.tar.gz", shared)
     report = catalog.ingest(copy)
-    assert report.n_alerts == 0 and report.n_duplicates == 2
-    assert not (catalog.data_dir / "alerts" / "ztf_public_20180905").exists() or not any(
-        (catalog.data_dir / "alerts" / "ztf_public_20180905").iterdir()
-    )
+    # Each release accounts for every alert of its tarball and keeps its own copy of the packets.
+    assert report.n_alerts == 2 and report.n_shared == 2 and report.n_duplicates == 0
+    stored = sorted(p.name for p in (catalog.data_dir / "alerts" / "ztf_public_20180905").iterdir())
+    assert stored == sorted(name.rsplit("/", 1)[-1] for name, _ in shared)
+    assert catalog.count() == 6
+    assert catalog.count(release="ztf_public_20180905.tar.gz") == 2
+    # Deleting the release that stored them first keeps what the other still holds, byte for byte.
+    catalog.delete(names=["ztf_public_20180904.tar.gz"])
+    assert catalog.count() == 2
+    for name, data in shared:
+        assert catalog.get_alert(int(name.rsplit("/", 1)[-1][:-5]), raw=True) == data
+    again = catalog.ingest(copy)
+    assert again.already_complete and again.n_alerts == 2
 
 
 def test_pack_layout_gives_the_same_bytes_in_a_standard_tar(database_url, tmp_path):

@@ -18,11 +18,12 @@ from typing import Any
 import fastavro
 
 from .errors import AlertDecodeError
-from .fields import FIELDS
+from .fields import FIELDS, TOP_FIELDS
 
 MAGIC = b"Obj\x01"
 _HISTORY_FIELDS = ("prv_candidates", "fp_hists")
 _REQUIRED = ("objectId", "candid", "candidate")
+_KNOWN_TOP = frozenset(name for names in TOP_FIELDS.values() for name in names)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class ParsedSchema:
     prefix: Any
     history: Any
     unknown_candidate_fields: tuple[str, ...] = field(default=())
+    unknown_top_fields: tuple[str, ...] = field(default=())
 
 
 def _read_long(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
@@ -134,6 +136,7 @@ def _parse(schema_json: bytes) -> ParsedSchema:
     candidate_type = _record_type(schema["fields"][upto_candidate - 1]["type"])
     candidate_names = [f["name"] for f in candidate_type.get("fields", [])] if candidate_type else []
     unknown = tuple(n for n in candidate_names if n not in FIELDS["candidate"])
+    unknown_top = tuple(n for n in names if n not in _KNOWN_TOP)
     try:
         full = fastavro.parse_schema(schema)
         prefix = fastavro.parse_schema({**schema, "fields": schema["fields"][:upto_candidate]})
@@ -141,7 +144,7 @@ def _parse(schema_json: bytes) -> ParsedSchema:
     except Exception as exc:  # fastavro raises several unrelated types for a bad schema
         raise AlertDecodeError(f"the embedded schema cannot be parsed: {exc}") from exc
     version = str(schema.get("version", "")) or "unknown"
-    return ParsedSchema(version, full, prefix, history, unknown)
+    return ParsedSchema(version, full, prefix, history, unknown, unknown_top)
 
 
 def _record_type(avro_type: Any) -> dict | None:

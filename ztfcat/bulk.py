@@ -10,6 +10,7 @@ from user values, and every identifier is quoted by the dialect.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from sqlalchemy import Engine, Table
 
@@ -17,12 +18,25 @@ from sqlalchemy import Engine, Table
 ALERT_INSERT_LOCK = 0x7A7463_01
 
 
+class Upsert(NamedTuple):
+    """A conflict rule: on a clash of ``keys``, the row of higher ``rank`` wins, whatever the order.
+
+    ``rank`` is a SQL row value over the table's own columns, written with ``{row}`` for the row's
+    table (``excluded`` for the new one); ties go to the new row, so re-deriving the same copy is a
+    no-op in effect.  ``where`` is the predicate of the partial unique index that ``keys`` name.
+    Because the winner depends only on the two rows, inserting any set of rows in any order, in any
+    number of transactions, leaves the same table: light curves do not depend on ingest order.
+    """
+
+    keys: tuple[str, ...]
+    rank: str
+    where: str | None = None
+
+
 class BulkWriter:
     """Inserts rows into one catalog through one raw DBAPI connection, with commit control.
 
-    ``on_conflict`` is ``"ignore"`` (keep the row already there) or a tuple
-    ``(key_columns, newer_column)`` to update the existing row when the new one's ``newer_column`` is
-    larger (used for forced photometry, where the newest alert's values win).
+    ``on_conflict`` is ``"ignore"`` (keep the row already there) or an :class:`Upsert`.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -54,11 +68,12 @@ class BulkWriter:
         if on_conflict == "ignore":
             tail = " ON CONFLICT DO NOTHING"
         else:
-            keys, newer = on_conflict
+            keys, rank, where = on_conflict
             updates = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in columns if c not in keys)
+            predicate = f" WHERE {where}" if where else ""
             tail = (
-                f" ON CONFLICT ({', '.join(q(k) for k in keys)}) DO UPDATE SET {updates}"
-                f" WHERE excluded.{q(newer)} > {q(table.name)}.{q(newer)}"
+                f" ON CONFLICT ({', '.join(q(k) for k in keys)}){predicate} DO UPDATE SET {updates}"
+                f" WHERE {rank.format(row='excluded')} >= {rank.format(row=q(table.name))}"
             )
         sql = f"INSERT INTO {q(table.name)} ({cols}) {source}{tail}"
         self._statements[key] = sql
@@ -118,23 +133,55 @@ class BulkWriter:
         finally:
             cursor.close()
 
-    def existing(self, table: Table, column: str, values: Sequence[int]) -> set[int]:
-        """Which of ``values`` are already in ``table.column`` (an indexed key)."""
+    def existing(
+        self, table: Table, column: str, values: Sequence[int], release_id: int | None = None
+    ) -> set[int]:
+        """Which of ``values`` are already in ``table.column`` (an indexed key), for one release if given."""
         found: set[int] = set()
+        q = self._quote
+        mark = "?" if self.sqlite else "%s"
         cursor = self.connection.cursor()
         try:
             for start in range(0, len(values), 500):
-                chunk = values[start : start + 500]
-                marks = ", ".join(["?" if self.sqlite else "%s"] * len(chunk))
-                cursor.execute(
-                    f"SELECT {self._quote(column)} FROM {self._quote(table.name)} "  # noqa: S608
-                    f"WHERE {self._quote(column)} IN ({marks})",
-                    chunk,
-                )
+                chunk = list(values[start : start + 500])
+                sql = f"SELECT {q(column)} FROM {q(table.name)} WHERE {q(column)} IN ({', '.join([mark] * len(chunk))})"  # noqa: S608
+                if release_id is not None:
+                    sql += f" AND release_id = {mark}"
+                    chunk.append(release_id)
+                cursor.execute(sql, chunk)
                 found.update(row[0] for row in cursor.fetchall())
         finally:
             cursor.close()
         return found
+
+    def owners(self, candids: Sequence[int]) -> dict[int, tuple[int, str]]:
+        """For those of ``candids`` already in ``alerts``: the release whose copy the row reads, and its name."""
+        found: dict[int, tuple[int, str]] = {}
+        mark = "?" if self.sqlite else "%s"
+        cursor = self.connection.cursor()
+        try:
+            for start in range(0, len(candids), 500):
+                chunk = list(candids[start : start + 500])
+                cursor.execute(
+                    "SELECT a.candid, r.id, r.name FROM alerts a JOIN releases r ON r.id = a.release_id "  # noqa: S608
+                    f"WHERE a.candid IN ({', '.join([mark] * len(chunk))})",
+                    chunk,
+                )
+                found.update((c, (i, n)) for c, i, n in cursor.fetchall())
+        finally:
+            cursor.close()
+        return found
+
+    def execute_core(self, statement) -> None:
+        """Run a SQLAlchemy Core statement on this writer's connection, inside its transaction."""
+        compiled = statement.compile(dialect=self.dialect, compile_kwargs={"render_postcompile": True})
+        params = compiled.params
+        args = [params[k] for k in compiled.positiontup] if compiled.positional else params
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute(str(compiled), args)
+        finally:
+            cursor.close()
 
     def commit(self) -> None:
         """Commit everything inserted since the last commit."""

@@ -22,9 +22,27 @@ from .avro import AlertDecoder
 from .blobs import LAYOUTS, read_blob, remove_release
 from .db import ensure_schema, is_sqlite, make_engine
 from .errors import InvalidQueryError, NotFoundError, ZtfcatError
-from .filters import as_date, column, where_clauses
-from .ingest import IngestReport, Progress, ingest, purge_release, release_key, release_lock
-from .tables import alerts, catalog_settings, fp_hists, ingest_errors, prv_candidates, releases, remote_files
+from .filters import as_date, column, unfinished_hidden, where_clauses
+from .ingest import (
+    IngestReport,
+    Progress,
+    delete_release,
+    ingest,
+    release_key,
+    release_locks,
+    repair,
+)
+from .tables import (
+    alert_releases,
+    alerts,
+    catalog_settings,
+    fp_hists,
+    history_rebuilds,
+    ingest_errors,
+    prv_candidates,
+    releases,
+    remote_files,
+)
 
 PAGE = 1000
 
@@ -230,27 +248,41 @@ class Catalog:
             wanted_nights = set() if nights is None else {as_date(n) for n in _as_list(nights)}
             wanted_names = set(names or ())
             chosen = [r for r in rows if r.night in wanted_nights or r.name in wanted_names]
-        with contextlib.ExitStack() as locks:  # never purge a release another process is ingesting
-            for row in chosen:
-                locks.enter_context(release_lock(self.engine, self.data_dir, row.name))
+        # never purge a release another process is ingesting
+        with release_locks(self.engine, self.data_dir, [row.name for row in chosen]):
             if nights is None and names is None:
                 with self.engine.begin() as conn:
-                    for table in (fp_hists, prv_candidates, ingest_errors, alerts, releases):
+                    for table in (
+                        fp_hists,
+                        prv_candidates,
+                        history_rebuilds,
+                        ingest_errors,
+                        alert_releases,
+                        alerts,
+                        releases,
+                    ):
                         conn.execute(delete(table))
                 for row in chosen:
                     remove_release(self.data_dir, release_key(row.name))
                 return len(chosen)
             for row in chosen:
-                purge_release(self.engine, self.data_dir, row.id, row.name, row.status)
-                with self.engine.begin() as conn:
-                    conn.execute(delete(releases).where(releases.c.id == row.id))
+                delete_release(self.engine, self.data_dir, row.name)
+        repair(self.engine, self.data_dir)
         return len(chosen)
+
+    def repair(self) -> None:
+        """Finish what killed runs left behind: releases half deleted, light curves half rebuilt.
+
+        Ingests and deletes do this themselves; it is here for ``ztfcat repair`` and for catalogs
+        upgraded from a schema whose light curves must be derived again.
+        """
+        repair(self.engine, self.data_dir)
 
     # -- alerts ----------------------------------------------------------------------------------
     def alert_ids(self, *conditions: str, **filters: Any) -> list[int]:
         """Candids of every alert (or those matching the filters), in increasing order."""
         query = select(alerts.c.candid).order_by(alerts.c.candid)
-        clauses = where_clauses(conditions, filters)
+        clauses = where_clauses(conditions, filters) + unfinished_hidden(self.engine)
         if clauses:
             query = query.where(and_(*clauses))
             with self.engine.connect() as conn:
@@ -270,7 +302,7 @@ class Catalog:
     def count(self, *conditions: str, **filters: Any) -> int:
         """How many alerts match the filters."""
         query = select(func.count()).select_from(alerts)
-        clauses = where_clauses(conditions, filters)
+        clauses = where_clauses(conditions, filters) + unfinished_hidden(self.engine)
         if clauses:
             query = query.where(and_(*clauses))
         with self.engine.connect() as conn:
@@ -323,7 +355,7 @@ class Catalog:
         """
         if n is not None and (not isinstance(n, int) or n < 1):
             raise InvalidQueryError(f"iter_alerts takes a positive batch size, not {n!r}")
-        clauses = where_clauses(conditions, filters)
+        clauses = where_clauses(conditions, filters) + unfinished_hidden(self.engine)
         page = max(PAGE, n or 1)
         batch: list = []
         last = None
@@ -366,7 +398,7 @@ class Catalog:
         cols = [column(c) for c in names]
         order = order_by.lstrip("-")
         query = select(*cols).order_by(column(order).desc() if order_by.startswith("-") else column(order))
-        clauses = where_clauses(conditions, filters)
+        clauses = where_clauses(conditions, filters) + unfinished_hidden(self.engine)
         if clauses:
             query = query.where(and_(*clauses))
         if limit is not None:
@@ -507,6 +539,11 @@ class Catalog:
             unknown_fields: set[str] = set()
             for value in extra:
                 unknown_fields.update(json.loads(value))
+            unknown_top: set[str] = set()
+            for value in conn.execute(
+                select(releases.c.unknown_fields).where(releases.c.unknown_fields.is_not(None))
+            ).scalars():
+                unknown_top.update(n for n in json.loads(value) if not n.startswith("candidate."))
             n_extra = conn.execute(
                 select(func.count()).select_from(alerts).where(alerts.c.extra.is_not(None))
             ).scalar_one()
@@ -522,6 +559,7 @@ class Catalog:
             "unknown_versions": sorted(v for v, _ in per_version if v not in KNOWN_VERSIONS),
             "alerts_with_unknown_fields": n_extra,
             "unknown_fields": sorted(unknown_fields),
+            "unknown_top_fields": sorted(unknown_top),
         }
 
 

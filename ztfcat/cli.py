@@ -296,6 +296,11 @@ def info(ctx, as_json) -> None:
         click.echo(f"  {name:40s} {status:10s} {n_alerts:8d} alerts {n_errors:5d} bad")
     if facts["unknown_versions"]:
         click.echo("schema versions new to this ztfcat: " + ", ".join(facts["unknown_versions"]))
+    if facts.get("unknown_top_fields"):
+        click.echo(
+            "alert fields this ztfcat does not know (kept in the raw packets): "
+            + ", ".join(facts["unknown_top_fields"])
+        )
     if facts["alerts_with_unknown_fields"]:
         click.echo(
             f"{facts['alerts_with_unknown_fields']} alerts carry candidate fields this ztfcat does not know "

@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import Engine, Select, and_, select
 
 from .errors import InvalidQueryError
-from .filters import column, where_clauses
+from .filters import column, unfinished_hidden, where_clauses
 from .lightcurve import sql_column
 from .sky import MAX_RANGES, cone_ranges, hpx_condition, parse_position, parse_radius, separation_deg
 from .tables import alerts
@@ -33,6 +33,7 @@ def cone_query(
     *conditions: str,
     columns: Sequence[str] | None = None,
     max_ranges: int = MAX_RANGES,
+    clauses: Sequence = (),
     **filters: Any,
 ) -> Select:
     """The SQL of a cone search: the rows whose ``hpx`` lies in the cone's ranges, before the exact check.
@@ -49,7 +50,7 @@ def cone_query(
     ranges = cone_ranges(ra, dec, radius_deg, max_ranges)
     return select(
         *selected, alerts.c.ra.label(_RA), alerts.c.dec.label(_DEC), alerts.c.candid.label(_KEY)
-    ).where(and_(hpx_condition(alerts.c.hpx, ranges), *where_clauses(conditions, filters)))
+    ).where(and_(hpx_condition(alerts.c.hpx, ranges), *where_clauses(conditions, filters), *clauses))
 
 
 def cone_search(
@@ -112,7 +113,16 @@ def cone_search(
     radius_deg = parse_radius(radius)
     ra0, dec0 = position
 
-    query = cone_query(ra0, dec0, radius_deg, *conditions, columns=columns, max_ranges=max_ranges, **filters)
+    query = cone_query(
+        ra0,
+        dec0,
+        radius_deg,
+        *conditions,
+        columns=columns,
+        max_ranges=max_ranges,
+        clauses=unfinished_hidden(engine),
+        **filters,
+    )
     with engine.connect() as conn:
         rows = conn.execute(query).all()
 

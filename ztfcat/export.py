@@ -22,7 +22,7 @@ from sqlalchemy import Engine, and_, select
 
 from .blobs import read_blob
 from .errors import InvalidQueryError, ZtfcatError
-from .filters import where_clauses
+from .filters import unfinished_hidden, where_clauses
 from .tables import alerts
 
 #: ``progress(n_alerts, n_bytes)`` after each packet written.
@@ -51,7 +51,7 @@ def iter_packets(
 
     Pages by key (``WHERE candid > :last ORDER BY candid LIMIT n``) so each page costs the same.
     """
-    clauses = where_clauses(conditions, filters)
+    clauses = where_clauses(conditions, filters) + unfinished_hidden(engine)
     cols = (alerts.c.candid, alerts.c.blob_path, alerts.c.blob_offset, alerts.c.blob_size)
     last = None
     while True:

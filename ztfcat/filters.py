@@ -6,7 +6,9 @@ CLI's ``--where``):
 - condition strings ``"rb > 0.9"``, ``"fid = 1"``, ``"objectId = ZTF18abcdefg"``, ``"ssnamenr is null"``,
   ``"fid in 1,2"``, ``"objectId like ZTF18%"``;
 - keywords: ``fid=1`` (equality), ``jd=(2458349.5, 2458350.5)`` (an inclusive range, either end may be
-  None), ``fid=[1, 2]`` (any of), plus ``night=`` (a date or a range of dates), ``release=`` (file name).
+  None), ``fid=[1, 2]`` (any of), plus ``night=`` (the night observed, i.e. the UT date of ``jd``: a date
+  or a range of dates), ``release=`` (a tarball's file name) and ``release_night=`` (the night a holding
+  tarball is named after).
 
 Column names are looked up in the ``alerts`` table (an unknown one is an :class:`InvalidQueryError`
 naming it); values always travel as bound parameters, never as SQL text.
@@ -19,10 +21,10 @@ from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, select
+from sqlalchemy import ColumnElement, Engine, Table, and_, or_, select
 
 from .errors import InvalidQueryError
-from .tables import alerts, releases
+from .tables import alert_releases, alerts, releases
 
 _CONDITION = re.compile(
     r"^\s*(?P<col>[A-Za-z_][A-Za-z0-9_]*)\s*"
@@ -121,19 +123,28 @@ def as_date(value: Any) -> date:
     raise InvalidQueryError(f"cannot read a night from {value!r}; use YYYY-MM-DD")
 
 
+def _night_range(column, value: Any) -> list:
+    lo, hi = value if isinstance(value, tuple | list) else (value, value)
+    conds = []
+    if lo is not None:
+        conds.append(column >= as_date(lo))
+    if hi is not None:
+        conds.append(column <= as_date(hi))
+    return conds
+
+
 def _keyword(name: str, value: Any) -> ColumnElement[bool]:
-    if name == "night":
-        lo, hi = value if isinstance(value, tuple | list) else (value, value)
-        night = releases.c.night
-        conds = []
-        if lo is not None:
-            conds.append(night >= as_date(lo))
-        if hi is not None:
-            conds.append(night <= as_date(hi))
-        return alerts.c.release_id.in_(select(releases.c.id).where(and_(*conds)))
-    if name == "release":
-        names = [value] if isinstance(value, str) else list(value)
-        return alerts.c.release_id.in_(select(releases.c.id).where(releases.c.name.in_(names)))
+    if name == "night":  # the night observed: the UT date of jd, an indexed column
+        return and_(*_night_range(alerts.c.night, value))
+    if name in ("release", "release_night"):  # every release that holds the alert counts
+        if name == "release":
+            names = [value] if isinstance(value, str) else list(value)
+            chosen = select(releases.c.id).where(releases.c.name.in_(names))
+        else:
+            chosen = select(releases.c.id).where(*_night_range(releases.c.night, value))
+        return alerts.c.candid.in_(
+            select(alert_releases.c.candid).where(alert_releases.c.release_id.in_(chosen))
+        )
     col = column(name)
     if isinstance(value, tuple):
         if len(value) != 2:
@@ -153,3 +164,22 @@ def where_clauses(conditions: Iterable[str] = (), keywords: Mapping[str, Any] | 
     clauses = [parse_condition(c) for c in conditions]
     clauses += [_keyword(k, v) for k, v in (keywords or {}).items()]
     return clauses
+
+
+def unfinished_hidden(engine: Engine) -> list:
+    """The clause that hides what only unfinished releases hold, or nothing when every release is
+    complete (the usual case, then it costs one tiny query and no per-row work).
+
+    An ingest in progress, killed or failed leaves its release ``ingesting``, ``history``, ``failed``
+    or ``deleting``; queries see an alert only while some complete release holds it.
+    """
+    unfinished = select(releases.c.id).where(releases.c.status != "complete")
+    with engine.connect() as conn:
+        if conn.execute(unfinished.limit(1)).first() is None:
+            return []
+    held = (
+        select(alert_releases.c.candid)
+        .join(releases, releases.c.id == alert_releases.c.release_id)
+        .where(alert_releases.c.candid == alerts.c.candid, releases.c.status == "complete")
+    )
+    return [or_(alerts.c.release_id.not_in(unfinished), held.exists())]

@@ -1,71 +1,205 @@
-"""Light-curve history: ``prv_candidates`` and ``fp_hists`` rows, deduplicated by natural key.
+"""Light-curve history: ``prv_candidates`` and ``fp_hists`` rows, lossless and independent of order.
 
-Every alert of a night is a detection and goes in straight from the ``alerts`` table, with no decoding.
-The earlier points come from the alerts' ``prv_candidates``; those of successive alerts of one object
-overlap almost entirely (a 30-day window that the newest alert carries whole), so for each object only
-its newest alert of the release is decoded, on every core, and points already known are ignored by the
-unique keys (detection: ``candid``; upper limit: object, ``pid``, ``fid``).  Forced photometry can be
-revised from one alert to the next, so there the newest alert's values replace older ones.
+An object's light curve is a pure function of the set of its alerts in the catalog.  Every alert's
+packet is read: its own candidate (a detection), each of its ``prv_candidates`` (detections and upper
+limits) and each of its ``fp_hists`` (forced photometry).  Two alerts of one object can each hold points
+the other lacks, at either end of their windows (ARCHIVE.md: windows reach 2 to 72 days back and are not
+always sorted), so no alert can stand in for another.  Points are keyed naturally — a detection by
+``candid``, an upper limit and a forced-photometry point by ``(objectId, pid, fid)`` — and when several
+alerts carry one point, fixed precedence picks the row kept:
 
-Cost: about 0.9 ms of fastavro per object (its ~16 prv_candidates and ~10 fp_hists) and 0.3-0.4 ms of
-inserts, CPU-bound on both cores.  Which alert is an object's newest is known only once the whole tarball
-is read, so the exact pass runs at the end; while bytes still arrive from a network, :class:`EarlyHistory`
-does most of that work ahead of it on otherwise idle CPU.
+1. an alert's own ``candidate`` is its detection row (``alert_candid = candid``);
+2. otherwise the copy of the newest alert that holds the point, by ``(jd, candid)``.
+
+The rule is an upsert whose winner depends only on the two rows (:class:`ztfcat.bulk.Upsert`), so
+ingests in any order, in parallel, again, or from any source leave identical tables.  Deleting alerts
+re-derives the light curves of their objects from the alerts that remain (:func:`rebuild_objects`),
+recorded first in ``history_rebuilds`` so a kill at any instant is finished by the next run.
+
+Cost: one decode of each packet's history, spread over every core (CHUNK packets per task, one object
+never split between tasks, so its copies of shared points are merged before they reach the database).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import math
 import os
+import signal
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
+from typing import NamedTuple
 
-from sqlalchemy import Engine, and_, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Engine, delete, func, insert, select
 
 from .avro import AlertDecoder
 from .blobs import read_blob
-from .bulk import BulkWriter
-from .errors import AlertDecodeError
-from .tables import FP_COLUMNS, PRV_COLUMNS, alerts, fp_hists, prv_candidates
+from .bulk import BulkWriter, Upsert
+from .errors import AlertDecodeError, ZtfcatError
+from .tables import FP_COLUMNS, PRV_COLUMNS, alerts, fp_hists, history_rebuilds, prv_candidates
 
-PRV_INSERT = ("objectId", "release_id", "alert_candid", *PRV_COLUMNS)
-FP_INSERT = ("objectId", "release_id", "alert_candid", "alert_jd", *FP_COLUMNS)
-FP_KEY = ("objectId", "pid", "fid")
-#: prv_candidate fields that the alerts table also has: the triggering candidate as a history point.
-FROM_ALERT = tuple(c for c in PRV_COLUMNS if c in alerts.c)
+PRV_INSERT = ("objectId", "alert_candid", "alert_jd", *PRV_COLUMNS)
+FP_INSERT = ("objectId", "alert_candid", "alert_jd", *FP_COLUMNS)
 CHUNK = 256
 INLINE_BELOW = 2000  # a process pool costs more than it saves on small releases
+REBUILD_CHUNK = 200  # objects re-derived per transaction after a delete
 
-# A task: (candid, objectId, jd, blob_path, blob_offset, blob_size, candids of the object's alerts)
-Task = tuple[int, str, float, str, "int | None", int, frozenset]
+_NEWEST = "({row}.alert_jd, {row}.alert_candid)"
+#: Detections: an alert's own candidate first, then the newest copy.
+DETECTION = Upsert(
+    ("candid",),
+    "({row}.candid = {row}.alert_candid, {row}.alert_jd, {row}.alert_candid)",
+    "candid IS NOT NULL",
+)
+#: Upper limits: the newest copy of each (objectId, pid, fid).
+LIMIT = Upsert(("objectId", "pid", "fid"), _NEWEST, "candid IS NULL")
+#: Forced photometry: the newest alert's values of each (objectId, pid, fid).
+FORCED = Upsert(("objectId", "pid", "fid"), _NEWEST)
 
-
-def _insert_detections(engine: Engine, release_id: int, object_ids: Sequence[str] | None) -> None:
-    """Each alert's own candidate is a detection of the light curve (prv_candidates omit it)."""
-    query = select(
-        alerts.c.objectId, alerts.c.release_id, alerts.c.candid, *[alerts.c[c] for c in FROM_ALERT]
-    ).where(alerts.c.release_id == release_id)
-    if object_ids is not None:
-        query = query.where(alerts.c.objectId.in_(object_ids))
-    dialect = sqlite if engine.dialect.name == "sqlite" else postgresql
-    statement = (
-        dialect.insert(prv_candidates)
-        .from_select(["objectId", "release_id", "alert_candid", *FROM_ALERT], query)
-        .on_conflict_do_nothing()
-    )
-    with engine.begin() as conn:
-        conn.execute(statement)
+_AT = {name: i for i, name in enumerate(PRV_INSERT)}
+_FP_AT = {name: i for i, name in enumerate(FP_INSERT)}
+_CANDID, _PID, _FID = _AT["candid"], _AT["pid"], _AT["fid"]
+_FP_PID, _FP_FID = _FP_AT["pid"], _FP_AT["fid"]
 
 
-def newest_alerts(engine: Engine, release_id: int, object_ids: Sequence[str] | None = None) -> Iterator[Task]:
-    """For each object of the release, its newest alert (ties: all of them), with the candids of the
-    object's alerts in the release, whose points are already in from the alerts table.
+class Packet(NamedTuple):
+    """Where one alert's packet is, and what ranks its copies of the points it carries."""
 
-    Streams rows in object order, so memory stays flat however many objects a night has.
+    candid: int
+    objectId: str  # noqa: N815 - ZTF's spelling
+    jd: float
+    path: str
+    offset: int | None
+    size: int
+
+
+class Points(NamedTuple):
+    """Rows for the three upserts, in :data:`PRV_INSERT` / :data:`FP_INSERT` order."""
+
+    detections: list[tuple]
+    limits: list[tuple]
+    forced: list[tuple]
+    failures: list[tuple[int, str]]
+
+
+def _finite(value):
+    """NaN is NULL in the catalog, on both databases (SQLite cannot store a NaN at all); a NUL byte in a
+    string makes the packet's history unreadable (PostgreSQL refuses it, so the catalog does)."""
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, str) and "\0" in value:
+        raise AlertDecodeError("a history string holds a NUL byte")
+    return value
+
+
+def _rank(row: tuple, at_candid: int | None) -> tuple:
+    own = at_candid is not None and row[at_candid] == row[1]
+    return (own, row[2], row[1])
+
+
+def _keep(best: dict, key, row: tuple, at_candid: int | None = None) -> None:
+    kept = best.get(key)
+    if kept is None or _rank(row, at_candid) >= _rank(kept, at_candid):
+        best[key] = row
+
+
+def history_rows(data_dir: str, tasks: Sequence[Packet]) -> Points:
+    """Decode each packet's own candidate, ``prv_candidates`` and ``fp_hists`` into rows, merged by
+    natural key with the precedence rule (so one statement never touches a key twice).
+
+    A top-level function so a process pool can run it.
     """
+    decoder = AlertDecoder()
+    root = Path(data_dir)
+    detections: dict = {}
+    limits: dict = {}
+    forced: dict = {}
+    failures: list[tuple[int, str]] = []
+    for task in tasks:
+        try:
+            _parsed, record = decoder.history(read_blob(root, task.path, task.offset, task.size))
+        except (AlertDecodeError, ZtfcatError, OSError) as exc:
+            failures.append((task.candid, str(exc)))
+            continue
+        head = (task.objectId, task.candid, task.jd)
+        try:
+            candidate = record["candidate"]
+            own = (*head, *[_finite(candidate.get(c)) for c in PRV_COLUMNS])
+            prv = [
+                (*head, *[_finite(p.get(c)) for c in PRV_COLUMNS]) for p in record.get("prv_candidates") or ()
+            ]
+            fp = [(*head, *[_finite(p.get(c)) for c in FP_COLUMNS]) for p in record.get("fp_hists") or ()]
+        except AlertDecodeError as exc:
+            failures.append((task.candid, str(exc)))
+            continue
+        detections[task.candid] = own  # its own candidate outranks every copy
+        for row in prv:
+            if row[_CANDID] is not None:
+                _keep(detections, row[_CANDID], row, _CANDID)
+            else:
+                _keep(limits, (task.objectId, row[_PID], row[_FID]), row)
+        for row in fp:
+            _keep(forced, (task.objectId, row[_FP_PID], row[_FP_FID]), row)
+    return Points(list(detections.values()), list(limits.values()), list(forced.values()), failures)
+
+
+def _merge(parts: Iterable[Points]) -> Points:
+    """Several tasks' rows as one, still one row per key (tasks of one object may be separate)."""
+    detections: dict = {}
+    limits: dict = {}
+    forced: dict = {}
+    failures: list = []
+    for part in parts:
+        for row in part.detections:
+            _keep(detections, row[_CANDID], row, _CANDID)
+        for row in part.limits:
+            _keep(limits, (row[0], row[_PID], row[_FID]), row)
+        for row in part.forced:
+            _keep(forced, (row[0], row[_FP_PID], row[_FP_FID]), row)
+        failures.extend(part.failures)
+    return Points(list(detections.values()), list(limits.values()), list(forced.values()), failures)
+
+
+def _insert_points(bulk: BulkWriter, points: Points) -> None:
+    """Upsert the rows, no commit.  With concurrent writers (PostgreSQL workers, parallel ingests that
+    share objects), rows go in natural-key order so key locks are taken in one order: no deadlock."""
+    detections, limits, forced = points.detections, points.limits, points.forced
+    if not bulk.sqlite:  # SQLite has one writer at a time: no lock order to keep
+        detections = sorted(detections, key=lambda r: r[_CANDID])
+        limits = sorted(limits, key=lambda r: (r[0], r[_PID], r[_FID]))
+        forced = sorted(forced, key=lambda r: (r[0], r[_FP_PID], r[_FP_FID]))
+    bulk.insert(prv_candidates, PRV_INSERT, detections, on_conflict=DETECTION)
+    bulk.insert(prv_candidates, PRV_INSERT, limits, on_conflict=LIMIT)
+    bulk.insert(fp_hists, FP_INSERT, forced, on_conflict=FORCED)
+
+
+_ENGINES: dict[str, Engine] = {}
+
+
+def store_history(url: str, data_dir: str, tasks: Sequence[Packet]) -> list[tuple[int, str]]:
+    """Decode and insert in the worker itself (PostgreSQL, which takes concurrent writers): the rows
+    never travel back to the parent, so neither pickling them nor inserting them serialises there."""
+    engine = _ENGINES.get(url)
+    if engine is None:
+        from .db import make_engine
+
+        engine = _ENGINES[url] = make_engine(url)
+    points = history_rows(data_dir, tasks)
+    bulk = BulkWriter(engine)
+    try:
+        _insert_points(bulk, points)
+        bulk.commit()
+    finally:
+        bulk.close()
+    return points.failures
+
+
+def packets(engine: Engine, *where) -> Iterator[Packet]:
+    """The packets of the alerts matching ``where``, in object order, streamed (flat memory)."""
     query = (
         select(
             alerts.c.candid,
@@ -75,116 +209,19 @@ def newest_alerts(engine: Engine, release_id: int, object_ids: Sequence[str] | N
             alerts.c.blob_offset,
             alerts.c.blob_size,
         )
-        .where(alerts.c.release_id == release_id)
-        .order_by(alerts.c.objectId, alerts.c.jd.desc())
+        .where(*where)
+        .order_by(alerts.c.objectId, alerts.c.candid)
     )
-    if object_ids is not None:
-        query = query.where(alerts.c.objectId.in_(object_ids))
     with engine.connect().execution_options(yield_per=CHUNK) as conn:
-        current: str | None = None
-        newest: list[tuple] = []
-        known: list[int] = []
         for row in conn.execute(query):
-            if row.objectId != current:
-                yield from ((*task, frozenset(known)) for task in newest)
-                current, newest, known = row.objectId, [], []
-            known.append(row.candid)
-            if not newest or row.jd == newest[0][2]:
-                newest.append(tuple(row))
-        yield from ((*task, frozenset(known)) for task in newest)
+            yield Packet(*row)
 
 
-def history_rows(data_dir: str, release_id: int, tasks: Sequence[Task]) -> tuple[list, list, list]:
-    """Decode the history of each task's packet: (prv rows, fp rows, [(candid, reason)] failures).
-
-    A top-level function so a process pool can run it.
-    """
-    decoder = AlertDecoder()
-    root = Path(data_dir)
-    prv_rows: list[tuple] = []
-    fp_rows: list[tuple] = []
-    failures: list[tuple[int, str]] = []
-    for candid, object_id, jd, path, offset, size, known in tasks:
-        try:
-            _parsed, record = decoder.history(read_blob(root, path, offset, size))
-        except (AlertDecodeError, OSError) as exc:
-            failures.append((candid, str(exc)))
-            continue
-        for point in record.get("prv_candidates") or ():
-            if point.get("candid") in known:
-                continue  # an alert of this release: its own candidate is already in
-            prv_rows.append((object_id, release_id, candid, *[point.get(c) for c in PRV_COLUMNS]))
-        for point in record.get("fp_hists") or ():
-            fp_rows.append((object_id, release_id, candid, jd, *[point.get(c) for c in FP_COLUMNS]))
-    return prv_rows, fp_rows, failures
-
-
-_FP_KEY_AT = tuple(FP_INSERT.index(k) for k in FP_KEY)
-_FP_JD_AT = FP_INSERT.index("alert_jd")
-
-
-def _newest_per_key(rows: list[tuple]) -> list[tuple]:
-    """One row per forced-photometry point, the newest alert's: PostgreSQL refuses to update one row
-    twice in a statement, and the newest values are the ones to keep anyway."""
-    newest: dict[tuple, tuple] = {}
-    for row in rows:
-        key = tuple(row[i] for i in _FP_KEY_AT)
-        kept = newest.get(key)
-        if kept is None or row[_FP_JD_AT] > kept[_FP_JD_AT]:
-            newest[key] = row
-    return list(newest.values())
-
-
-_ENGINES: dict[str, Engine] = {}
-
-
-def store_history(url: str, data_dir: str, release_id: int, tasks: Sequence[Task]) -> list[tuple[int, str]]:
-    """Decode and insert in the worker itself (PostgreSQL, which takes concurrent writers): the rows
-    never travel back to the parent, so neither pickling them nor inserting them serialises there."""
-    engine = _ENGINES.get(url)
-    if engine is None:
-        from .db import make_engine
-
-        engine = _ENGINES[url] = make_engine(url)
-    prv_rows, fp_rows, failures = history_rows(data_dir, release_id, tasks)
-    bulk = BulkWriter(engine)
-    try:
-        _insert_history(bulk, prv_rows, fp_rows)
-    finally:
-        bulk.close()
-    return failures
-
-
-def _insert_history(bulk: BulkWriter, prv_rows: list, fp_rows: list) -> None:
-    _insert_rows(bulk, prv_rows, fp_rows)
-    bulk.commit()
-
-
-def _insert_rows(bulk: BulkWriter, prv_rows: list, fp_rows: list) -> None:
-    """Insert in natural-key order: concurrent writers (PostgreSQL workers, parallel ingests sharing
-    objects) then take their key locks in one order and cannot deadlock."""
-    fp_rows = _newest_per_key(fp_rows)
-    if not bulk.sqlite:  # SQLite has one writer at a time: no lock order to keep
-        prv_rows.sort(key=_PRV_ORDER)
-        fp_rows.sort(key=_FP_ORDER)
-    bulk.insert(prv_candidates, PRV_INSERT, prv_rows)
-    bulk.insert(fp_hists, FP_INSERT, fp_rows, on_conflict=(FP_KEY, "alert_jd"))
-
-
-def _order(columns: Sequence[str], names: Sequence[str]):
-    at = [columns.index(n) for n in names]
-    return lambda row: tuple((row[i] is None, row[i] or 0) for i in at)
-
-
-_PRV_ORDER = _order(PRV_INSERT, ("objectId", "pid", "fid", "candid"))
-_FP_ORDER = _order(FP_INSERT, FP_KEY)
-
-
-def _chunks(tasks: Iterable[Task]) -> Iterator[list[Task]]:
-    """Groups of about CHUNK tasks, never splitting one object's tasks (ties) between two groups."""
-    chunk: list[Task] = []
+def _chunks(tasks: Iterable[Packet]) -> Iterator[list[Packet]]:
+    """Groups of about CHUNK packets, never splitting one object's packets between two groups."""
+    chunk: list[Packet] = []
     for task in tasks:
-        if len(chunk) >= CHUNK and task[1] != chunk[-1][1]:
+        if len(chunk) >= CHUNK and task.objectId != chunk[-1].objectId:
             yield chunk
             chunk = []
         chunk.append(task)
@@ -196,49 +233,45 @@ def derive_history(
     engine: Engine,
     data_dir: Path,
     release_id: int,
-    object_ids: Sequence[str] | None = None,
     workers: int | None = None,
     done: frozenset[int] | set[int] = frozenset(),
 ) -> list[tuple[int, str]]:
-    """Add a release's points to the light-curve tables; returns packets whose history failed to decode.
+    """Add the points of every packet a release's rows read (``alerts.release_id``) to the light-curve
+    tables; returns packets whose history failed to decode.
 
     ``done`` holds alerts whose history was already stored while the main pass ran (:class:`EarlyHistory`).
     """
-    _insert_detections(engine, release_id, object_ids)
     with engine.connect() as conn:
         n_alerts = conn.execute(
             select(func.count()).select_from(alerts).where(alerts.c.release_id == release_id)
         ).scalar_one()
-    tasks = (task for task in newest_alerts(engine, release_id, object_ids) if task[0] not in done)
+    tasks = (t for t in packets(engine, alerts.c.release_id == release_id) if t.candid not in done)
     workers = workers or os.cpu_count() or 1
     bulk = BulkWriter(engine)
     failures: list[tuple[int, str]] = []
 
-    def store(result: tuple[list, list, list] | list) -> None:
-        if isinstance(result, tuple):
-            prv_rows, fp_rows, result = result
-            _insert_history(bulk, prv_rows, fp_rows)
+    def store(result: Points | list) -> None:
+        if isinstance(result, Points):
+            _insert_points(bulk, result)
+            bulk.commit()
+            result = result.failures
         failures.extend(result)
 
     if bulk.sqlite:
-        work, args = history_rows, (str(data_dir), release_id)
+        work, args = history_rows, (str(data_dir),)
     else:
-        work, args = (
-            store_history,
-            (engine.url.render_as_string(hide_password=False), str(data_dir), release_id),
-        )
-
+        work, args = store_history, (engine.url.render_as_string(hide_password=False), str(data_dir))
     try:
-        if n_alerts < INLINE_BELOW or object_ids is not None or workers < 2:
+        if n_alerts < INLINE_BELOW or workers < 2:
             for chunk in _chunks(tasks):
-                store(history_rows(str(data_dir), release_id, chunk))
+                store(history_rows(str(data_dir), chunk))
         else:
-            with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
+            with worker_pool(workers) as pool:
                 pending = set()
                 for chunk in _chunks(tasks):
                     if len(pending) >= 2 * workers:
-                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for future in done:
+                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for future in finished:
                             store(future.result())
                     pending.add(pool.submit(work, *args, chunk))
                 for future in pending:
@@ -251,114 +284,145 @@ def derive_history(
     return failures
 
 
-def _pool_context():
-    """``fork`` where there is one: unlike spawn and forkserver it does not re-run the user's ``__main__``,
-    so a script without an ``if __name__ == "__main__"`` guard can still ingest.  The workers only read
-    packet files and decode them; they never touch the parent's database connections or threads."""
-    return get_context("fork" if "fork" in get_all_start_methods() else "spawn")
+def rebuild_objects(engine: Engine, data_dir: Path, object_ids: Sequence[str]) -> None:
+    """Derive the light curves of ``object_ids`` again from the alerts that remain in the catalog, and
+    take them off ``history_rebuilds``.
 
-
-def forget_history(engine: Engine, release_id: int) -> list[str]:
-    """Remove a release's history points; returns the objects whose light curves must be rebuilt."""
-    with engine.begin() as conn:
-        objects = set(
-            conn.execute(
-                select(prv_candidates.c.objectId).where(prv_candidates.c.release_id == release_id).distinct()
-            ).scalars()
-        )
-        objects |= set(
-            conn.execute(
-                select(fp_hists.c.objectId).where(fp_hists.c.release_id == release_id).distinct()
-            ).scalars()
-        )
-        conn.execute(delete(prv_candidates).where(prv_candidates.c.release_id == release_id))
-        conn.execute(delete(fp_hists).where(fp_hists.c.release_id == release_id))
-    return sorted(objects)
-
-
-def rebuild_objects(engine: Engine, data_dir: Path, object_ids: Sequence[str], exclude_release: int) -> None:
-    """Re-derive the light curves of ``object_ids`` from every other release that holds their alerts.
-
-    Points shared with a deleted release were stored once, under whichever release came first; after
-    that release goes, the others must supply them again.
+    Each chunk of objects is one transaction: their rows deleted, re-derived and the rebuild marks
+    removed commit together, so a kill leaves either the old state (still marked) or the new one.
     """
-    if not object_ids:
-        return
-    for start in range(0, len(object_ids), 500):
-        chunk = list(object_ids[start : start + 500])
-        with engine.begin() as conn:
-            conn.execute(delete(prv_candidates).where(prv_candidates.c.objectId.in_(chunk)))
-            conn.execute(delete(fp_hists).where(fp_hists.c.objectId.in_(chunk)))
-            release_ids = sorted(
-                conn.execute(
-                    select(alerts.c.release_id)
-                    .where(and_(alerts.c.objectId.in_(chunk), alerts.c.release_id != exclude_release))
-                    .distinct()
-                ).scalars()
+    bulk = BulkWriter(engine)
+    try:
+        for start in range(0, len(object_ids), REBUILD_CHUNK):
+            chunk = list(object_ids[start : start + REBUILD_CHUNK])
+            points = _merge(
+                history_rows(str(data_dir), c) for c in _chunks(packets(engine, alerts.c.objectId.in_(chunk)))
             )
-        for release_id in release_ids:
-            derive_history(engine, data_dir, release_id, chunk, workers=1)
+            bulk.execute_core(delete(prv_candidates).where(prv_candidates.c.objectId.in_(chunk)))
+            bulk.execute_core(delete(fp_hists).where(fp_hists.c.objectId.in_(chunk)))
+            _insert_points(bulk, points)
+            bulk.execute_core(delete(history_rebuilds).where(history_rebuilds.c.objectId.in_(chunk)))
+            bulk.commit()
+    except BaseException:
+        bulk.rollback()
+        raise
+    finally:
+        bulk.close()
 
 
-def _lower_priority() -> None:
-    os.nice(19)
+def mark_for_rebuild(conn, object_ids: Iterable[str]) -> None:
+    """Record, inside the caller's transaction, objects whose light curves must be derived again."""
+    wanted = sorted(set(object_ids))
+    if not wanted:
+        return
+    known = set(
+        conn.execute(
+            select(history_rebuilds.c.objectId).where(history_rebuilds.c.objectId.in_(wanted))
+        ).scalars()
+    )
+    rows = [{"objectId": o} for o in wanted if o not in known]
+    if rows:
+        conn.execute(insert(history_rebuilds), rows)
+
+
+def finish_rebuilds(engine: Engine, data_dir: Path) -> int:
+    """Finish the rebuilds a killed delete (or an upgraded catalog) left marked; returns how many."""
+    with engine.connect() as conn:
+        marked = list(
+            conn.execute(select(history_rebuilds.c.objectId).order_by(history_rebuilds.c.objectId)).scalars()
+        )
+    rebuild_objects(engine, data_dir, marked)
+    return len(marked)
+
+
+# -- worker processes ------------------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int, nice: int = 0) -> None:
+    """Worker initializer: the kernel kills this worker when the ingest that forked it dies, however it
+    dies (``kill -9`` included), so no orphan keeps its release lock or its database connections."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the pool's own checks remain
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    if nice:
+        os.nice(nice)
+
+
+def worker_pool(workers: int, nice: int = 0) -> ProcessPoolExecutor:
+    """A pool whose workers die with their parent.
+
+    ``fork`` where there is one: unlike spawn and forkserver it does not re-run the user's ``__main__``,
+    so a script without an ``if __name__ == "__main__"`` guard can still ingest.  The workers only read
+    packet files, decode them and (on PostgreSQL) open connections of their own; they never touch the
+    parent's connections or threads.  Pools must therefore be made before the ingest starts threads
+    or pipes: :func:`ztfcat.ingest._main_pass` makes its pool first.
+    """
+    context = get_context("fork" if "fork" in get_all_start_methods() else "spawn")
+    return ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_die_with_parent, initargs=(os.getpid(), nice)
+    )
 
 
 class EarlyHistory:
     """Light-curve history decoded while the main pass still runs, on CPU it leaves idle.
 
-    Which alert is an object's newest is known only at the end, but decoding *any* alert's history is
-    correct (its points are real, deduplicated by key; forced photometry keeps the newest values), so
-    the objects not seen for the longest are decoded early by workers at the lowest priority, only when
-    they have nothing else to do, and the final pass skips every object whose newest alert was done.
-    During a download limited by the network most of the history is done by the last byte; a
-    CPU-bound ingest lends it only the idle part of a core.  Memory is capped by :data:`LIMIT` objects.
+    Every packet's points go in with the order-independent rule, so any packet can be done at any
+    time: packets are queued as their rows commit, handed to workers at the lowest priority only when
+    they have nothing else to do (longest-waiting objects first, so an object's later alerts tend to
+    join its earlier ones in one task), and the final pass skips every packet done here.  During a
+    download limited by the network most of the history is done by the last byte; a CPU-bound ingest
+    lends it only the idle part of a core.  Memory is capped by :data:`LIMIT` queued packets.
     """
 
     LIMIT = 200_000
 
-    def __init__(self, data_dir: Path, release_id: int, workers: int | None = None) -> None:
+    def __init__(self, data_dir: Path, workers: int | None = None) -> None:
         self.data_dir = str(data_dir)
-        self.release_id = release_id
         self.workers = workers or os.cpu_count() or 1
-        # objectId -> (jd, task) of its newest alert so far, least recently updated first
-        self.pending: OrderedDict[str, tuple[float, Task]] = OrderedDict()
+        # objectId -> its packets not yet handed out, least recently updated object first
+        self.pending: OrderedDict[str, list[Packet]] = OrderedDict()
+        self.n_pending = 0
         self.done: set[int] = set()
         self._running: set = set()
         # Forked now, before the ingest starts its threads, and kept idle until there is work.
-        self.pool = ProcessPoolExecutor(self.workers, mp_context=_pool_context(), initializer=_lower_priority)
+        self.pool = worker_pool(self.workers, nice=19)
         self.pool.submit(int).result()
 
-    def saw(self, rows: Iterable[tuple[int, str, float, str, int | None, int]]) -> None:
-        """Alerts just committed: (candid, objectId, jd, blob_path, blob_offset, blob_size)."""
-        for candid, object_id, jd, path, offset, size in rows:
-            kept = self.pending.get(object_id)
-            if kept is not None and jd < kept[0]:
-                continue
-            if kept is None and len(self.pending) + len(self.done) >= self.LIMIT:
-                continue  # the final pass will do it
-            self.pending[object_id] = (jd, (candid, object_id, jd, path, offset, size, frozenset()))
-            self.pending.move_to_end(object_id)
+    def saw(self, rows: Iterable[Packet]) -> None:
+        """Packets whose rows were just committed."""
+        for task in rows:
+            if self.n_pending >= self.LIMIT:
+                return  # the final pass will do the rest
+            self.pending.setdefault(task.objectId, []).append(task)
+            self.pending.move_to_end(task.objectId)
+            self.n_pending += 1
 
     def collect(self, bulk: BulkWriter) -> None:
         """Store what the workers finished, and hand them more if they are idle; no commit."""
         for future in [f for f in self._running if f.done()]:
             self._running.discard(future)
-            candids, (prv_rows, fp_rows, _failed) = future.result()
-            _insert_rows(bulk, prv_rows, fp_rows)
+            candids, points = future.result()
+            _insert_points(bulk, points)
             self.done.update(candids)
         while len(self._running) < self.workers and self.pending:
-            chunk = []
+            chunk: list[Packet] = []
             while self.pending and len(chunk) < CHUNK // 4:
-                _object_id, (_jd, task) = self.pending.popitem(last=False)
-                chunk.append(task)
-            self._running.add(self.pool.submit(_early_rows, self.data_dir, self.release_id, chunk))
+                _object_id, tasks = self.pending.popitem(last=False)
+                chunk.extend(tasks)
+                self.n_pending -= len(tasks)
+            self._running.add(self.pool.submit(_early_rows, self.data_dir, chunk))
 
     def close(self) -> None:
-        """Stop the workers.  Results not yet collected are dropped, not lost: their objects are not in
+        """Stop the workers.  Results not yet collected are dropped, not lost: their packets are not in
         :attr:`done`, so the final pass decodes them."""
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _early_rows(data_dir: str, release_id: int, tasks: Sequence[Task]) -> tuple[list[int], tuple]:
-    return [task[0] for task in tasks], history_rows(data_dir, release_id, tasks)
+def _early_rows(data_dir: str, tasks: Sequence[Packet]) -> tuple[list[int], Points]:
+    points = history_rows(data_dir, tasks)
+    failed = {candid for candid, _ in points.failures}
+    return [t.candid for t in tasks if t.candid not in failed], points

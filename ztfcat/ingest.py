@@ -28,9 +28,9 @@ import stat
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -41,10 +41,10 @@ from . import history
 from .avro import AlertDecoder, ParsedSchema, schema_version
 from .blobs import BlobWriter, remove_release
 from .bulk import BulkWriter
-from .errors import AlertDecodeError, ZtfcatError
+from .errors import AlertDecodeError, IngestError, ZtfcatError
 from .fields import KNOWN_VERSIONS
 from .sky import hpx_index
-from .tables import CANDIDATE_COLUMNS, alerts, ingest_errors, releases
+from .tables import CANDIDATE_COLUMNS, alert_releases, alerts, ingest_errors, releases
 from .tarstream import GzipStream, iter_members
 
 ALERT_COLUMNS = (
@@ -57,9 +57,14 @@ ALERT_COLUMNS = (
     "blob_size",
     "hpx",
     "extra",
+    "night",
     *CANDIDATE_COLUMNS,
 )
-_PATH, _OFFSET, _SIZE, _HPX = 4, 5, 6, 7
+_PATH, _OFFSET, _SIZE, _HPX, _NIGHT_AT = 4, 5, 6, 7, 9
+MEMBER_COLUMNS = ("candid", "release_id", "blob_path", "blob_offset", "blob_size")
+_STRINGS = tuple(i for i, c in enumerate(CANDIDATE_COLUMNS) if alerts.c[c].type.python_type is str)
+_UNIX_EPOCH_JD = 2440587.5
+_EPOCH = date(1970, 1, 1)
 _JD = ALERT_COLUMNS.index("jd")
 _RA, _DEC = ALERT_COLUMNS.index("ra"), ALERT_COLUMNS.index("dec")
 ERROR_COLUMNS = ("release_id", "member", "reason")
@@ -81,6 +86,7 @@ class IngestReport:
     n_alerts: int = 0
     n_errors: int = 0
     n_duplicates: int = 0
+    n_shared: int = 0
     n_skipped: int = 0
     size: int = 0
     md5: str | None = None
@@ -90,6 +96,7 @@ class IngestReport:
     versions: Counter = field(default_factory=Counter)
     unknown_versions: set[str] = field(default_factory=set)
     unknown_fields: set[str] = field(default_factory=set)
+    unknown_top_fields: set[str] = field(default_factory=set)
     errors: list[tuple[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -98,6 +105,7 @@ class IngestReport:
         data["versions"] = dict(self.versions)
         data["unknown_versions"] = sorted(self.unknown_versions)
         data["unknown_fields"] = sorted(self.unknown_fields)
+        data["unknown_top_fields"] = sorted(self.unknown_top_fields)
         return data
 
     def __str__(self) -> str:
@@ -105,10 +113,14 @@ class IngestReport:
             return f"{self.release}: already complete ({self.n_alerts} alerts), nothing to do"
         text = (
             f"{self.release}: {self.status}, {self.n_alerts} alerts, {self.n_errors} bad members, "
-            f"{self.n_duplicates} already in the catalog, {self.size} bytes in {self.seconds:.1f} s"
+            f"{self.n_shared} also held by other releases, {self.n_duplicates} repeated in the tarball, "
+            f"{self.size} bytes in {self.seconds:.1f} s"
         )
         if self.unknown_versions:
             text += f"; schema versions new to ztfcat: {', '.join(sorted(self.unknown_versions))}"
+        unknown = sorted(self.unknown_top_fields) + [f"candidate.{n}" for n in sorted(self.unknown_fields)]
+        if unknown:
+            text += f"; fields new to ztfcat (kept in the packets): {', '.join(unknown)}"
         return text
 
 
@@ -154,6 +166,11 @@ def _json_default(value):
     return value.hex() if isinstance(value, bytes) else str(value)
 
 
+def night_observed(jd: float) -> date:
+    """The UT date of a Julian date: the night observed (ZTF's nights at Palomar never cross 0h UT)."""
+    return _EPOCH + timedelta(days=math.floor(jd - _UNIX_EPOCH_JD))
+
+
 def _row(parsed: ParsedSchema, record: dict, release_id: int, size: int) -> list:
     candidate = record["candidate"]
     candid, object_id = record.get("candid"), record.get("objectId")
@@ -162,6 +179,8 @@ def _row(parsed: ParsedSchema, record: dict, release_id: int, size: int) -> list
     version = schema_version(parsed, record)
     if len(object_id) > 32 or len(version) > 16:  # the columns' widths, enforced by PostgreSQL
         raise AlertDecodeError(f"alert {candid} has an objectId or schemavsn too long to be ZTF's")
+    if "\0" in object_id or "\0" in version:
+        raise AlertDecodeError(f"alert {candid} has a NUL byte in its objectId or schemavsn")
     for needed in ("jd", "ra", "dec"):
         value = candidate.get(needed)
         if not isinstance(value, int | float) or not math.isfinite(value):
@@ -173,22 +192,25 @@ def _row(parsed: ParsedSchema, record: dict, release_id: int, size: int) -> list
         extra = json.dumps(
             {k: candidate.get(k) for k in parsed.unknown_candidate_fields}, default=_json_default
         )
-    return [
-        candid,
-        object_id,
-        version,
-        release_id,
-        None,
-        None,
-        size,
-        None,
-        extra,
-        *[candidate.get(c) for c in CANDIDATE_COLUMNS],
-    ]
+    values = [candidate.get(c) for c in CANDIDATE_COLUMNS]
+    for i, value in enumerate(values):
+        if value != value:  # NaN is NULL on both databases (SQLite cannot store one)
+            values[i] = None
+    for i in _STRINGS:
+        if values[i] is not None and "\0" in values[i]:  # PostgreSQL refuses NUL; so does the catalog
+            raise AlertDecodeError(f"alert {candid} has a NUL byte in candidate.{CANDIDATE_COLUMNS[i]}")
+    night = night_observed(candidate["jd"]).isoformat()  # ISO text: both drivers store it as a date
+    return [candid, object_id, version, release_id, None, None, size, None, extra, night, *values]
 
 
 class _Writer(threading.Thread):
-    """Stores packets and inserts rows, one batch at a time, in the order the reader made them."""
+    """Stores packets and inserts rows, one batch at a time, in the order the reader made them.
+
+    Every alert of the tarball becomes a member of the release (``alert_releases``) with its own copy
+    of the packet in the release's storage, so each release is whole by itself.  An alert already in
+    the catalog keeps one ``alerts`` row, which reads the copy of the holding release whose name sorts
+    first: a fixed rule, so the catalog does not depend on which release came first.
+    """
 
     def __init__(self, engine: Engine, blobs: BlobWriter, report: IngestReport, progress, gz, early) -> None:
         super().__init__(name=f"writer {report.release}", daemon=True)
@@ -217,28 +239,44 @@ class _Writer(threading.Thread):
 
     def _store(self, bulk: BulkWriter, rows: list, packets: list, errors: list) -> None:
         bulk.begin_exclusive()
-        existing = bulk.existing(alerts, "candid", [row[0] for row in rows])
-        fresh = []
+        release_id = rows[0][3] if rows else None
+        candids = [row[0] for row in rows]
+        owners = bulk.owners(candids)  # candid -> (owning release id, its name)
+        members = bulk.existing(alert_releases, "candid", candids, release_id=release_id)
+        fresh, taken, joined = [], [], []
         for row, packet in zip(rows, packets, strict=True):
-            if row[0] in existing:
+            candid = row[0]
+            if candid in members:  # the same alert twice in one tarball
                 self.report.n_duplicates += 1
                 continue
-            existing.add(row[0])
-            row[_PATH], row[_OFFSET] = self.blobs.write(row[0], packet)
-            fresh.append(row)
-        if fresh:
-            ras = np.fromiter((r[_RA] for r in fresh), float, len(fresh))
-            decs = np.fromiter((r[_DEC] for r in fresh), float, len(fresh))
-            for row, pixel in zip(fresh, hpx_index(ras, decs).tolist(), strict=True):
+            members.add(candid)
+            row[_PATH], row[_OFFSET] = self.blobs.write(candid, packet)
+            joined.append((candid, release_id, row[_PATH], row[_OFFSET], row[_SIZE]))
+            owner = owners.get(candid)
+            if owner is None:
+                fresh.append(row)
+                owners[candid] = (release_id, self.report.release)
+            else:
+                self.report.n_shared += 1
+                if self.report.release < owner[1]:
+                    taken.append(row)  # this release's copy becomes the one the row reads
+        stored = fresh + taken
+        if stored:
+            ras = np.fromiter((r[_RA] for r in stored), float, len(stored))
+            decs = np.fromiter((r[_DEC] for r in stored), float, len(stored))
+            for row, pixel in zip(stored, hpx_index(ras, decs).tolist(), strict=True):
                 row[_HPX] = pixel
         self.blobs.flush()
-        bulk.insert(alerts, ALERT_COLUMNS, fresh)
+        if taken:
+            bulk.execute_core(delete(alerts).where(alerts.c.candid.in_([r[0] for r in taken])))
+        bulk.insert(alerts, ALERT_COLUMNS, stored)
+        bulk.insert(alert_releases, MEMBER_COLUMNS, joined)
         bulk.insert(ingest_errors, ERROR_COLUMNS, errors)
         if self.early is not None:
-            self.early.saw((r[0], r[1], r[_JD], r[_PATH], r[_OFFSET], r[_SIZE]) for r in fresh)
+            self.early.saw(history.Packet(r[0], r[1], r[_JD], r[_PATH], r[_OFFSET], r[_SIZE]) for r in stored)
             self.early.collect(bulk)
         bulk.commit()
-        self.report.n_alerts += len(fresh)
+        self.report.n_alerts += len(joined)
         if self.progress:
             self.progress(self.report.n_alerts, self.gz.size)
 
@@ -266,9 +304,10 @@ def _main_pass(engine, data_dir, source, report, release_id, key, layout, progre
     with contextlib.ExitStack() as stack:  # whatever fails, workers, pack file and inflater are closed
         # Forked before the inflate pipes and the threads exist: a worker holding a copy of the pipe's
         # write end would keep the inflater from ever seeing the end of its input.
-        early = history.EarlyHistory(data_dir, release_id) if _early_history_pays(source) else None
+        early = history.EarlyHistory(data_dir) if _early_history_pays(source) else None
         if early is not None:
             stack.callback(early.close)
+        remove_release(data_dir, key)  # whatever a killed run left there: a release's store starts empty
         blobs = stack.enter_context(contextlib.closing(BlobWriter(data_dir, key, layout)))
         gz = stack.enter_context(GzipStream(source, report.release))
         writer = _Writer(engine, blobs, report, progress, gz, early)
@@ -310,6 +349,8 @@ def _main_pass(engine, data_dir, source, report, release_id, key, layout, progre
                     report.versions[row[2]] += 1
                     if parsed.unknown_candidate_fields:
                         report.unknown_fields.update(parsed.unknown_candidate_fields)
+                    if parsed.unknown_top_fields:
+                        report.unknown_top_fields.update(parsed.unknown_top_fields)
                 if len(rows) >= BATCH or len(errors) >= BATCH:
                     hand_over()
             gz.drain()
@@ -338,17 +379,78 @@ def _main_pass(engine, data_dir, source, report, release_id, key, layout, progre
     return early.done if early is not None else set()
 
 
-def purge_release(engine: Engine, data_dir: Path, release_id: int, name: str, status: str) -> None:
-    """Remove everything a release holds (rows, packets, its history points) but its ``releases`` row.
+def purge_release(engine: Engine, data_dir: Path, release_id: int, name: str) -> None:
+    """Remove what a release holds (memberships, packets, errors, alerts no other release holds) but
+    its ``releases`` row, in an order that a kill at any instant cannot break.
 
-    Light-curve points it contributed are re-derived from the other releases that share the objects.
+    The caller first marks the release as not complete (``ingesting`` or ``deleting``), so an
+    interrupted purge is seen and redone.  Then, in one transaction: alerts it shares move to the
+    copy of the next holding release (by name); the objects of the alerts only it holds are marked in
+    ``history_rebuilds``; those alerts, its memberships and its errors are deleted.  Then its packet
+    files go, and the marked light curves are derived again from the alerts that remain.  Each step
+    can be repeated: a rerun after a kill ends in exactly the state of an uninterrupted one.
     """
-    objects = history.forget_history(engine, release_id) if status in ("history", "complete") else []
     with engine.begin() as conn:
-        for table in (ingest_errors, alerts):
+        shared = conn.execute(
+            select(
+                alert_releases.c.candid,
+                alert_releases.c.release_id,
+                releases.c.name,
+                alert_releases.c.blob_path,
+                alert_releases.c.blob_offset,
+                alert_releases.c.blob_size,
+            )
+            .join(releases, releases.c.id == alert_releases.c.release_id)
+            .join(alerts, alerts.c.candid == alert_releases.c.candid)
+            .where(alerts.c.release_id == release_id, alert_releases.c.release_id != release_id)
+            .order_by(alert_releases.c.candid, releases.c.name)
+        ).all()
+        moved: dict[int, tuple] = {}
+        for candid, holder, _name, path, offset, size in shared:
+            moved.setdefault(candid, (holder, path, offset, size))  # the first holder by name
+        for candid, (holder, path, offset, size) in moved.items():
+            conn.execute(
+                update(alerts)
+                .where(alerts.c.candid == candid)
+                .values(release_id=holder, blob_path=path, blob_offset=offset, blob_size=size)
+            )
+        history.mark_for_rebuild(
+            conn,
+            conn.execute(
+                select(alerts.c.objectId).where(alerts.c.release_id == release_id).distinct()
+            ).scalars(),
+        )
+        conn.execute(delete(alerts).where(alerts.c.release_id == release_id))
+        for table in (alert_releases, ingest_errors):
             conn.execute(delete(table).where(table.c.release_id == release_id))
     remove_release(data_dir, release_key(name))
-    history.rebuild_objects(engine, data_dir, objects, exclude_release=release_id)
+    history.finish_rebuilds(engine, data_dir)
+
+
+def repair(engine: Engine, data_dir: Path) -> None:
+    """Finish what killed runs left: releases half deleted, light curves marked for a rebuild."""
+    with engine.connect() as conn:
+        deleting = conn.execute(
+            select(releases.c.id, releases.c.name).where(releases.c.status == "deleting")
+        ).all()
+    for row in deleting:
+        # A release another process holds is being handled right now: leave it to that process.
+        with contextlib.suppress(ZtfcatError), release_lock(engine, data_dir, row.name):
+            delete_release(engine, data_dir, row.name)
+    history.finish_rebuilds(engine, data_dir)
+
+
+def delete_release(engine: Engine, data_dir: Path, name: str) -> None:
+    """Delete one release (the caller holds its lock): marked ``deleting`` first, then purged, then
+    its row removed; a kill at any step leaves ``deleting``, which :func:`repair` finishes."""
+    with engine.begin() as conn:
+        row = conn.execute(select(releases.c.id).where(releases.c.name == name)).first()
+        if row is None:
+            return
+        conn.execute(update(releases).where(releases.c.id == row.id).values(status="deleting"))
+    purge_release(engine, data_dir, row.id, name)
+    with engine.begin() as conn:
+        conn.execute(delete(releases).where(releases.c.id == row.id))
 
 
 def ingest(
@@ -378,6 +480,7 @@ def ingest(
         Called once every byte is read and before anything is marked complete (a download checks its
         size and MD5 here); whatever it raises fails the release like a broken tarball.
     """
+    repair(engine, data_dir)
     with release_lock(engine, data_dir, name):
         return _ingest_locked(
             engine, data_dir, source, name, layout, origin, progress, force, decoder, verify
@@ -395,8 +498,6 @@ def _ingest_locked(engine, data_dir, source, name, layout, origin, progress, for
         report.n_alerts, report.n_errors = existing.n_alerts, existing.n_errors
         report.size, report.md5 = existing.size or 0, existing.md5
         return report
-    if existing is not None:
-        purge_release(engine, data_dir, existing.id, name, existing.status)
     values = dict(
         night=night_of(name),
         status="ingesting",
@@ -410,7 +511,12 @@ def _ingest_locked(engine, data_dir, source, name, layout, origin, progress, for
         n_alerts=0,
         n_errors=0,
         n_duplicates=0,
+        unknown_fields=None,
     )
+    if existing is not None:
+        # Not complete from this instant: a kill during the purge is seen, and the purge redone.
+        _set(engine, existing.id, status="ingesting")
+        purge_release(engine, data_dir, existing.id, name)
     with engine.begin() as conn:
         if existing is None:
             release_id = conn.execute(insert(releases).values(name=name, **values)).inserted_primary_key[0]
@@ -433,6 +539,7 @@ def _ingest_locked(engine, data_dir, source, name, layout, origin, progress, for
             n_alerts=report.n_alerts,
             n_errors=report.n_errors,
             n_duplicates=report.n_duplicates,
+            unknown_fields=_unknown_fields(report),
         )
         for candid, reason in history.derive_history(engine, data_dir, release_id, done=done):
             report.errors.append((f"{candid}.avro", f"history not read: {reason}"))
@@ -440,8 +547,8 @@ def _ingest_locked(engine, data_dir, source, name, layout, origin, progress, for
         _set(engine, release_id, status="complete", finished_at=_now())
     except BaseException as exc:
         report.status = "failed"
-        try:
-            purge_release(engine, data_dir, release_id, name, "history")
+        with contextlib.suppress(Exception):  # the original error matters more; the next run purges
+            purge_release(engine, data_dir, release_id, name)
             _set(
                 engine,
                 release_id,
@@ -450,44 +557,73 @@ def _ingest_locked(engine, data_dir, source, name, layout, origin, progress, for
                 finished_at=_now(),
                 n_alerts=0,
             )
-        except Exception:  # the original error matters more; the next ingest purges anyway
-            pass
-        raise
+        if isinstance(exc, ZtfcatError) or not isinstance(exc, Exception):
+            raise
+        raise IngestError(f"{name}: {_reason(exc)}; nothing of it is kept") from exc
     finally:
         report.seconds = time.perf_counter() - started
     return report
 
 
+def _unknown_fields(report: IngestReport) -> str | None:
+    names = sorted(report.unknown_top_fields) + [f"candidate.{n}" for n in sorted(report.unknown_fields)]
+    return json.dumps(names) if names else None
+
+
+def _reason(exc: Exception) -> str:
+    """One line for an unexpected failure: the disk, the database, or what the exception says."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    orig = getattr(exc, "orig", None)  # a SQLAlchemy DBAPIError wraps the driver's own
+    text = str(orig if orig is not None else exc).strip().splitlines()
+    return f"{type(orig or exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
 @contextlib.contextmanager
 def release_lock(engine: Engine, data_dir: Path, name: str) -> Iterator[None]:
-    """Hold the right to ingest (or purge) one release; a second ingest of it gets a clear error.
+    """Hold the right to ingest (or purge) one release; a second ingest of it gets a clear error."""
+    with release_locks(engine, data_dir, [name]):
+        yield
 
-    A lock file in the data directory (``flock``, released by the kernel even on kill -9) guards
-    processes of one machine; on PostgreSQL a session advisory lock also guards workers on other
+
+@contextlib.contextmanager
+def release_locks(engine: Engine, data_dir: Path, names: Sequence[str]) -> Iterator[None]:
+    """Hold the right to ingest (or purge) each of ``names``, or raise naming the first one taken.
+
+    A lock file in the data directory (``flock``, released by the kernel even on kill -9, and by no
+    one else: worker processes die with their parent) guards processes of one machine; on PostgreSQL
+    session advisory locks, all on one connection however many releases, also guard workers on other
     machines writing to the same catalog.  Without it, an ingest would take a live one's rows for the
     leftovers of a killed run and purge them.
     """
     locks = data_dir / "locks"
     locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / f"{release_key(name)}.lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ZtfcatError(
-                f"{name} is being ingested by another process; try again when it ends"
-            ) from None
-        if engine.dialect.name != "postgresql":
+    with contextlib.ExitStack() as stack:
+        for name in names:
+            handle = stack.enter_context(open(locks / f"{release_key(name)}.lock", "w"))  # noqa: SIM115
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ZtfcatError(
+                    f"{name} is being ingested by another process; try again when it ends"
+                ) from None
+        if engine.dialect.name != "postgresql" or not names:
             yield
             return
-        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=7).digest(), "big")
-        with engine.connect() as conn:
-            if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
-                raise ZtfcatError(f"{name} is being ingested by another worker; try again when it ends")
-            try:
-                yield
-            finally:
+        keys = [int.from_bytes(hashlib.blake2b(n.encode(), digest_size=7).digest(), "big") for n in names]
+        conn = stack.enter_context(engine.connect())
+        held: list[int] = []
+        try:
+            for name, key in zip(names, keys, strict=True):
+                if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+                    raise ZtfcatError(f"{name} is being ingested by another worker; try again when it ends")
+                held.append(key)
+            yield
+        finally:
+            for key in held:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                conn.commit()
+            conn.commit()
 
 
 def _set(engine: Engine, release_id: int, **values) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, bindparam, select, update
 from .blobs import LAYOUTS, BlobWriter, pack_path, read_blob, release_dir
 from .errors import ZtfcatError
 from .ingest import release_key
-from .tables import alerts, releases
+from .tables import alert_releases, alerts, releases
 
 PAGE = 2000
 
@@ -49,13 +49,18 @@ def convert_release(
     try:
         while True:
             query = (
-                select(alerts.c.candid, alerts.c.blob_path, alerts.c.blob_offset, alerts.c.blob_size)
-                .where(alerts.c.release_id == release_id)
-                .order_by(alerts.c.candid)
+                select(
+                    alert_releases.c.candid,
+                    alert_releases.c.blob_path,
+                    alert_releases.c.blob_offset,
+                    alert_releases.c.blob_size,
+                )
+                .where(alert_releases.c.release_id == release_id)
+                .order_by(alert_releases.c.candid)
                 .limit(PAGE)
             )
             if last is not None:
-                query = query.where(alerts.c.candid > last)
+                query = query.where(alert_releases.c.candid > last)
             with engine.connect() as conn:
                 rows = conn.execute(query).all()
             if not rows:
@@ -69,13 +74,15 @@ def convert_release(
     final = _place(data_dir, key, target)
     _remove(final)
     os.replace(_place(data_dir, staging_key, target), final)
-    statement = (
-        update(alerts)
-        .where(alerts.c.candid == bindparam("c"))
+    # The release's own copies, and the alert rows that read them.
+    statements = [
+        update(table)
+        .where(table.c.candid == bindparam("c"), table.c.release_id == release_id)
         .values(blob_path=bindparam("p"), blob_offset=bindparam("o"))
-    )
+        for table in (alert_releases, alerts)
+    ]
     with engine.begin() as conn:
-        for start in range(0, len(moved), PAGE):
+        for start, statement in ((s, st) for s in range(0, len(moved), PAGE) for st in statements):
             conn.execute(
                 statement,
                 [

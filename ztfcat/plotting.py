@@ -125,6 +125,8 @@ def cutout_array(alert: Mapping[str, Any], which: str) -> np.ndarray | None:
     if not stamp:
         return None
     where = f"alert {alert.get('candid', '?')} ({alert.get('objectId', '?')}): {key}"
+    if bytes(stamp[:3]) == JPEG_MAGIC:
+        return _jpeg_pixels(stamp, where)
     try:
         # astropy does not recognise gzip on a memory stream, so decompress first.
         raw = gzip.decompress(stamp) if bytes(stamp[:2]) == b"\x1f\x8b" else bytes(stamp)
@@ -138,6 +140,21 @@ def cutout_array(alert: Mapping[str, Any], which: str) -> np.ndarray | None:
     except (OSError, EOFError, ValueError, TypeError, zlib.error) as exc:
         raise AlertDecodeError(f"{where} is not a readable FITS image: {exc}") from exc
     raise AlertDecodeError(f"{where} holds no 2-D image")
+
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def _jpeg_pixels(stamp: bytes, where: str) -> np.ndarray:
+    """Schema 1.x stamps are JPEG pictures, not FITS: their grey levels, bottom row first like FITS."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(bytes(stamp))) as image:
+            pixels = np.asarray(image.convert("L"), dtype=np.float64)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise AlertDecodeError(f"{where} is not a readable JPEG image: {exc}") from exc
+    return np.flipud(pixels)  # JPEG rows run top down; the panels draw with origin="lower"
 
 
 def _image_norm(data: np.ndarray) -> Any:
@@ -162,9 +179,9 @@ def _draw_cutout(ax: Axes, alert: Mapping[str, Any], which: str) -> None:
     try:
         data = cutout_array(alert, panel)
         missing = "no cutout"
-    except AlertDecodeError:
+    except AlertDecodeError as exc:
         # A picture is for looking: one damaged stamp should not hide the other two.
-        data, missing = None, "unreadable cutout"
+        data, missing = None, "unreadable cutout:\n" + _short_reason(exc)
     if data is None:
         ax.set_facecolor("0.92")
         ax.text(0.5, 0.5, missing, transform=ax.transAxes, ha="center", va="center", color="0.3")
@@ -174,6 +191,11 @@ def _draw_cutout(ax: Axes, alert: Mapping[str, Any], which: str) -> None:
     # Masked, NaN pixels take the colormap's "bad" colour instead of being clipped to white.
     image = np.ma.masked_invalid(data)
     ax.imshow(image, origin="lower", cmap=cmap, norm=_image_norm(data), interpolation="nearest")
+
+
+def _short_reason(exc: Exception) -> str:
+    reason = str(exc).rsplit(": ", 1)[-1]
+    return reason if len(reason) <= 40 else reason[:37] + "..."
 
 
 def _band(fid: Any) -> tuple[str, str]:

@@ -30,7 +30,7 @@ from sqlalchemy.types import TypeEngine
 from .fields import FIELDS
 
 #: The Alembic revision these tables describe; a catalog stamped with another one must be upgraded.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 metadata = MetaData(
     naming_convention={
@@ -43,7 +43,9 @@ metadata = MetaData(
 
 _AVRO_TYPES: dict[str, type[TypeEngine] | TypeEngine] = {
     "double": Float(precision=53),
-    "float": Float(precision=24),
+    # Avro floats are stored as doubles, which hold every float32 exactly: a PostgreSQL ``real`` would
+    # read back as its shortest decimal (17.48509), not the packet's value (17.485090255737305).
+    "float": Float(precision=53),
     "int": Integer,
     "long": BigInteger,
     "string": Text,
@@ -80,6 +82,7 @@ releases = Table(
     Column("error", Text, comment="why the release failed"),
     Column("layout", String(8), nullable=False, server_default=text("'files'"), comment="files or pack"),
     Column("source", Text, comment="where the bytes came from"),
+    Column("unknown_fields", Text, comment="JSON list of fields new to this ztfcat, kept in the packets"),
     Column("started_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
 )
@@ -90,7 +93,14 @@ alerts = Table(
     Column("candid", BigInteger, primary_key=True, autoincrement=False),
     Column("objectId", String(32), nullable=False),
     Column("schemavsn", String(16), nullable=False),
-    Column("release_id", Integer, ForeignKey("releases.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "release_id",
+        Integer,
+        ForeignKey("releases.id", ondelete="CASCADE"),
+        nullable=False,
+        comment="the holding release whose copy of the packet this row reads (the first by name)",
+    ),
+    Column("night", Date, nullable=False, comment="UT date of jd: the night observed"),
     Column("blob_path", Text, nullable=False, comment="raw Avro, relative to the data dir"),
     Column("blob_offset", BigInteger, comment="byte offset in a pack file; null for one file per alert"),
     Column("blob_size", Integer, nullable=False),
@@ -101,6 +111,26 @@ alerts = Table(
     Index(None, "jd"),
     Index(None, "release_id", "objectId"),
     Index(None, "hpx"),
+    Index(None, "night"),
+)
+
+#: Every release that holds an alert, with where that release's copy of the packet is stored: an alert
+#: in two tarballs stays in the catalog while either release does, and each release's packets are its own.
+alert_releases = Table(
+    "alert_releases",
+    metadata,
+    Column("candid", BigInteger, primary_key=True, autoincrement=False),
+    Column(
+        "release_id",
+        Integer,
+        ForeignKey("releases.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("blob_path", Text, nullable=False),
+    Column("blob_offset", BigInteger),
+    Column("blob_size", Integer, nullable=False),
+    Index(None, "release_id", "candid"),
 )
 
 prv_candidates = Table(
@@ -108,11 +138,10 @@ prv_candidates = Table(
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
     Column("objectId", String(32), nullable=False),
-    Column("release_id", Integer, ForeignKey("releases.id", ondelete="CASCADE"), nullable=False),
     Column("alert_candid", BigInteger, nullable=False, comment="the alert this point was read from"),
+    Column("alert_jd", Float(precision=53), nullable=False, comment="jd of that alert: the newest copy wins"),
     *_field_columns("prv_candidate"),
     Index(None, "objectId", "jd"),
-    Index(None, "release_id"),
     # Natural keys (ARCHIVE.md): a detection is its candid; an upper limit is its object and image
     # (pid, fid), never its floats, which can differ in the last digits from one alert to the next.
     Index(
@@ -138,12 +167,10 @@ fp_hists = Table(
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
     Column("objectId", String(32), nullable=False),
-    Column("release_id", Integer, ForeignKey("releases.id", ondelete="CASCADE"), nullable=False),
     Column("alert_candid", BigInteger, nullable=False, comment="the alert this point was read from"),
     Column("alert_jd", Float(precision=53), nullable=False, comment="jd of that alert: the newest wins"),
     *_field_columns("fp_hist"),
     Index("uq_fp_hists_point", "objectId", "pid", "fid", unique=True),
-    Index(None, "release_id"),
 )
 
 ingest_errors = Table(
@@ -164,6 +191,15 @@ catalog_settings = Table(
     comment="settings that belong to the catalog itself, e.g. its blob layout",
 )
 
+#: Objects whose light curves must be derived again from their alerts: written in the same transaction
+#: that removes alerts, emptied once the rebuild commits, so a delete killed at any instant is finished
+#: by the next run (:func:`ztfcat.history.finish_rebuilds`).
+history_rebuilds = Table(
+    "history_rebuilds",
+    metadata,
+    Column("objectId", String(32), primary_key=True),
+)
+
 remote_files = Table(
     "remote_files",
     metadata,
@@ -181,7 +217,7 @@ remote_files = Table(
 LIGHTCURVES_VIEW = """
 CREATE VIEW lightcurves AS
 SELECT "objectId", jd, jd - 2400000.5 AS mjd, fid, magpsf, sigmapsf, diffmaglim, isdiffpos, candid,
-       CASE WHEN candid IS NULL THEN 1 ELSE 0 END AS upper_limit, ra, dec, programid, rb, release_id
+       CASE WHEN candid IS NULL THEN 1 ELSE 0 END AS upper_limit, ra, dec, programid, rb, alert_candid
 FROM prv_candidates
 """
 

@@ -1,0 +1,161 @@
+"""Faults a user meets: a kill -9 with worker processes alive, a disk that fills, a lock held too long.
+
+Each test fails on the code before issue "Nothing lost, nobody in" and passes now: workers die with
+their parent and free the release; a failure is one line naming the release and the reason, and the
+release holds nothing afterwards.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from tests.tarballs import snapshot
+from ztfcat import Catalog, ingest
+from ztfcat.errors import IngestError
+from ztfcat.synthetic import make_night
+from ztfcat.tables import alerts, releases
+
+SLOW_INGEST = textwrap.dedent(
+    """
+    import sys, time
+    import ztfcat.history as history
+    import ztfcat.ingest as ingest
+    from ztfcat import Catalog
+
+    url, data_dir, path, phase = sys.argv[1:5]
+    history.INLINE_BELOW = 0          # a worker pool even for a small night
+    ingest.EARLY_HISTORY_BYTES = 0
+    original = history.history_rows
+
+    def slow(*args, **kwargs):        # runs in the workers: they are busy when the parent dies
+        time.sleep(60)
+        return original(*args, **kwargs)
+
+    history.history_rows = slow
+
+    class Pipe:                       # not a regular file: early-history workers start too
+        def __init__(self, fh):
+            self.fh = fh
+            self.name = fh.name
+        def read(self, n=-1):
+            if phase == "early":
+                time.sleep(0.2)       # a slow network: the kill comes during the main pass
+            return self.fh.read(min(n, 4096) if n and n > 0 else 4096)
+        def readinto(self, b):
+            data = self.read(len(b))
+            b[: len(data)] = data
+            return len(data)
+
+    with open(path, "rb") as fh, Catalog(url, data_dir) as cat:
+        cat.ingest(Pipe(fh) if phase == "early" else fh, name=path.rsplit("/", 1)[-1])
+    """
+)
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        children = (task / "children").read_text().split() if (task / "children").exists() else []
+        found.update(int(c) for c in children)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("phase", ["history", "early"])
+def test_kill_9_leaves_no_worker_and_no_lock(database_url, tmp_path, phase):
+    spec = make_night(tmp_path / "ztf_public_20240701.tar.gz", n_alerts=30, seed=41)
+    data_dir = tmp_path / "data"
+    with Catalog(database_url, data_dir) as cat:
+        cat.info()  # the catalog exists before the child starts
+    script = tmp_path / "slow_ingest.py"
+    script.write_text(SLOW_INGEST)
+    child = subprocess.Popen([sys.executable, str(script), database_url, str(data_dir), str(spec.path), phase])
+    try:
+        deadline = time.monotonic() + 60
+        workers: set[int] = set()
+        while time.monotonic() < deadline:
+            with Catalog(database_url, data_dir) as cat, cat.engine.connect() as conn:
+                status = conn.execute(select(releases.c.status)).scalar()
+            workers = _children(child.pid)
+            wanted = "history" if phase == "history" else "ingesting"
+            if status == wanted and len(workers) >= 2:
+                break
+            assert child.poll() is None, "the ingest ended before it could be killed"
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"the ingest never reached its {phase} phase with workers")
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+        deadline = time.monotonic() + 10
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(w) for w in workers), "worker processes outlived their parent"
+    finally:
+        if child.poll() is None:
+            child.kill()
+    with Catalog(database_url, data_dir) as cat:  # the next run is not blocked, and ends clean
+        report = cat.ingest(spec.path)
+        assert report.status == "complete" and report.n_alerts == 30
+        got = snapshot(cat)
+        cat.delete()  # and a clean ingest of the same night gives exactly that
+        cat.ingest(spec.path)
+        assert got == snapshot(cat)
+
+
+def test_a_full_disk_fails_the_release_in_one_line_and_keeps_nothing(catalog, tmp_path, monkeypatch):
+    spec = make_night(tmp_path / "ztf_public_20240702.tar.gz", n_alerts=20, seed=42)
+    from ztfcat import blobs
+
+    original = blobs.BlobWriter.write
+    calls = [0]
+
+    def write(self, candid, data):
+        calls[0] += 1
+        if calls[0] > 7:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.data_dir / "alerts"))
+        return original(self, candid, data)
+
+    monkeypatch.setattr(blobs.BlobWriter, "write", write)
+    with pytest.raises(IngestError) as caught:
+        catalog.ingest(spec.path)
+    message = str(caught.value)
+    assert "\n" not in message and spec.path.name in message and "No space left on device" in message
+    with catalog.engine.connect() as conn:
+        assert conn.execute(select(releases.c.status)).scalar() == "failed"
+        assert conn.execute(select(alerts.c.candid)).first() is None
+    monkeypatch.undo()
+    assert catalog.ingest(spec.path).n_alerts == 20  # and the next run ingests it whole
+
+
+def test_a_database_error_is_one_line_naming_the_release(catalog, tmp_path, monkeypatch):
+    spec = make_night(tmp_path / "ztf_public_20240703.tar.gz", n_alerts=10, seed=43)
+    from sqlalchemy.exc import OperationalError
+
+    def locked(*_args, **_kwargs):
+        raise OperationalError("INSERT INTO prv_candidates ...", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(ingest.history, "derive_history", locked)
+    with pytest.raises(IngestError) as caught:
+        catalog.ingest(spec.path)
+    message = str(caught.value)
+    assert "\n" not in message and spec.path.name in message and "database is locked" in message
+    assert catalog.count() == 0
