@@ -166,7 +166,9 @@ class RowPlan:
         """The executor's output made from fastavro's record: the pure-Python path and the reference."""
         stream = io.BytesIO(datum)
         try:
-            record = fastavro.schemaless_reader(stream, self.fastavro_history if history else self.fastavro_prefix)
+            record = fastavro.schemaless_reader(
+                stream, self.fastavro_history if history else self.fastavro_prefix
+            )
         except Exception as exc:  # EOFError, UnicodeDecodeError, ValueError, IndexError...
             raise AlertDecodeError(f"the record does not decode: {type(exc).__name__}: {exc}") from exc
         candidate = record.get("candidate")
@@ -310,7 +312,9 @@ class _Compiler:
         return kind < RECORD
 
 
-def compile_plan(schema_json: bytes | str, version: str, fastavro_prefix: Any, fastavro_history: Any) -> RowPlan:
+def compile_plan(
+    schema_json: bytes | str, version: str, fastavro_prefix: Any, fastavro_history: Any
+) -> RowPlan:
     """Compile the ``ztf.alert`` writer schema of a packet into a :class:`RowPlan`.
 
     Parameters
