@@ -1,8 +1,9 @@
-"""Tests of ztfcat.rowdecode: alert rows from the compiled plan and from its fallback equal fastavro's.
+"""Tests of ztfcat.rowdecode: alert rows from every executor of a plan equal fastavro's.
 
 The reference is ``fastavro.reader`` on the original bytes, turned into rows here with nothing but the
-column lists; the compiled executor and the fastavro fallback path must both give exactly that, for every
-real packet of every schema version and for synthetic ones, and must refuse damaged bytes cleanly.
+column lists; the C executor, the generated-Python one and the fastavro path must all give exactly that,
+for every real packet of every schema version and for synthetic ones, and must refuse damaged bytes
+cleanly (and alike: the C and Python executors are run against each other on damaged bytes).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import numpy as np
 import pytest
 
 from ztfcat import rowdecode, synthetic, tables
+from ztfcat._rowdecode_py import PythonPlan
 from ztfcat.avro import AlertDecoder, read_header
 from ztfcat.errors import AlertDecodeError
 from ztfcat.fields import FIELDS, KNOWN_VERSIONS, TOP_FIELDS
 
-MODES = ("compiled", "fallback")
+#: Every executor, each forced; "compiled" is dropped where the C extension is not built.
+MODES = ("compiled", "python", "fastavro") if rowdecode.executor_available() else ("python", "fastavro")
 KNOWN_TOP = {name for names in TOP_FIELDS.values() for name in names}
 
 
@@ -50,19 +53,20 @@ def _reference(packet: bytes) -> tuple:
 
 
 def _rows(decoder: AlertDecoder, packet: bytes, mode: str, history: bool = True):
-    return decoder.rows(packet, history=history, fallback=mode == "fallback")
+    return decoder.rows(packet, history=history, path=mode)
 
 
-def _check_against_reference(decoder: AlertDecoder, packet: bytes, name: str) -> None:
+def _check_against_reference(decoder: AlertDecoder, packet: bytes, name: str, modes=MODES) -> None:
     expected = _reference(packet)
-    for mode in MODES:
+    for mode in modes:
         got = _rows(decoder, packet, mode)
         assert tuple(got) == expected, f"{name}: {mode} path differs from fastavro"
         for i, column in enumerate(tables.CANDIDATE_COLUMNS):  # equal *and* of the same type (1 vs 1.0)
             assert type(got.candidate[i]) is type(expected[3][i]), f"{name}: {mode} candidate.{column}"
+    for mode in ("auto", "fastavro"):
         short = _rows(decoder, packet, mode, history=False)
         assert short.prv is None and short.fp is None
-        assert short._replace(prv=got.prv, fp=got.fp) == got
+        assert short._replace(prv=expected[5], fp=expected[6]) == expected
 
 
 def _datum(packet: bytes) -> bytes:
@@ -116,7 +120,7 @@ def test_the_extension_is_built_where_it_should_be():
         return
     if os.environ.get("CI") == "true" and not os.environ.get("ZTFCAT_NO_EXTENSION"):
         pytest.fail("ztfcat._rowdecode is not built: pip install -e . should have compiled it")
-    pytest.skip("ztfcat._rowdecode is not built here (pip install -e . compiles it); the fallback is used")
+    pytest.skip("ztfcat._rowdecode is not built here (pip install -e . compiles it); Python runs the plans")
 
 
 @pytest.mark.shared
@@ -143,12 +147,15 @@ def test_synthetic_packets_of_every_version(decoder, version):
         assert decoder.cache.plan(read_header(packet).schema_json).executor is not None
 
 
-def test_without_the_extension_the_fallback_decodes(monkeypatch):
+def test_without_the_extension_the_plan_runs_as_python(monkeypatch):
     monkeypatch.setattr(rowdecode, "_rowdecode", None)
     decoder = AlertDecoder()
     packet = _make_packet("4.02", 2)
-    assert decoder.cache.plan(read_header(packet).schema_json).executor is None
+    plan = decoder.cache.plan(read_header(packet).schema_json)
+    assert plan.executor is None and plan.python is not None
     assert tuple(decoder.rows(packet)) == _reference(packet)
+    with pytest.raises(ValueError, match="no compiled executor"):
+        decoder.rows(packet, path="compiled")
 
 
 def test_deflate_and_memoryview_packets(decoder):
@@ -213,8 +220,11 @@ def test_a_schema_the_plan_does_not_cover_goes_through_fastavro(decoder):
 
     packet = _rewrite(_make_packet("3.3", 6), change, schema_change)
     plan = decoder.cache.plan(read_header(packet).schema_json)
-    assert plan.executor is None and "map" in plan.not_compiled
-    _check_against_reference(decoder, packet, "map")
+    assert plan.executor is None and plan.python is None and "map" in plan.not_compiled
+    _check_against_reference(decoder, packet, "map", modes=("auto", "fastavro"))
+    for mode in ("compiled", "python"):
+        with pytest.raises(ValueError, match="does not cover"):
+            decoder.rows(packet, path=mode)
 
 
 @pytest.mark.parametrize(
@@ -252,12 +262,20 @@ def test_real_damaged_packets(decoder, shared_alerts):
         plan = decoder.cache.plan(read_header(data).schema_json)
         partial = _datum(data + bytes(16))  # what the block holds up to the end of the file
         outcomes = []
-        for fallback in (False, True):
+        for mode in MODES:
             try:
-                outcomes.append(plan.decode(partial, fallback=fallback))
+                outcomes.append(plan.decode(partial, path=mode))
             except AlertDecodeError as exc:
                 outcomes.append(type(exc))
-        assert outcomes[0] == outcomes[1], path.name
+        assert len(set(map(repr, outcomes))) == 1, path.name
+
+
+def _outcome(plan, datum, path):
+    """The decoded rows, or the error message without its byte position."""
+    try:
+        return plan.decode(datum, path=path)
+    except AlertDecodeError as exc:
+        return str(exc).split(" (byte")[0]
 
 
 def test_a_truncated_datum_at_every_offset_fails_cleanly(decoder):
@@ -267,63 +285,64 @@ def test_a_truncated_datum_at_every_offset_fails_cleanly(decoder):
     whole, end = plan.decode(datum)
     assert whole == decoder.rows(packet)
     assert end == len(datum) - 3  # all but the three null cutouts
-    assert plan.decode(datum, fallback=True)[1] == end
-    step = 1 if plan.executor is not None else 17
+    assert {plan.decode(datum, path=mode)[1] for mode in MODES} == {end}
     for cut in range(end):
-        with pytest.raises(AlertDecodeError):
-            plan.decode(datum[:cut])
-        if cut % step == 0:
+        messages = {_outcome(plan, datum[:cut], mode) for mode in MODES if mode != "fastavro"}
+        assert len(messages) == 1 and isinstance(messages.pop(), str), cut
+        if cut % 17 == 0:
             with pytest.raises(AlertDecodeError):
-                plan.decode(datum[:cut], fallback=True)
+                plan.decode(datum[:cut], path="fastavro")
     for cut in range(0, len(packet), 97):  # and the packet itself, framing included
         with pytest.raises(AlertDecodeError):
             decoder.rows(packet[:cut])
 
 
-def test_random_damage_gives_the_same_answer_on_both_paths(decoder):
-    """A bounded fuzzing run: bytes of a datum overwritten at random; the compiled path must decode to
-    exactly what the fastavro path gives, or both must refuse, with one known exception: fastavro takes
-    a negative union index as Python does a list index (-1: the last branch), the executor refuses it."""
+def test_random_damage_gives_the_same_answer_on_every_path(decoder):
+    """A bounded fuzzing run: bytes of a datum overwritten at random.  The C and Python executors give
+    the same rows or the same error (field and reason); fastavro the same rows or an error, with one
+    known exception: it takes a negative union index as Python takes a list index (-1: the last
+    branch), where the executors see damage."""
     packet = _make_packet("4.02", 9, n_prv=5, n_fp=3, cutouts=False)
     plan = decoder.cache.plan(read_header(packet).schema_json)
     datum = _datum(packet)
     assert plan.decode(datum)[1] == len(datum) - 3
     rng = random.Random(12)
     decoded = stricter = 0
-    for _ in range(1500):
+    for _ in range(1000):
         damaged = bytearray(datum)
         for _ in range(rng.choice((1, 1, 2, 4))):
             damaged[rng.randrange(len(damaged))] = rng.choice((0, 1, 2, 0x7F, 0x80, 0xFF, rng.randrange(256)))
-        outcomes = []
-        for fallback in (False, True):
-            try:
-                outcomes.append(plan.decode(bytes(damaged), fallback=fallback))
-            except AlertDecodeError as exc:
-                outcomes.append(str(exc))
-        compiled, reference = outcomes
-        if isinstance(compiled, str) and not isinstance(reference, str):
-            assert "union branch out of range" in compiled
+        damaged = bytes(damaged)
+        ours = {repr(_outcome(plan, damaged, mode)) for mode in MODES if mode != "fastavro"}
+        assert len(ours) == 1
+        outcome = _outcome(plan, damaged, "python")
+        reference = _outcome(plan, damaged, "fastavro")
+        if isinstance(outcome, str) and not isinstance(reference, str):
+            assert "union branch out of range" in outcome
             stricter += 1
             continue
-        assert isinstance(compiled, str) == isinstance(reference, str)
-        if not isinstance(compiled, str):
-            assert compiled == reference
+        assert isinstance(outcome, str) == isinstance(reference, str)
+        if not isinstance(outcome, str):
+            assert outcome == reference
             decoded += 1
-    assert 0 < decoded < 1500 and stricter < 100
+    assert 0 < decoded < 1000 and stricter < 100
 
 
 def test_a_negative_union_index_is_refused():
     """fastavro reads index -1 as the last branch; the executor calls it what it is, damage."""
     schema = {"type": "record", "name": "x", "fields": [{"name": "a", "type": ["null", "long"]}]}
     assert fastavro.schemaless_reader(io.BytesIO(b"\x01\x02"), schema) == {"a": 1}
+    long_, null = (rowdecode.LONG, 0, 0, 1), (rowdecode.NULL, 0, 0, 0)
+    tables_ = ((null, long_, (rowdecode.UNION, 0, 2, 1)), (0, 1), ((1, 0, ((0, 2, "a"),)),))
+    python = PythonPlan(*tables_)
+    assert python.run(b"\x02\x02", 1) == ((1,), 2)
+    with pytest.raises(AlertDecodeError, match="a holds a union branch out of range"):
+        python.run(b"\x01\x02", 1)
     if not rowdecode.executor_available():
         pytest.skip("no compiled executor")
     from ztfcat import _rowdecode
 
-    long_, null = (rowdecode.LONG, 0, 0, 1), (rowdecode.NULL, 0, 0, 0)
-    plan = _rowdecode.Plan(
-        (null, long_, (rowdecode.UNION, 0, 2, 1)), (0, 1), ((1, 0, ((0, 2, "a"),)),), AlertDecodeError
-    )
+    plan = _rowdecode.Plan(*tables_, AlertDecodeError)
     assert plan.run(b"\x02\x02", 1) == ((1,), 2)
     with pytest.raises(AlertDecodeError, match="a holds a union branch out of range"):
         plan.run(b"\x01\x02", 1)
@@ -334,7 +353,7 @@ def test_members_rows_of_a_multi_record_file(decoder, shared_alerts):
     data = (shared_alerts / "multi-record" / "avro_multi_alerts_other.avro").read_bytes()
     records = list(fastavro.reader(io.BytesIO(data)))
     for mode in MODES:
-        members = decoder.members_rows(data, fallback=mode == "fallback")
+        members = decoder.members_rows(data, path=mode)
         assert [r.candid for _packet, _parsed, r in members] == [r["candid"] for r in records]
         for packet, _parsed, rows in members:
             assert tuple(rows) == _reference(bytes(packet))

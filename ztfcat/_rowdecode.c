@@ -191,6 +191,8 @@ static PyObject *decode_array(Ctx *c, int item, int want) {
     for (;;) {
         long long count, size;
         Py_ssize_t start = c->pos;
+        if (top >= 0 && top < MAX_PATH)
+            c->path_index[top] = index; /* a damaged block count names the item it stands before */
         if (read_long(c, &count) < 0)
             goto error;
         if (count == 0)
@@ -312,14 +314,15 @@ static PyObject *decode(Ctx *c, int ni, int want) {
                 Py_RETURN_NONE;
             return PyBytes_FromStringAndSize(p, (Py_ssize_t)length);
         }
-        if (want && memchr(p, 0, (size_t)length)) {
-            fail(c, "holds a NUL byte", start);
-            return NULL;
-        }
         PyObject *text = PyUnicode_DecodeUTF8(p, (Py_ssize_t)length, NULL);
         if (!text) {
             PyErr_Clear();
             fail(c, "is not UTF-8", start);
+            return NULL;
+        }
+        if (want && memchr(p, 0, (size_t)length)) {
+            Py_DECREF(text);
+            fail(c, "holds a NUL byte", start);
             return NULL;
         }
         if (!want) {

@@ -19,7 +19,7 @@ import fastavro
 
 from .errors import AlertDecodeError
 from .fields import FIELDS
-from .rowdecode import DecodedAlert, RowPlan, compile_plan
+from .rowdecode import DecodedAlert, Path, RowPlan, compile_plan
 
 MAGIC = b"Obj\x01"
 _HISTORY_FIELDS = ("prv_candidates", "fp_hists")
@@ -286,9 +286,7 @@ class AlertDecoder:
         """The whole packet, as ``fastavro.reader`` would give it."""
         return self._decode(packet, "full")[1]
 
-    def rows(
-        self, packet: bytes | memoryview, *, history: bool = True, fallback: bool = False
-    ) -> DecodedAlert:
+    def rows(self, packet: bytes | memoryview, *, history: bool = True, path: Path = "auto") -> DecodedAlert:
         """A one-alert packet as table rows, without building dicts and without reading the cutouts.
 
         Parameters
@@ -298,8 +296,9 @@ class AlertDecoder:
             deflate.
         history : bool
             False reads only up to ``candidate``: ``prv`` and ``fp`` come back None.
-        fallback : bool
-            Decode through fastavro even where the compiled executor is built (the reference path).
+        path : {"auto", "compiled", "python", "fastavro"}
+            The executor (:meth:`ztfcat.rowdecode.RowPlan.decode`): ``auto`` is the C one where built,
+            else generated Python; the others force one.
 
         Returns
         -------
@@ -317,10 +316,10 @@ class AlertDecoder:
         if len(blocks) != 1 or blocks[0][0] != 1:
             raise AlertDecodeError("holds more than one record; split it with AlertDecoder.packets")
         plan = self.cache.plan(header.schema_json)
-        return plan.decode(blocks[0][1], history=history, fallback=fallback)[0]
+        return plan.decode(blocks[0][1], history=history, path=path)[0]
 
     def members_rows(
-        self, data: bytes | memoryview, *, history: bool = True, fallback: bool = False
+        self, data: bytes | memoryview, *, history: bool = True, path: Path = "auto"
     ) -> list[tuple[bytes | memoryview, ParsedSchema, DecodedAlert]]:
         """Every alert of one tar member as (one-alert packet, its schema, its rows).
 
@@ -332,9 +331,9 @@ class AlertDecoder:
         parsed = self.cache.get(header.schema_json)
         if len(blocks) == 1 and blocks[0][0] == 1:
             plan = self.cache.plan(header.schema_json)
-            return [(data, parsed, plan.decode(blocks[0][1], history=history, fallback=fallback)[0])]
+            return [(data, parsed, plan.decode(blocks[0][1], history=history, path=path)[0])]
         return [
-            (packet, parsed, self.rows(packet, history=history, fallback=fallback))
+            (packet, parsed, self.rows(packet, history=history, path=path))
             for packet in self._split(data, header, blocks)
         ]
 
