@@ -359,6 +359,18 @@ def test_members_rows_of_a_multi_record_file(decoder, shared_alerts):
             assert tuple(rows) == _reference(bytes(packet))
 
 
+@pytest.mark.parametrize("codec", ["null", "deflate"])
+def test_members_rows_of_a_synthetic_multi_record_file(decoder, codec):
+    packets = [_make_packet("4.02", 20 + i, candid=595147624915010001 + i) for i in range(3)]
+    schema = json.loads(fastavro.reader(io.BytesIO(packets[0])).metadata["avro.schema"])
+    records = [next(iter(fastavro.reader(io.BytesIO(p)))) for p in packets]
+    out = io.BytesIO()
+    fastavro.writer(out, fastavro.parse_schema(schema), records, codec=codec)
+    for mode in MODES:
+        members = decoder.members_rows(out.getvalue(), path=mode)
+        assert [tuple(rows) for _packet, _parsed, rows in members] == [_reference(p) for p in packets]
+
+
 def test_members_rows_of_a_normal_packet(decoder):
     packet = _make_packet("4.01", 10)
     ((same, parsed, rows),) = decoder.members_rows(packet)

@@ -4,6 +4,9 @@
  * operands) and programs (a record's fields: the tuple slot each lands in, or skip).  Plan.run walks the
  * datum once.  Every read is bounds-checked against the buffer: damaged or truncated bytes raise the
  * error class the plan was built with (ztfcat.errors.AlertDecodeError), naming the field and byte.
+ *
+ * PLAN_FORMAT must equal rowdecode.PLAN_FORMAT: bump both whenever the plan's tables change, so that an
+ * extension left over from an older build is not used (Python then runs the plans itself).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
