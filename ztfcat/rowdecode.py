@@ -6,7 +6,7 @@ work per alert (PERF-FACTS.md), the ingest's wall once every alert's history mus
 schema is compiled once into a flat *plan* (one opcode per field, its union branches, and the column each
 field lands in), and the C extension :mod:`ztfcat._rowdecode` runs the plan over the datum bytes, building
 only the row tuples.  Where the extension is absent (a pure-Python install), the plan runs as generated
-Python (:mod:`ztfcat._rowdecode_py`, ~3x faster than fastavro then tuples, ~20x slower than C); where a
+Python (:mod:`ztfcat._rowdecode_py`, ~2x faster than fastavro then tuples, ~7x slower than C); where a
 schema uses something the plan does not cover (maps, enums, fixed, logical types, recursive records), the
 same rows are made from fastavro's record.  fastavro stays the reference: the tests compare all three.
 
