@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import math
 import os
 import signal
 from collections import OrderedDict
@@ -39,8 +38,16 @@ from sqlalchemy import Engine, delete, func, insert, select
 from .avro import AlertDecoder
 from .blobs import read_blob
 from .bulk import BulkWriter, Upsert
-from .errors import AlertDecodeError, ZtfcatError
-from .tables import FP_COLUMNS, PRV_COLUMNS, alerts, fp_hists, history_rebuilds, prv_candidates
+from .errors import ZtfcatError
+from .tables import (
+    CANDIDATE_COLUMNS,
+    FP_COLUMNS,
+    PRV_COLUMNS,
+    alerts,
+    fp_hists,
+    history_rebuilds,
+    prv_candidates,
+)
 
 PRV_INSERT = ("objectId", "alert_candid", "alert_jd", *PRV_COLUMNS)
 FP_INSERT = ("objectId", "alert_candid", "alert_jd", *FP_COLUMNS)
@@ -86,14 +93,12 @@ class Points(NamedTuple):
     failures: list[tuple[int, str]]
 
 
-def _finite(value):
-    """NaN is NULL in the catalog, on both databases (SQLite cannot store a NaN at all); a NUL byte in a
-    string makes the packet's history unreadable (PostgreSQL refuses it, so the catalog does)."""
-    if isinstance(value, float):
-        return None if math.isnan(value) else value
-    if isinstance(value, str) and "\0" in value:
-        raise AlertDecodeError("a history string holds a NUL byte")
-    return value
+_SELF = -1
+#: Where each prv_candidate column of an alert's own detection row comes from in its candidate tuple.
+_OWN = tuple(
+    _SELF if c == "candid" else (CANDIDATE_COLUMNS.index(c) if c in CANDIDATE_COLUMNS else None)
+    for c in PRV_COLUMNS
+)
 
 
 def _rank(row: tuple, at_candid: int | None) -> tuple:
@@ -121,21 +126,15 @@ def history_rows(data_dir: str, tasks: Sequence[Packet]) -> Points:
     failures: list[tuple[int, str]] = []
     for task in tasks:
         try:
-            _parsed, record = decoder.history(read_blob(root, task.path, task.offset, task.size))
-        except (AlertDecodeError, ZtfcatError, OSError) as exc:
+            decoded = decoder.rows(read_blob(root, task.path, task.offset, task.size))
+        except (ZtfcatError, OSError) as exc:  # AlertDecodeError (damage, a NUL byte) is a ZtfcatError
             failures.append((task.candid, str(exc)))
             continue
         head = (task.objectId, task.candid, task.jd)
-        try:
-            candidate = record["candidate"]
-            own = (*head, *[_finite(candidate.get(c)) for c in PRV_COLUMNS])
-            prv = [
-                (*head, *[_finite(p.get(c)) for c in PRV_COLUMNS]) for p in record.get("prv_candidates") or ()
-            ]
-            fp = [(*head, *[_finite(p.get(c)) for c in FP_COLUMNS]) for p in record.get("fp_hists") or ()]
-        except AlertDecodeError as exc:
-            failures.append((task.candid, str(exc)))
-            continue
+        candidate = decoded.candidate
+        own = (*head, *[task.candid if i == _SELF else None if i is None else candidate[i] for i in _OWN])
+        prv = [(*head, *point) for point in decoded.prv or ()]
+        fp = [(*head, *point) for point in decoded.fp or ()]
         detections[task.candid] = own  # its own candidate outranks every copy
         for row in prv:
             if row[_CANDID] is not None:

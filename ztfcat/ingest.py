@@ -38,11 +38,12 @@ import numpy as np
 from sqlalchemy import Engine, delete, func, insert, select, text, update
 
 from . import history
-from .avro import AlertDecoder, ParsedSchema, schema_version
+from .avro import AlertDecoder
 from .blobs import BlobWriter, remove_release
 from .bulk import BulkWriter
 from .errors import AlertDecodeError, IngestError, ZtfcatError
 from .fields import KNOWN_VERSIONS
+from .rowdecode import DecodedAlert
 from .sky import hpx_index
 from .tables import CANDIDATE_COLUMNS, alert_releases, alerts, ingest_errors, releases
 from .tarstream import GzipStream, iter_members
@@ -62,7 +63,8 @@ ALERT_COLUMNS = (
 )
 _PATH, _OFFSET, _SIZE, _HPX, _NIGHT_AT = 4, 5, 6, 7, 9
 MEMBER_COLUMNS = ("candid", "release_id", "blob_path", "blob_offset", "blob_size")
-_STRINGS = tuple(i for i, c in enumerate(CANDIDATE_COLUMNS) if alerts.c[c].type.python_type is str)
+_NEEDED = tuple((name, CANDIDATE_COLUMNS.index(name)) for name in ("jd", "ra", "dec"))
+_JD_AT, _DEC_AT = CANDIDATE_COLUMNS.index("jd"), CANDIDATE_COLUMNS.index("dec")
 _UNIX_EPOCH_JD = 2440587.5
 _EPOCH = date(1970, 1, 1)
 _JD = ALERT_COLUMNS.index("jd")
@@ -171,35 +173,27 @@ def night_observed(jd: float) -> date:
     return _EPOCH + timedelta(days=math.floor(jd - _UNIX_EPOCH_JD))
 
 
-def _row(parsed: ParsedSchema, record: dict, release_id: int, size: int) -> list:
-    candidate = record["candidate"]
-    candid, object_id = record.get("candid"), record.get("objectId")
+def _row(decoded: DecodedAlert, release_id: int, size: int) -> list:
+    """An ``alerts`` row (:data:`ALERT_COLUMNS` order) from a decoded packet, or why it cannot be one.
+
+    The decoder has already turned NaN into None and refused NUL bytes in every string it stores.
+    """
+    candid, object_id, version = decoded.candid, decoded.objectId, decoded.schemavsn
     if not isinstance(candid, int) or not isinstance(object_id, str) or not object_id:
         raise AlertDecodeError("the alert has no candid or objectId")
-    version = schema_version(parsed, record)
     if len(object_id) > 32 or len(version) > 16:  # the columns' widths, enforced by PostgreSQL
         raise AlertDecodeError(f"alert {candid} has an objectId or schemavsn too long to be ZTF's")
     if "\0" in object_id or "\0" in version:
         raise AlertDecodeError(f"alert {candid} has a NUL byte in its objectId or schemavsn")
-    for needed in ("jd", "ra", "dec"):
-        value = candidate.get(needed)
+    values = decoded.candidate
+    for name, at in _NEEDED:
+        value = values[at]
         if not isinstance(value, int | float) or not math.isfinite(value):
-            raise AlertDecodeError(f"alert {candid} has no usable candidate.{needed} ({value!r})")
-    if abs(candidate["dec"]) > 90:
-        raise AlertDecodeError(f"alert {candid} has candidate.dec {candidate['dec']} outside [-90, 90]")
-    extra = None
-    if parsed.unknown_candidate_fields:
-        extra = json.dumps(
-            {k: candidate.get(k) for k in parsed.unknown_candidate_fields}, default=_json_default
-        )
-    values = [candidate.get(c) for c in CANDIDATE_COLUMNS]
-    for i, value in enumerate(values):
-        if value != value:  # NaN is NULL on both databases (SQLite cannot store one)
-            values[i] = None
-    for i in _STRINGS:
-        if values[i] is not None and "\0" in values[i]:  # PostgreSQL refuses NUL; so does the catalog
-            raise AlertDecodeError(f"alert {candid} has a NUL byte in candidate.{CANDIDATE_COLUMNS[i]}")
-    night = night_observed(candidate["jd"]).isoformat()  # ISO text: both drivers store it as a date
+            raise AlertDecodeError(f"alert {candid} has no usable candidate.{name} ({value!r})")
+    if abs(values[_DEC_AT]) > 90:
+        raise AlertDecodeError(f"alert {candid} has candidate.dec {values[_DEC_AT]} outside [-90, 90]")
+    extra = json.dumps(decoded.extra, default=_json_default) if decoded.extra else None
+    night = night_observed(values[_JD_AT]).isoformat()  # ISO text: both drivers store it as a date
     return [candid, object_id, version, release_id, None, None, size, None, extra, night, *values]
 
 
@@ -337,20 +331,20 @@ def _main_pass(engine, data_dir, source, report, release_id, key, layout, progre
                     continue
                 try:
                     found = [
-                        (_row(parsed, record, release_id, len(packet)), packet, parsed)
-                        for packet, parsed, record in decoder.members_alerts(data)
+                        (_row(decoded, release_id, len(packet)), packet, decoded)
+                        for packet, _parsed, decoded in decoder.members_rows(data, history=False)
                     ]
                 except AlertDecodeError as exc:
                     errors.append((release_id, member, str(exc)))
                     continue
-                for row, packet, parsed in found:
+                for row, packet, decoded in found:
                     rows.append(row)
                     packets.append(packet)
                     report.versions[row[2]] += 1
-                    if parsed.unknown_candidate_fields:
-                        report.unknown_fields.update(parsed.unknown_candidate_fields)
-                    if parsed.unknown_top_fields:
-                        report.unknown_top_fields.update(parsed.unknown_top_fields)
+                    if decoded.extra:
+                        report.unknown_fields.update(decoded.extra)
+                    if decoded.unknown_top_level:
+                        report.unknown_top_fields.update(decoded.unknown_top_level)
                 if len(rows) >= BATCH or len(errors) >= BATCH:
                     hand_over()
             gz.drain()
