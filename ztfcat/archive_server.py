@@ -60,8 +60,9 @@ class Faults:
         End drops with a TCP reset (RST, as a crashed proxy does) instead of an orderly close; the bytes
         before it are given half a second to reach the client first.
     stall_after : dict of str to int
-        Send this many bytes of the body, then nothing more while holding the connection open (until
-        the client leaves or the server stops, at most 60 s), for the first ``stall_times`` GET requests.
+        Send the file up to this byte offset (of the file, not of the body: a resume from there gets
+        nothing), then nothing more while holding the connection open (until the client leaves or the
+        server stops, at most 60 s), for the first ``stall_times`` GET requests.
     stall_times : int
         How many GET requests of each ``stall_after`` file stall.
     trickle : dict of str to (int, float)
@@ -397,7 +398,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def _send_stream(self, body: _Padded, content_type: str, head: bool, name: str, *, length: bool) -> None:
         """A generated body, whole (no ``Range``), with or without ``Content-Length``."""
@@ -424,7 +426,7 @@ class _Handler(BaseHTTPRequestHandler):
             HTTPStatus.PARTIAL_CONTENT if span else HTTPStatus.OK, content_type, first, last, len(body)
         )
         if not head:
-            self._send_body(io.BytesIO(body[first : last + 1]), last - first + 1, name)
+            self._send_body(io.BytesIO(body[first : last + 1]), last - first + 1, name, first)
 
     def _send_file(
         self, file: Path, name: str, head: bool, range_header: str | None, length: bool = True
@@ -446,7 +448,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with open(file, "rb") as fh:
             fh.seek(first)
-            self._send_body(fh, last - first + 1, name)
+            self._send_body(fh, last - first + 1, name, first)
 
     def _send_head(
         self,
@@ -479,12 +481,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def _send_body(self, fh: BinaryIO | _Padded, length: int, name: str) -> None:
-        """Write ``length`` bytes of ``fh``, throttled, trickled, stalled and cut short as the faults say."""
+    def _send_body(self, fh: BinaryIO | _Padded, length: int, name: str, first: int = 0) -> None:
+        """Write ``length`` bytes of ``fh`` (from byte ``first`` of the file), throttled, trickled, stalled
+        and cut short as the faults say."""
         faults = self.server.archive.faults
         stopping = self.server.archive._stopping
         drop = faults.take_drop(name) if self.command == "GET" else None
         stall = faults.take_stall(name) if self.command == "GET" else None
+        if stall is not None:
+            stall = max(0, stall - first)
         with faults.lock:
             trickle = faults.trickle.get(name)
         budget = length if drop is None else min(length, drop)

@@ -459,8 +459,8 @@ class ArchiveClient:
         The archive folder; else ``ZTFCAT_ARCHIVE_URL``, else https://ztf.uw.edu/alerts/public/.
     timeout : (float, float), optional
         ``(connect timeout, stall timeout)`` in seconds, applied to every request; the stall timeout is
-        how long any one read may wait for a byte.  Default ``ZTFCAT_CONNECT_TIMEOUT`` (10) and
-        ``ZTFCAT_STALL_TIMEOUT`` (60).
+        how long any one read may wait for a byte.  Either may be None for its default,
+        ``ZTFCAT_CONNECT_TIMEOUT`` (10) and ``ZTFCAT_STALL_TIMEOUT`` (60).
     retries : int
         How many times a request is retried after a connection error, a timeout, 429 or 5xx (by urllib3's
         ``Retry``, honouring ``Retry-After`` up to 60 s); during a download, how many consecutive drops
@@ -486,7 +486,7 @@ class ArchiveClient:
         self,
         base_url: str | None = None,
         *,
-        timeout: tuple[float, float] | None = None,
+        timeout: tuple[float | None, float | None] | None = None,
         retries: int = 5,
         backoff: float = 0.5,
         min_speed: float | None = None,
@@ -787,7 +787,7 @@ class ArchiveClient:
                         f"{url} is more than the {cap}-byte cap ({setting}): refused after {len(body)} bytes"
                     )
                 if (slow := pace.too_slow()) is not None:
-                    raise DownloadError(f"{url}: {slow}, after {len(body)} bytes")
+                    raise DownloadError(f"{url}: too slow after {len(body)} bytes: {slow}")
         finally:
             response.close()
         return bytes(body).decode(response.encoding or "utf-8", errors="replace"), response.url
