@@ -13,8 +13,9 @@ to the ingest as they arrive, while saving them to ``<data_dir>/downloads/<name>
 The size and MD5 are checked after the last byte and before the release can be marked complete (the
 ``verify`` hook of :meth:`Catalog.ingest`), so a release is never seen complete with bad bytes; on a
 mismatch the ingest fails the release and removes what it held.  An interrupted run (dropped connection,
-Ctrl-C, a kill) keeps the ``.part`` file; the next run replays it into a fresh ingest and downloads only
-the rest, with HTTP ``Range``, so the result is that of one uninterrupted run.
+Ctrl-C, a kill, a stall) keeps the ``.part`` file, which holds every byte received; the next run replays it
+into a fresh ingest and downloads only the rest, with HTTP ``Range``, so the result is that of one
+uninterrupted run.
 """
 
 from __future__ import annotations

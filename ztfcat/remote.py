@@ -8,6 +8,11 @@ A release is read through :meth:`ArchiveClient.open_release`, a binary file obje
 tarball's bytes as they arrive while it saves them to a ``.part`` file and hashes them, so ingest starts
 on the first megabyte instead of after a multi-GB download, and an interrupted run resumes from disk
 and then with HTTP ``Range``.
+
+Nothing a server does can hang, bloat or redirect a client unnoticed: every request has connect and
+stall timeouts and is retried by urllib3's ``Retry``; a download (or listing) slower than a floor over a
+window fails; the index page and ``MD5SUMS`` are read streamed under a size cap; a redirect to another
+origin is refused unless its host is allowed.  The limits resolve as :mod:`ztfcat.settings` does.
 """
 
 from __future__ import annotations
@@ -432,15 +437,14 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 def _reason(exc: BaseException) -> str:
     """The innermost useful words of a requests/urllib3 error, on one line."""
     inner: BaseException = exc
-    while True:
+    for _depth in range(8):  # requests wraps urllib3's MaxRetryError, which wraps the socket's error
         nested = getattr(inner, "reason", None)
-        if isinstance(nested, BaseException):
+        if isinstance(nested, BaseException) and nested is not inner:
             inner = nested
-            continue
-        if inner.args and isinstance(inner.args[0], urllib3.exceptions.MaxRetryError):
+        elif inner.args and isinstance(inner.args[0], urllib3.exceptions.MaxRetryError):
             inner = inner.args[0]
-            continue
-        break
+        else:
+            break
     # ProtocolError("Connection broken: IncompleteRead(...)", IncompleteRead(...)): the words only
     words = inner.args[0] if len(inner.args) > 1 and isinstance(inner.args[0], str) else str(inner)
     text = " ".join(words.split()) or type(inner).__name__
@@ -734,10 +738,13 @@ class ArchiveClient:
                     timeout=self.timeout,
                     allow_redirects=False,
                 )
-            except requests.RequestException as exc:
-                raise DownloadError(
-                    f"{method} {current} failed after {self.retries + 1} tries: {_reason(exc)}"
-                ) from exc
+            except (
+                requests.RequestException,
+                urllib3.exceptions.HTTPError,
+                http.client.HTTPException,
+            ) as exc:
+                tries = f"{self.retries + 1} tries" if self.retries else "1 try"
+                raise DownloadError(f"{method} {current} failed after {tries}: {_reason(exc)}") from exc
             location = response.headers.get("Location")
             if response.status_code not in _REDIRECT_STATUS or not location:
                 return response
@@ -839,11 +846,13 @@ _EOF = object()
 class ReleaseStream(io.BufferedIOBase):
     """A release's bytes as a readable binary file, fed by a download thread (see ``open_release``).
 
-    A background thread replays the ``.part`` file's bytes, then reads the HTTP body, appends each chunk
-    to the ``.part`` file, hashes it and queues it (at most ``prefetch`` chunks ahead), so the network
-    and the reader's work overlap and memory stays bounded.  A connection dropped mid-body (or a
-    timeout, a 5xx, a 429) is retried with backoff, resuming with ``Range`` from the bytes received so
-    far; ``retries`` consecutive failures without progress end it with :class:`DownloadError`.
+    A background thread replays the ``.part`` file's bytes, then reads the HTTP body, appends what each
+    read brings to the ``.part`` file, hashes it and queues it in chunks (at most ``prefetch`` ahead), so
+    the network and the reader's work overlap and memory stays bounded.  A connection dropped or
+    stalled mid-body is resumed with ``Range`` from the last byte received (none is lost, whatever the
+    offset), paced by the client's :meth:`~ArchiveClient.retry_policy`; ``retries`` consecutive failures
+    without progress, or an average speed below the client's floor, end it with :class:`DownloadError`
+    naming the file, the bytes received and why.
 
     ``read(n)`` returns exactly ``n`` bytes except at the end.  The end is only signalled (``b""``)
     after the size and the MD5 have been checked; a mismatch raises :class:`ChecksumMismatchError` from
