@@ -57,8 +57,8 @@ class Faults:
     drop_times : int
         How many GET requests of each ``drop_after`` file are cut short.
     drop_reset : bool
-        End drops with a TCP reset (RST, as a crashed proxy does) instead of an orderly close; the bytes
-        before it are given half a second to reach the client first.
+        End drops with a TCP reset (RST, as a crashed proxy does) instead of an orderly close, once the
+        bytes before it have reached the client's kernel.
     stall_after : dict of str to int
         Send the file up to this byte offset (of the file, not of the body: a resume from there gets
         nothing), then nothing more while holding the connection open (until the client leaves or the
@@ -545,11 +545,36 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         with contextlib.suppress(OSError):
             if reset:
-                self.server.archive._stopping.wait(0.5)  # let what was sent be read before the RST
+                self._drain_send_queue()
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 self.connection.close()
             else:
                 self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _drain_send_queue(self, limit: float = 5.0) -> None:
+        """Wait until the client's kernel has every byte sent (at most ``limit`` s), so a reset loses none.
+
+        A reset discards what the sender's kernel still holds, but not what the receiver's has received:
+        once the send queue is empty (Linux ``SIOCOUTQ``), the bytes sent are the bytes the client gets.
+        Elsewhere, half a second is given instead.
+        """
+        stopping = self.server.archive._stopping
+        try:
+            import fcntl
+            import termios
+
+            def queued() -> int:
+                return struct.unpack("i", fcntl.ioctl(self.connection.fileno(), termios.TIOCOUTQ, b"\0" * 4))[
+                    0
+                ]
+
+            queued()
+        except (ImportError, AttributeError, OSError):
+            stopping.wait(0.5)
+            return
+        deadline = time.monotonic() + limit
+        while queued() > 0 and time.monotonic() < deadline and not stopping.wait(0.005):
+            pass
 
 
 class _HTTPServer(ThreadingHTTPServer):
