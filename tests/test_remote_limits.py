@@ -556,3 +556,15 @@ def test_not_found_still_names_the_release(server: ArchiveServer, tmp_path: Path
     assert (
         str(info.value) == f"no release ztf_public_20180609.tar.gz at {server.url}ztf_public_20180609.tar.gz"
     )
+
+
+def test_the_transfer_listing_reads_md5sums_under_the_same_cap(
+    server: ArchiveServer, monkeypatch: pytest.MonkeyPatch
+):
+    from ztfcat.transfer import _LenientArchiveClient
+
+    server.faults.pad_md5sums = 2 * MiB
+    server.faults.no_length.add(MD5SUMS)
+    monkeypatch.setenv("ZTFCAT_MAX_MANIFEST_BYTES", str(MiB))
+    with _LenientArchiveClient(server.url) as client, pytest.raises(DownloadError, match="byte cap"):
+        client.md5sums()
