@@ -598,6 +598,7 @@ class ArchiveClient:
         """
         url = self.url(name)
         response = self._checked("HEAD", url, missing=_describe(name, url))
+        response.content  # noqa: B018  (a HEAD answer has no body: this hands the connection back to the pool)
         length = response.headers.get("Content-Length")
         if length is None or not length.isdigit():
             raise DownloadError(f"{url} gave no Content-Length to HEAD (got {length!r})")
@@ -719,13 +720,13 @@ class ArchiveClient:
         allowed = self.allow_redirects_to
         return "*" in allowed or host in allowed or f"{host}:{port}" in allowed
 
-    def _request(
-        self, method: str, url: str, *, headers: dict[str, str] | None = None, stream: bool = False
-    ) -> requests.Response:
-        """One request: retried by the adapter's :meth:`retry_policy`, redirects checked here.
+    def _request(self, method: str, url: str, *, headers: dict[str, str] | None = None) -> requests.Response:
+        """One request, its body not yet read: retried by the adapter's :meth:`retry_policy`, redirects
+        checked here.
 
         Redirects are followed one hop at a time so each target is checked before any request is sent to
         it: another origin is refused unless allowed, and the same headers (``Range``) go to each hop.
+        No body is read here (not even a redirect's or an error's), so none can be large enough to hurt.
         """
         current = url
         for _hop in range(self.max_redirects + 1):
@@ -734,7 +735,7 @@ class ArchiveClient:
                     method,
                     current,
                     headers=headers,
-                    stream=stream,
+                    stream=True,
                     timeout=self.timeout,
                     allow_redirects=False,
                 )
@@ -759,8 +760,8 @@ class ArchiveClient:
             current = target
         raise DownloadError(f"{url}: more than {self.max_redirects} redirects, last to {current}")
 
-    def _checked(self, method: str, url: str, *, missing: str, stream: bool = False) -> requests.Response:
-        response = self._request(method, url, stream=stream)
+    def _checked(self, method: str, url: str, *, missing: str) -> requests.Response:
+        response = self._request(method, url)
         _raise_for_status(response, url, missing)
         return response
 
@@ -771,7 +772,7 @@ class ArchiveClient:
         is refused before the body is read, a body without one as soon as it passes the cap.  The speed
         floor applies as to a download.
         """
-        response = self._checked("GET", url, missing=missing, stream=True)
+        response = self._checked("GET", url, missing=missing)
         try:
             length = response.headers.get("Content-Length", "")
             if length.isdigit() and int(length) > cap:
@@ -808,7 +809,7 @@ class ArchiveClient:
         headers = {"Accept-Encoding": "identity"}
         if start:
             headers["Range"] = f"bytes={start}-"
-        response = self._request("GET", url, headers=headers, stream=True)
+        response = self._request("GET", url, headers=headers)
         if start and response.status_code == 416:
             _, total = _content_range(response.headers.get("Content-Range"))
             response.close()
