@@ -257,6 +257,44 @@ def test_a_server_that_never_answers_times_out(monkeypatch: pytest.MonkeyPatch):
     assert elapsed < 3
 
 
+def test_headers_sent_a_byte_at_a_time_time_out(monkeypatch: pytest.MonkeyPatch):
+    """Each byte of the headers comes well within the stall timeout, but all of them never do."""
+    stop = threading.Event()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.1)
+
+    def dribble() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                while not stop.wait(0.05):
+                    try:
+                        conn.sendall(b"z")
+                    except OSError:
+                        break
+
+    thread = threading.Thread(target=dribble, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/alerts/public/"
+    try:
+        with ArchiveClient(url, retries=1, backoff=0.01, timeout=(2, 0.5)) as client:
+            error, elapsed = bounded(lambda: client.head_size(NIGHT), 10)
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+    assert isinstance(error, DownloadError), error
+    assert str(error).startswith(f"HEAD {url}{NIGHT} failed after 2 tries: ") and "timed out" in str(error)
+    assert elapsed < 3
+
+
 def test_connection_refused_is_one_line_after_the_retries():
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))

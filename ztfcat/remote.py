@@ -25,6 +25,7 @@ import io
 import os
 import queue
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -388,6 +389,74 @@ class _BoundedRetry(Retry):
         return None if after is None else min(after, self.MAX_RETRY_AFTER)
 
 
+class _HeaderDeadline:
+    """A connection whose answer's status line and headers must all arrive within its read timeout.
+
+    The read timeout alone bounds each ``recv``, so a server sending its headers a byte at a time could
+    hold a request for as long as it liked before any body (and so before :class:`_Pace`) begins.  A
+    timer shuts the socket down when the headers are late, and the failure is a timeout like any other
+    (retried by the :class:`~urllib3.util.Retry` policy as a read error).
+    """
+
+    def getresponse(self):  # type: ignore[no-untyped-def]
+        limit = self.timeout  # type: ignore[attr-defined]  # urllib3 sets it to the read timeout first
+        if not isinstance(limit, int | float) or limit <= 0:
+            return super().getresponse()  # type: ignore[misc]
+        lock = threading.Lock()
+        state = {"done": False, "fired": False}
+
+        def cut() -> None:
+            with lock:
+                if state["done"]:
+                    return
+                state["fired"] = True
+            sock = self.sock  # type: ignore[attr-defined]
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)  # not SSLSocket's: it drops its state
+
+        timer = threading.Timer(limit, cut)
+        timer.daemon = True
+        timer.start()
+        failure: Exception | None = None
+        try:
+            response = super().getresponse()  # type: ignore[misc]
+        except Exception as exc:
+            failure = exc
+        with lock:
+            state["done"] = True
+        timer.cancel()
+        if state["fired"]:  # even a "success": headers cut short by the shutdown parse as complete
+            raise TimeoutError(f"the answer's headers took more than {limit:g} s") from failure
+        if failure is not None:
+            raise failure
+        return response
+
+
+class _Connection(_HeaderDeadline, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _TLSConnection(_HeaderDeadline, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _Pool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _Connection
+
+
+class _TLSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _TLSConnection
+
+
+class _Adapter(HTTPAdapter):
+    """requests' adapter with connections that bound the wait for a whole answer's headers."""
+
+    def init_poolmanager(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _TLSPool}
+
+
 class _Pace:
     """The floor on a transfer's average speed, checked over consecutive windows of ``window`` seconds.
 
@@ -463,7 +532,8 @@ class ArchiveClient:
         The archive folder; else ``ZTFCAT_ARCHIVE_URL``, else https://ztf.uw.edu/alerts/public/.
     timeout : (float, float), optional
         ``(connect timeout, stall timeout)`` in seconds, applied to every request; the stall timeout is
-        how long any one read may wait for a byte.  Either may be None for its default,
+        how long any one read may wait for a byte, and how long an answer's headers may take in all.
+        Either may be None for its default,
         ``ZTFCAT_CONNECT_TIMEOUT`` (10) and ``ZTFCAT_STALL_TIMEOUT`` (60).
     retries : int
         How many times a request is retried after a connection error, a timeout, 429 or 5xx (by urllib3's
@@ -515,7 +585,7 @@ class ArchiveClient:
         if session is None:
             session = requests.Session()
             session.headers["User-Agent"] = user_agent()
-            adapter = HTTPAdapter(pool_maxsize=32, max_retries=self.retry_policy())  # room for HEAD threads
+            adapter = _Adapter(pool_maxsize=32, max_retries=self.retry_policy())  # room for HEAD threads
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         self.session = session
