@@ -177,6 +177,28 @@ def test_an_endless_stall_fails_in_bounded_time_and_keeps_every_byte(
     assert not part.exists()
 
 
+def test_a_resume_that_fails_names_the_bytes_received(
+    server: ArchiveServer, files: dict[str, bytes], tmp_path: Path
+):
+    data = files[NIGHT]
+    part = tmp_path / "f.part"
+    server.faults.drop_after[NIGHT] = 500_001
+    server.faults.rate_limit_bps = 1_000_000  # the drop comes after about half a second
+    with (
+        make_client(server.url, retries=1) as client,
+        client.open_release(NIGHT, part, expected_md5=md5(data), chunk_size=65536) as stream,
+    ):
+        assert stream.read(1000) == data[:1000]
+        server.faults.fail_first[NIGHT] = 100  # from now on the archive is "busy"
+        with pytest.raises(DownloadError) as info:
+            stream.read()
+    assert str(info.value) == (
+        f"{NIGHT}: 500001 of {len(data)} bytes received from {server.url}{NIGHT}; resuming: "
+        f"{server.url}{NIGHT} answered HTTP 503 Service Unavailable"
+    )
+    assert part.read_bytes() == data[:500_001]
+
+
 # --- a floor on the speed -----------------------------------------------------------------------------
 
 

@@ -1175,7 +1175,10 @@ class ReleaseStream(io.BufferedIOBase):
             if (slow := pace.too_slow()) is not None:
                 raise DownloadError(f"{self._where(position)}; too slow: {slow}")
             if response is None:
-                response, offset, total = client._open_at(self.name, self.url, position)
+                try:
+                    response, offset, total = client._open_at(self.name, self.url, position)
+                except DownloadError as exc:  # the resume itself failed, past its own retries
+                    raise DownloadError(f"{self._where(position)}; resuming: {exc}") from exc
                 self._response = response
                 if response is None:  # 416: the file is no longer than what we have
                     break
