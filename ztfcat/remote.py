@@ -830,8 +830,10 @@ class ArchiveClient:
             current = target
         raise DownloadError(f"{url}: more than {self.max_redirects} redirects, last to {current}")
 
-    def _checked(self, method: str, url: str, *, missing: str) -> requests.Response:
-        response = self._request(method, url)
+    def _checked(
+        self, method: str, url: str, *, missing: str, headers: dict[str, str] | None = None
+    ) -> requests.Response:
+        response = self._request(method, url, headers=headers)
         _raise_for_status(response, url, missing)
         return response
 
@@ -842,7 +844,8 @@ class ArchiveClient:
         is refused before the body is read, a body without one as soon as it passes the cap.  The speed
         floor applies as to a download.
         """
-        response = self._checked("GET", url, missing=missing)
+        # identity: the cap then counts the bytes on the wire too, and no gzip bomb can be decoded
+        response = self._checked("GET", url, missing=missing, headers={"Accept-Encoding": "identity"})
         try:
             length = response.headers.get("Content-Length", "")
             if length.isdigit() and int(length) > cap:
