@@ -280,6 +280,42 @@ def test_dropped_connections_resume_with_range_and_change_nothing(cat, client, s
     assert snapshot(cat) == clean_snapshot(cat, archive_root / N3)
 
 
+def test_a_reset_at_an_odd_byte_resumes_there_and_changes_nothing(cat, client, server, archive_root):
+    """A TCP reset mid-chunk: the resume asks for the very next byte, and the catalog is a clean one."""
+    cut = (archive_root / N3).stat().st_size // 2 + 12_345
+    server.faults.drop_after[N3] = cut
+    server.faults.drop_reset = True
+    report = archive.download_night(cat, 2018, 6, 3, client=client)
+    assert report.n_alerts == 20
+    assert gets(server, N3) == [None, f"bytes={cut}-"]
+    assert snapshot(cat) == clean_snapshot(cat, archive_root / N3)
+
+
+def test_a_stalled_download_fails_keeps_its_bytes_and_the_rerun_resumes(cat, server, archive_root):
+    data = (archive_root / N3).read_bytes()
+    cut = len(data) // 2 + 12_345
+    server.faults.stall_after[N3] = cut
+    server.faults.stall_times = 100
+    with (
+        ArchiveClient(server.url, retries=1, backoff=0.01, timeout=(5, 0.3)) as client,
+        pytest.raises(DownloadError) as info,
+    ):
+        archive.download_night(cat, 2018, 6, 3, client=client)
+    message = str(info.value)
+    assert message.startswith(f"{N3}: {cut} of {len(data)} bytes received from {server.url}{N3}")
+    assert "no byte for 0.3 s" in message and "\n" not in message
+    assert cat.release(N3).status == "failed" and alerts_of(cat, N3) == []
+    part = archive.downloads_dir(cat) / f"{N3}.part"
+    assert part.read_bytes() == data[:cut]  # every byte received, none more
+
+    server.faults.stall_after.clear()
+    with ArchiveClient(server.url, backoff=0.01) as client:
+        report = archive.download_night(cat, 2018, 6, 3, client=client)
+    assert report.n_alerts == 20 and gets(server, N3)[-1] == f"bytes={cut}-"
+    assert not part.exists()
+    assert snapshot(cat) == clean_snapshot(cat, archive_root / N3)
+
+
 def test_user_interrupt_then_rerun_resumes_and_changes_nothing(catalog, root):
     name = "ztf_public_20180604.tar.gz"
     spec = make_night(root / name, night="20180604", n_alerts=60, seed=4, keep_records=False)

@@ -236,6 +236,125 @@ def test_fault_slow_first_byte(server: ArchiveServer):
     assert time.monotonic() - started >= 0.3
 
 
+SMALL = "ztf_public_20180602.tar.gz"  # 74 bytes
+
+
+def raw_get(srv: ArchiveServer, name: str, range_header: str | None = None, timeout: float = TIMEOUT):
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=timeout)
+    conn.request("GET", "/alerts/public/" + name, headers={"Range": range_header} if range_header else {})
+    return conn, conn.getresponse()
+
+
+def test_fault_trickle_sends_a_few_bytes_at_a_time(server: ArchiveServer, root: Path):
+    server.faults.trickle[SMALL] = (10, 0.1)
+    started = time.monotonic()
+    conn, response = raw_get(server, SMALL)
+    pieces = []
+    while piece := response.read1(1000):
+        pieces.append(piece)
+    conn.close()
+    assert b"".join(pieces) == (root / SMALL).read_bytes()
+    assert len(pieces) >= 5 and max(map(len, pieces)) <= 10
+    assert 0.6 <= time.monotonic() - started < 3
+
+
+def test_fault_stall_holds_the_connection_at_a_file_offset(server: ArchiveServer, root: Path):
+    server.faults.stall_after[NAME] = 5000
+    conn, response = raw_get(server, NAME, timeout=0.5)
+    got = b""
+    with pytest.raises(TimeoutError):
+        while piece := response.read1(65536):
+            got += piece
+    conn.close()
+    assert got == body_of(root)[:5000]
+    server.faults.stall_times = 2
+    conn, response = raw_get(server, NAME, "bytes=5000-", timeout=0.5)  # from the offset on: nothing
+    with pytest.raises(TimeoutError):
+        response.read1(65536)
+    conn.close()
+    conn, response = raw_get(server, NAME, "bytes=5000-")  # the stalls are used up
+    assert response.read() == body_of(root)[5000:]
+    conn.close()
+
+
+def test_fault_drop_reset_ends_with_a_reset(root: Path):
+    with ArchiveServer(root, faults=Faults(drop_after={NAME: 5000}, drop_reset=True)) as srv:
+        conn, response = raw_get(srv, NAME)
+        got = response.read1(5000)
+        while len(got) < 5000:
+            got += response.read1(5000)
+        with pytest.raises((ConnectionResetError, http.client.IncompleteRead)):
+            response.read()
+        conn.close()
+        assert got == body_of(root)[:5000]
+
+
+def test_fault_redirect(server: ArchiveServer):
+    server.faults.redirect[NAME] = "http://127.0.0.2:1/elsewhere"
+    server.faults.redirect[""] = "/alerts/public/" + NAME
+    for url in (server.url + NAME, server.url):
+        response = requests.get(url, timeout=TIMEOUT, allow_redirects=False)
+        assert response.status_code == 302
+    assert (
+        requests.head(server.url + NAME, timeout=TIMEOUT).headers["Location"]
+        == "http://127.0.0.2:1/elsewhere"
+    )
+    assert requests.get(server.url, timeout=TIMEOUT, allow_redirects=False).headers["Location"] == (
+        "/alerts/public/" + NAME
+    )
+
+
+def test_fault_padding_is_streamed_never_held(server: ArchiveServer):
+    import tracemalloc
+
+    plain = requests.get(server.url, timeout=TIMEOUT).content
+    server.faults.pad_listing = 50_000_000
+    server.faults.pad_md5sums = 1000
+    assert int(requests.head(server.url, timeout=TIMEOUT).headers["Content-Length"]) > 50_000_000
+    tracemalloc.start()
+    try:
+        with requests.get(server.url, timeout=TIMEOUT, stream=True) as response:
+            length = int(response.headers["Content-Length"])
+            head = response.raw.read(len(plain) - 20)
+            total = len(head) + sum(len(chunk) for chunk in response.iter_content(1 << 16))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total == length and peak < 4_000_000  # server and client in this process: both streamed
+    assert plain.startswith(head[: plain.index(b"</table>")])
+    manifest = requests.get(server.url + "MD5SUMS", timeout=TIMEOUT).text
+    assert manifest.startswith(f"{hashlib.md5(b'').hexdigest()}  ztf_20200219_programid1.tar.tar\n")
+    assert manifest.count("# padding") >= 15 and all(
+        line.startswith("#") for line in manifest.splitlines()[3:]
+    )
+
+
+def test_fault_no_length_ends_the_body_by_closing(server: ArchiveServer, root: Path):
+    server.faults.no_length |= {NAME, "", "MD5SUMS"}
+    for name in (NAME, "", "MD5SUMS"):
+        conn, response = raw_get(server, name)
+        assert response.getheader("Content-Length") is None and response.getheader("Connection") == "close"
+        body = response.read()
+        conn.close()
+        if name == NAME:
+            assert body == body_of(root)
+        else:
+            assert body == requests.get(server.url + name, timeout=TIMEOUT).content
+
+
+def test_fault_fail_status_and_retry_after(server: ArchiveServer):
+    server.faults.fail_first[NAME] = 2
+    server.faults.fail_status = 429
+    server.faults.retry_after = "7"
+    with requests.Session() as session:  # one kept-alive connection: a HEAD answer has no body
+        first = session.head(server.url + NAME, timeout=TIMEOUT)
+        second = session.get(server.url + NAME, timeout=TIMEOUT)
+        third = session.head(server.url + NAME, timeout=TIMEOUT)
+    assert (first.status_code, first.headers["Retry-After"]) == (429, "7")
+    assert second.status_code == 429 and second.text == f"{NAME} is busy\n"
+    assert third.status_code == 200 and third.headers["Content-Length"] == "1024000"
+
+
 def test_requests_are_recorded(server: ArchiveServer):
     requests.get(server.url + NAME, headers={"Range": "bytes=7-"}, timeout=TIMEOUT)
     requests.head(server.url + NAME, timeout=TIMEOUT)

@@ -13,8 +13,9 @@ to the ingest as they arrive, while saving them to ``<data_dir>/downloads/<name>
 The size and MD5 are checked after the last byte and before the release can be marked complete (the
 ``verify`` hook of :meth:`Catalog.ingest`), so a release is never seen complete with bad bytes; on a
 mismatch the ingest fails the release and removes what it held.  An interrupted run (dropped connection,
-Ctrl-C, a kill) keeps the ``.part`` file; the next run replays it into a fresh ingest and downloads only
-the rest, with HTTP ``Range``, so the result is that of one uninterrupted run.
+Ctrl-C, a kill, a stall) keeps the ``.part`` file, which holds every byte received; the next run replays it
+into a fresh ingest and downloads only the rest, with HTTP ``Range``, so the result is that of one
+uninterrupted run.
 """
 
 from __future__ import annotations
@@ -123,13 +124,14 @@ def merge_listing(
     return files, to_head
 
 
-def _head_sizes(
-    client: ArchiveClient, names: list[str], workers: int = HEAD_WORKERS
+def head_sizes(
+    client: ArchiveClient, names: Iterable[str], workers: int = HEAD_WORKERS
 ) -> dict[str, int | None]:
-    """Exact sizes, ``workers`` HEAD requests at a time; None for a file the archive will not size.
+    """Exact sizes, ``workers`` HEAD requests at a time (a HEAD is mostly waiting); None for a file the
+    archive will not size.
 
-    Unlike :meth:`ArchiveClient.head_sizes`, one listed file that answers 404 or 500 does not stop the
-    listing: it is kept without a size and asked about again at the next refresh.
+    One listed file that answers 404 or 500 does not stop the listing: it is kept without a size and
+    asked about again at the next refresh.
     """
 
     def one(name: str) -> int | None:
@@ -138,6 +140,7 @@ def _head_sizes(
         except ZtfcatError:
             return None
 
+    names = list(names)
     if not names:
         return {}
     with ThreadPoolExecutor(max(1, min(workers, len(names))), thread_name_prefix="ztfcat-head") as pool:
@@ -202,7 +205,7 @@ def refresh_listing(catalog: Catalog, *, client: ArchiveClient | None = None) ->
         names = [entry.name for entry in archive.listing()]
         md5s = archive.md5sums()
         files, to_head = merge_listing(names, md5s, cached, archive.url)
-        sizes = _head_sizes(archive, to_head)
+        sizes = head_sizes(archive, to_head)
     now = datetime.now(UTC)
     files = [replace(f, size=sizes[f.name]) if f.name in sizes else f for f in files]
     for name, size in sizes.items():
@@ -665,6 +668,7 @@ __all__ = [
     "download_recent",
     "download_release",
     "downloads_dir",
+    "head_sizes",
     "listing_table",
     "local_statuses",
     "merge_listing",

@@ -3,8 +3,9 @@
 The tests and ``ztfcat demo`` need an archive that behaves like https://ztf.uw.edu/alerts/public/ without
 the internet: an Apache "fancy index" page, an ``MD5SUMS`` manifest, exact ``Content-Length`` on HEAD and
 ``Range`` requests answered with 206 or 416.  Real downloads fail in ways a test must reproduce on demand,
-so :class:`Faults` can drop a connection part-way, answer 503, pretend a file is missing, list a wrong MD5
-or throttle the body, switched at runtime while the server runs.
+so :class:`Faults` can drop or reset a connection part-way, stall or trickle a body, answer 503 or 429,
+redirect, pad the index page or ``MD5SUMS`` to any size (streamed, never held), pretend a file is missing,
+list a wrong MD5 or throttle the body, switched at runtime while the server runs.
 
 This module deliberately shares no code with :mod:`ztfcat.remote`: a server built from the client's own
 parsing rules would agree with every bug in them.
@@ -16,8 +17,10 @@ import argparse
 import contextlib
 import hashlib
 import html
+import io
 import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -32,15 +35,19 @@ from urllib.parse import quote, unquote, urlsplit
 
 PREFIX = "/alerts/public/"
 MD5SUMS = "MD5SUMS"
+INDEX = ""
+"""The name under which :class:`Faults` address the index page."""
 _SEND_CHUNK = 256 * 1024
+_HOLD_LIMIT = 60.0  # the longest a stalled body holds its connection (or until the server stops)
 
 
 @dataclass
 class Faults:
     """Failures the server injects, per file name; mutable while the server runs.
 
-    Change fields with plain assignment or inside ``with faults.lock:``; the server reads them under the
-    lock and consumes the counted faults (``fail_first``, drops) one request at a time.
+    Names are file names, ``MD5SUMS``, or :data:`INDEX` (``""``) for the index page.  Change fields with
+    plain assignment or inside ``with faults.lock:``; the server reads them under the lock and consumes
+    the counted faults (``fail_first``, drops, stalls) one request at a time.
 
     Attributes
     ----------
@@ -49,12 +56,35 @@ class Faults:
         from the range start on a 206), for the first ``drop_times`` GET requests of that file.
     drop_times : int
         How many GET requests of each ``drop_after`` file are cut short.
+    drop_reset : bool
+        End drops with a TCP reset (RST, as a crashed proxy does) instead of an orderly close, once the
+        bytes before it have reached the client's kernel.
+    stall_after : dict of str to int
+        Send the file up to this byte offset (of the file, not of the body: a resume from there gets
+        nothing), then nothing more while holding the connection open (until the client leaves or the
+        server stops, at most 60 s), for the first ``stall_times`` GET requests.
+    stall_times : int
+        How many GET requests of each ``stall_after`` file stall.
+    trickle : dict of str to (int, float)
+        Send these bodies ``n`` bytes at a time, ``seconds`` apart, as a server trickling a download.
+    redirect : dict of str to str
+        Answer requests of these names with ``302 Found`` to this URL (absolute, or relative to the
+        request), e.g. to a second server on another port: another origin.
+    pad_listing, pad_md5sums : int
+        Make the index page (with an HTML comment) or ``MD5SUMS`` (with ``#`` lines) this many bytes
+        longer, generated while sent, so a 200 MB page costs the server no memory.
+    no_length : set of str
+        Send these bodies without ``Content-Length``, ended by closing the connection.
     wrong_md5 : set of str
         ``MD5SUMS`` lists a wrong digest for these names.
     missing : set of str
         Listed on the index page but answered with 404, like a file removed after the page was made.
     fail_first : dict of str to int
-        Answer 503 to this many requests (GET or HEAD) of the file, then serve it.
+        Answer ``fail_status`` (503) to this many requests (GET or HEAD) of the file, then serve it.
+    fail_status : int
+        The status of ``fail_first`` answers, e.g. 429 with ``retry_after``.
+    retry_after : str or None
+        A ``Retry-After`` header sent with ``fail_first`` answers.
     no_range : set of str
         Ignore ``Range`` for these names and answer 200 with the whole body, as a server without range
         support does.
@@ -66,14 +96,25 @@ class Faults:
 
     drop_after: dict[str, int] = field(default_factory=dict)
     drop_times: int = 1
+    drop_reset: bool = False
+    stall_after: dict[str, int] = field(default_factory=dict)
+    stall_times: int = 1
+    trickle: dict[str, tuple[int, float]] = field(default_factory=dict)
+    redirect: dict[str, str] = field(default_factory=dict)
+    pad_listing: int = 0
+    pad_md5sums: int = 0
+    no_length: set[str] = field(default_factory=set)
     wrong_md5: set[str] = field(default_factory=set)
     missing: set[str] = field(default_factory=set)
     fail_first: dict[str, int] = field(default_factory=dict)
+    fail_status: int = 503
+    retry_after: str | None = None
     no_range: set[str] = field(default_factory=set)
     rate_limit_bps: float | None = None
     slow_first_byte: float = 0.0
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     _drops_done: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    _stalls_done: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     def take_failure(self, name: str) -> bool:
         """Consume one ``fail_first`` answer for ``name``; True if this request must get a 503."""
@@ -86,13 +127,41 @@ class Faults:
 
     def take_drop(self, name: str) -> int | None:
         """Consume one drop for ``name``; the body byte count to cut at, or None to send it whole."""
+        return self._take(name, self.drop_after, self._drops_done, self.drop_times)
+
+    def take_stall(self, name: str) -> int | None:
+        """Consume one stall for ``name``; the body byte count to stop at, or None not to stall."""
+        return self._take(name, self.stall_after, self._stalls_done, self.stall_times)
+
+    def _take(self, name: str, limits: dict[str, int], done: dict[str, int], times: int) -> int | None:
         with self.lock:
-            limit = self.drop_after.get(name)
-            done = self._drops_done.get(name, 0)
-            if limit is None or done >= self.drop_times:
+            limit = limits.get(name)
+            count = done.get(name, 0)
+            if limit is None or count >= times:
                 return None
-            self._drops_done[name] = done + 1
+            done[name] = count + 1
             return limit
+
+
+class _Padded:
+    """``head``, then ``size`` filler bytes made as they are read, then ``tail``: a file-like ``read``."""
+
+    def __init__(self, head: bytes, size: int, filler: bytes, tail: bytes = b"") -> None:
+        self.length = len(head) + size + len(tail)
+        self._parts = [head, tail]
+        self._pad = size
+        self._filler = filler * max(1, _SEND_CHUNK // len(filler))
+
+    def read(self, n: int) -> bytes:
+        if self._parts[0]:
+            out, self._parts[0] = self._parts[0][:n], self._parts[0][n:]
+            return out
+        if self._pad:
+            out = self._filler[: min(n, self._pad)]
+            self._pad -= len(out)
+            return out
+        out, self._parts[1] = self._parts[1][:n], self._parts[1][n:]
+        return out
 
 
 def human_size(size: int) -> str:
@@ -269,37 +338,85 @@ class _Handler(BaseHTTPRequestHandler):
         if faults.slow_first_byte > 0:
             time.sleep(faults.slow_first_byte)
         path = unquote(urlsplit(self.path).path)
-        if path in ("/", PREFIX):
-            self._send_bytes(archive._index_html(path).encode(), "text/html;charset=UTF-8", head, None)
-            return
         if path == PREFIX.rstrip("/"):
             self.send_response(HTTPStatus.MOVED_PERMANENTLY)
             self.send_header("Location", PREFIX)
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        name = path[len(PREFIX) :] if path.startswith(PREFIX) else path[1:]
-        if faults.take_failure(name):
-            self.send_error(HTTPStatus.SERVICE_UNAVAILABLE, f"{name} is busy")
-            return
+        index = path in ("/", PREFIX)
+        name = INDEX if index else path[len(PREFIX) :] if path.startswith(PREFIX) else path[1:]
         with faults.lock:
+            redirect = faults.redirect.get(name)
             missing = name in faults.missing
             ignore_range = name in faults.no_range
+            no_length = name in faults.no_length
+            pad = faults.pad_listing if index else faults.pad_md5sums if name == MD5SUMS else 0
+        if redirect is not None:
+            self.send_response(HTTPStatus.FOUND)
+            self.send_header("Location", redirect)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if faults.take_failure(name):
+            self._send_failure(name)
+            return
+        if index:
+            page = archive._index_html(path).encode()
+            tail = b"</body></html>\n"
+            body = (
+                _Padded(page.removesuffix(tail) + b"<!-- ", pad, b"padding ", b" -->\n" + tail)
+                if pad
+                else _Padded(page, 0, b" ")
+            )
+            self._send_stream(body, "text/html;charset=UTF-8", head, name, length=not no_length)
+            return
         if missing or not name or "/" in name or name.startswith("."):
             self.send_error(HTTPStatus.NOT_FOUND, f"no {path} here")
             return
         if name == MD5SUMS:
-            self._send_bytes(
-                archive._md5sums_text().encode(), "text/plain; charset=utf-8", head, range_header
-            )
+            text = archive._md5sums_text().encode()
+            if pad or no_length:
+                body = _Padded(text, pad, b"# padding" + b"." * 54 + b"\n")
+                self._send_stream(body, "text/plain; charset=utf-8", head, name, length=not no_length)
+            else:
+                self._send_bytes(text, "text/plain; charset=utf-8", head, range_header, name)
             return
         file = archive.root / name
         if not file.is_file():
             self.send_error(HTTPStatus.NOT_FOUND, f"no {path} here")
             return
-        self._send_file(file, name, head, None if ignore_range else range_header)
+        self._send_file(file, name, head, None if ignore_range else range_header, not no_length)
 
-    def _send_bytes(self, body: bytes, content_type: str, head: bool, range_header: str | None) -> None:
+    def _send_failure(self, name: str) -> None:
+        faults = self.server.archive.faults
+        status = HTTPStatus(faults.fail_status)
+        body = f"{name or 'the index'} is busy\n".encode()
+        self.send_response(status)
+        if faults.retry_after is not None:
+            self.send_header("Retry-After", faults.retry_after)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send_stream(self, body: _Padded, content_type: str, head: bool, name: str, *, length: bool) -> None:
+        """A generated body, whole (no ``Range``), with or without ``Content-Length``."""
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", content_type)
+        if length:
+            self.send_header("Content-Length", str(body.length))
+        else:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if not head:
+            self._send_body(body, body.length, name)
+
+    def _send_bytes(
+        self, body: bytes, content_type: str, head: bool, range_header: str | None, name: str
+    ) -> None:
         span = parse_range(range_header, len(body))
         if span == "unsatisfiable":
             self._send_416(len(body))
@@ -309,9 +426,11 @@ class _Handler(BaseHTTPRequestHandler):
             HTTPStatus.PARTIAL_CONTENT if span else HTTPStatus.OK, content_type, first, last, len(body)
         )
         if not head:
-            self.wfile.write(body[first : last + 1])
+            self._send_body(io.BytesIO(body[first : last + 1]), last - first + 1, name, first)
 
-    def _send_file(self, file: Path, name: str, head: bool, range_header: str | None) -> None:
+    def _send_file(
+        self, file: Path, name: str, head: bool, range_header: str | None, length: bool = True
+    ) -> None:
         stat = file.stat()
         size = stat.st_size
         span = parse_range(range_header, size)
@@ -324,13 +443,12 @@ class _Handler(BaseHTTPRequestHandler):
             "ETag": f'"{size:x}-{stat.st_mtime_ns // 1000:x}"',
         }
         status = HTTPStatus.PARTIAL_CONTENT if span else HTTPStatus.OK
-        self._send_head(status, _content_type(name), first, last, size, validators)
+        self._send_head(status, _content_type(name), first, last, size, validators, length=length)
         if head:
             return
-        drop = self.server.archive.faults.take_drop(name)
         with open(file, "rb") as fh:
             fh.seek(first)
-            self._send_body(fh, last - first + 1, drop)
+            self._send_body(fh, last - first + 1, name, first)
 
     def _send_head(
         self,
@@ -340,6 +458,8 @@ class _Handler(BaseHTTPRequestHandler):
         last: int,
         size: int,
         extra: Mapping[str, str] | None = None,
+        *,
+        length: bool = True,
     ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -348,7 +468,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         if status == HTTPStatus.PARTIAL_CONTENT:
             self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
-        self.send_header("Content-Length", str(max(0, last - first + 1)))
+        if length:
+            self.send_header("Content-Length", str(max(0, last - first + 1)))
+        else:
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
 
     def _send_416(self, size: int) -> None:
@@ -357,16 +481,31 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def _send_body(self, fh: BinaryIO, length: int, drop: int | None) -> None:
-        """Write ``length`` bytes of ``fh``, throttled and cut short as the faults say."""
+    def _send_body(self, fh: BinaryIO | _Padded, length: int, name: str, first: int = 0) -> None:
+        """Write ``length`` bytes of ``fh`` (from byte ``first`` of the file), throttled, trickled, stalled
+        and cut short as the faults say."""
         faults = self.server.archive.faults
+        stopping = self.server.archive._stopping
+        drop = faults.take_drop(name) if self.command == "GET" else None
+        stall = faults.take_stall(name) if self.command == "GET" else None
+        if stall is not None:
+            stall = max(0, stall - first)
+        with faults.lock:
+            trickle = faults.trickle.get(name)
         budget = length if drop is None else min(length, drop)
         start = time.monotonic()
         sent = 0
         while sent < budget:
+            if stall is not None and sent >= stall:
+                self._hold(stopping)
+                return
             rate = faults.rate_limit_bps
             # About 10 ms of data per write when throttled, so sleeps are few and long enough to be cheap.
             chunk = _SEND_CHUNK if not rate else int(min(_SEND_CHUNK, max(4096, rate / 100)))
+            if trickle is not None:
+                chunk = max(1, trickle[0])
+            if stall is not None:
+                chunk = min(chunk, stall - sent)
             data = fh.read(min(chunk, budget - sent))
             if not data:
                 break
@@ -376,14 +515,66 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             sent += len(data)
+            if trickle is not None and sent < budget and stopping.wait(trickle[1]):
+                break
             if rate:
                 ahead = sent / rate - (time.monotonic() - start)
                 if ahead > 0:
                     time.sleep(ahead)
-        if sent < length:  # a drop: cut the connection with the body incomplete
-            self.close_connection = True
-            with contextlib.suppress(OSError):
+        if stall is not None and sent >= stall and sent < length:
+            self._hold(stopping)
+        elif sent < length:  # a drop: cut the connection with the body incomplete
+            self._cut(reset=faults.drop_reset)
+
+    def _hold(self, stopping: threading.Event) -> None:
+        """Send nothing more, but keep the connection open until the client leaves (or a limit)."""
+        self.close_connection = True
+        deadline = time.monotonic() + _HOLD_LIMIT
+        self.connection.settimeout(0.05)
+        while time.monotonic() < deadline and not stopping.is_set():
+            try:
+                if self.connection.recv(4096) == b"":
+                    break  # the client closed its end
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+        self._cut(reset=False)
+
+    def _cut(self, *, reset: bool) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            if reset:
+                self._drain_send_queue()
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
+            else:
                 self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _drain_send_queue(self, limit: float = 5.0) -> None:
+        """Wait until the client's kernel has every byte sent (at most ``limit`` s), so a reset loses none.
+
+        A reset discards what the sender's kernel still holds, but not what the receiver's has received:
+        once the send queue is empty (Linux ``SIOCOUTQ``), the bytes sent are the bytes the client gets.
+        Elsewhere, half a second is given instead.
+        """
+        stopping = self.server.archive._stopping
+        try:
+            import fcntl
+            import termios
+
+            def queued() -> int:
+                return struct.unpack("i", fcntl.ioctl(self.connection.fileno(), termios.TIOCOUTQ, b"\0" * 4))[
+                    0
+                ]
+
+            queued()
+        except (ImportError, AttributeError, OSError):
+            stopping.wait(0.5)
+            return
+        deadline = time.monotonic() + limit
+        while queued() > 0 and time.monotonic() < deadline and not stopping.wait(0.005):
+            pass
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -434,6 +625,7 @@ class ArchiveServer:
         self._digest_cache: dict[str, tuple[int, int, str]] = {}
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()  # ends stalls and trickles when the server stops
 
     @property
     def url(self) -> str:
@@ -446,6 +638,7 @@ class ArchiveServer:
         """Bind and serve in a daemon thread; returns self."""
         if self._httpd is not None:
             return self
+        self._stopping.clear()
         httpd = _HTTPServer((self.host, self.port), _Handler)
         httpd.archive = self
         self.port = httpd.server_address[1]
@@ -460,6 +653,7 @@ class ArchiveServer:
         """Stop serving and release the port; open keep-alive connections die with their daemon threads."""
         if self._httpd is None:
             return
+        self._stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         if self._thread is not None:

@@ -105,9 +105,41 @@ def register(group: click.Group) -> None:
     @click.option("--refresh/--no-refresh", default=True, help="Refresh the listing first (default yes).")
     @click.option("--no-md5", is_flag=True, help="Accept releases MD5SUMS does not list (size checked only).")
     @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+    @click.option(
+        "--stall-timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        metavar="SECONDS",
+        help="Fail a read after this long without a byte (default ZTFCAT_STALL_TIMEOUT or 60).",
+    )
+    @click.option(
+        "--min-speed",
+        type=click.FloatRange(min=0),
+        metavar="BYTES/S",
+        help="Fail a download slower than this on average (default ZTFCAT_MIN_SPEED or 10000; 0: off).",
+    )
+    @click.option(
+        "--allow-redirect-host",
+        "redirect_hosts",
+        multiple=True,
+        metavar="HOST[:PORT]",
+        help="A host the archive may redirect to (default ZTFCAT_ALLOW_REDIRECT_HOSTS; others are refused).",
+    )
     @click.pass_context
     def download(
-        ctx, nights, recent, night_from, night_to, stop_on_exist, keep_tarballs, force, refresh, no_md5, quiet
+        ctx,
+        nights,
+        recent,
+        night_from,
+        night_to,
+        stop_on_exist,
+        keep_tarballs,
+        force,
+        refresh,
+        no_md5,
+        quiet,
+        stall_timeout,
+        min_speed,
+        redirect_hosts,
     ) -> None:
         """Download, verify (size and MD5) and ingest nightly releases, newest first with --recent.
 
@@ -130,7 +162,12 @@ def register(group: click.Group) -> None:
         if sum(chosen) != 1:
             raise click.UsageError("give NIGHTS, or --recent N, or --from/--to (one of them)")
         catalog = _catalog(ctx)
-        client = ArchiveClient(catalog.archive_url)
+        client = ArchiveClient(
+            catalog.archive_url,
+            timeout=(None, stall_timeout),
+            min_speed=min_speed,
+            allow_redirects_to=redirect_hosts or None,
+        )
         ctx.call_on_close(client.close)
         failed: list[str] = []
         if nights:

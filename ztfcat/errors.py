@@ -49,3 +49,7 @@ class InvalidNightError(ZtfcatError, ValueError):
 
 class ManifestFormatError(ZtfcatError, ValueError):
     """A malformed ``MD5SUMS`` line (named by its line number) or a digest that is not 32 hex digits."""
+
+
+class SettingError(ZtfcatError, ValueError):
+    """A setting (argument or ``ZTFCAT_*`` environment variable) that is not a usable value."""

@@ -8,6 +8,11 @@ A release is read through :meth:`ArchiveClient.open_release`, a binary file obje
 tarball's bytes as they arrive while it saves them to a ``.part`` file and hashes them, so ingest starts
 on the first megabyte instead of after a multi-GB download, and an interrupted run resumes from disk
 and then with HTTP ``Range``.
+
+Nothing a server does can hang, bloat or redirect a client unnoticed: every request has connect and
+stall timeouts and is retried by urllib3's ``Retry``; a download (or listing) slower than a floor over a
+window fails; the index page and ``MD5SUMS`` are read streamed under a size cap; a redirect to another
+origin is refused unless its host is allowed.  The limits resolve as :mod:`ztfcat.settings` does.
 """
 
 from __future__ import annotations
@@ -20,10 +25,10 @@ import io
 import os
 import queue
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
 from html.parser import HTMLParser
@@ -34,6 +39,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.util import Retry
 
 from ztfcat import settings
 from ztfcat.errors import (
@@ -49,6 +55,7 @@ Progress = Callable[[int, "int | None"], None]
 
 MD5SUMS = "MD5SUMS"
 _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+_REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 # Failures worth another try.  Not OSError as a whole: a full disk is not cured by waiting.
 _NETWORK_ERRORS = (
     requests.ConnectionError,
@@ -372,42 +379,213 @@ def _content_range(header: str | None) -> tuple[int | None, int | None]:
 # --- I/O ----------------------------------------------------------------------------------------------
 
 
+class _BoundedRetry(Retry):
+    """urllib3's :class:`~urllib3.util.Retry` with ``Retry-After`` capped, so a server cannot park us for a day."""
+
+    MAX_RETRY_AFTER = 60.0
+
+    def get_retry_after(self, response: urllib3.BaseHTTPResponse) -> float | None:
+        after = super().get_retry_after(response)
+        return None if after is None else min(after, self.MAX_RETRY_AFTER)
+
+
+class _HeaderDeadline:
+    """A connection whose answer's status line and headers must all arrive within its read timeout.
+
+    The read timeout alone bounds each ``recv``, so a server sending its headers a byte at a time could
+    hold a request for as long as it liked before any body (and so before :class:`_Pace`) begins.  A
+    timer shuts the socket down when the headers are late, and the failure is a timeout like any other
+    (retried by the :class:`~urllib3.util.Retry` policy as a read error).
+    """
+
+    def getresponse(self):  # type: ignore[no-untyped-def]
+        limit = self.timeout  # type: ignore[attr-defined]  # urllib3 sets it to the read timeout first
+        if not isinstance(limit, int | float) or limit <= 0:
+            return super().getresponse()  # type: ignore[misc]
+        lock = threading.Lock()
+        state = {"done": False, "fired": False}
+
+        def cut() -> None:
+            with lock:
+                if state["done"]:
+                    return
+                state["fired"] = True
+            sock = self.sock  # type: ignore[attr-defined]
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)  # not SSLSocket's: it drops its state
+
+        timer = threading.Timer(limit, cut)
+        timer.daemon = True
+        timer.start()
+        failure: Exception | None = None
+        try:
+            response = super().getresponse()  # type: ignore[misc]
+        except Exception as exc:
+            failure = exc
+        with lock:
+            state["done"] = True
+        timer.cancel()
+        if state["fired"]:  # even a "success": headers cut short by the shutdown parse as complete
+            raise TimeoutError(f"the answer's headers took more than {limit:g} s") from failure
+        if failure is not None:
+            raise failure
+        return response
+
+
+class _Connection(_HeaderDeadline, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _TLSConnection(_HeaderDeadline, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _Pool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _Connection
+
+
+class _TLSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _TLSConnection
+
+
+class _Adapter(HTTPAdapter):
+    """requests' adapter with connections that bound the wait for a whole answer's headers."""
+
+    def init_poolmanager(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _TLSPool}
+
+
+class _Pace:
+    """The floor on a transfer's average speed, checked over consecutive windows of ``window`` seconds.
+
+    A socket timeout alone bounds the wait for one byte, so a server trickling 100 bytes every 5 s would
+    keep a 10 GB download alive for years; this bounds the whole to ``window`` plus one stall timeout
+    once the speed is below the floor.  Time the reader held the transfer up (a full queue) is not
+    counted against the network.
+    """
+
+    def __init__(self, min_speed: float, window: float) -> None:
+        self.min_speed = min_speed
+        self.window = window
+        self._start = time.monotonic()
+        self._bytes = 0
+
+    def add(self, n: int) -> None:
+        self._bytes += n
+
+    def pause(self, seconds: float) -> None:
+        """Forget ``seconds`` of the window: the transfer was waiting for its reader, not the network."""
+        self._start += seconds
+
+    def too_slow(self) -> str | None:
+        """Why the transfer is too slow (a clause for an error message), or None."""
+        if not self.min_speed:
+            return None
+        now = time.monotonic()
+        elapsed = now - self._start
+        if elapsed < self.window:
+            return None
+        rate = self._bytes / elapsed
+        if rate < self.min_speed:
+            return (
+                f"{self._bytes} bytes in the last {elapsed:.1f} s ({rate:.0f} B/s), slower than the "
+                f"minimum {self.min_speed:.0f} B/s (ZTFCAT_MIN_SPEED) over {self.window:g} s"
+            )
+        self._start, self._bytes = now, 0
+        return None
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost useful words of a requests/urllib3 error, on one line."""
+    inner: BaseException = exc
+    for _depth in range(8):  # requests wraps urllib3's MaxRetryError, which wraps the socket's error
+        nested = getattr(inner, "reason", None)
+        if isinstance(nested, BaseException) and nested is not inner:
+            inner = nested
+        elif inner.args and isinstance(inner.args[0], urllib3.exceptions.MaxRetryError):
+            inner = inner.args[0]
+        else:
+            break
+    # ProtocolError("Connection broken: IncompleteRead(...)", IncompleteRead(...)): the words only
+    words = inner.args[0] if len(inner.args) > 1 and isinstance(inner.args[0], str) else str(inner)
+    text = " ".join(words.split()) or type(inner).__name__
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
 class ArchiveClient:
-    """One connection pool to the archive, with a User-Agent, timeouts and bounded retries.
+    """One connection pool to the archive, with a User-Agent, timeouts, bounded retries and speed limits.
+
+    Each limit is an argument, else its ``ZTFCAT_*`` environment variable, else a default (see
+    :mod:`ztfcat.settings`).
 
     Parameters
     ----------
     base_url : str, optional
         The archive folder; else ``ZTFCAT_ARCHIVE_URL``, else https://ztf.uw.edu/alerts/public/.
-    timeout : (float, float)
-        Connect and read timeouts in seconds, applied to every request (the read timeout is per socket
-        read, not for a whole download).
+    timeout : (float, float), optional
+        ``(connect timeout, stall timeout)`` in seconds, applied to every request; the stall timeout is
+        how long any one read may wait for a byte, and how long an answer's headers may take in all.
+        Either may be None for its default,
+        ``ZTFCAT_CONNECT_TIMEOUT`` (10) and ``ZTFCAT_STALL_TIMEOUT`` (60).
     retries : int
-        How many times a request is retried after a connection error, a timeout, 429 or 5xx; during a
-        download, how many consecutive drops without a byte of progress are tolerated.
+        How many times a request is retried after a connection error, a timeout, 429 or 5xx (by urllib3's
+        ``Retry``, honouring ``Retry-After`` up to 60 s); during a download, how many consecutive drops
+        or stalls without a byte of progress are tolerated, each resumed with ``Range``.
     backoff : float
-        First retry delay in seconds, doubled each time (capped at 30 s; ``Retry-After`` honoured).
+        Backoff factor in seconds: retries wait 0, 2×, 4×, ... this (capped at 30 s).
+    min_speed, speed_window : float, optional
+        A download (or listing) whose average speed over any ``speed_window`` seconds is below
+        ``min_speed`` bytes/s fails (``ZTFCAT_MIN_SPEED``, 10,000; ``ZTFCAT_SPEED_WINDOW``, 60; 0 turns
+        the floor off), so no server can keep one alive for ever.
+    allow_redirects_to : str or iterable of str, optional
+        Hosts (``host`` or ``host:port``; ``*`` for any) a request may be redirected to besides its own
+        origin (``ZTFCAT_ALLOW_REDIRECT_HOSTS``).  A redirect elsewhere is refused with a
+        :class:`DownloadError`; same-origin redirects are followed, at most ``max_redirects``.
+    max_listing_bytes, max_manifest_bytes : int, optional
+        The largest index page and ``MD5SUMS`` read (``ZTFCAT_MAX_LISTING_BYTES``, 16 MiB;
+        ``ZTFCAT_MAX_MANIFEST_BYTES``, 4 MiB); a larger one is refused before it fills memory.
     session : requests.Session, optional
-        Use this session instead of a new one (its headers are left alone).
+        Use this session instead of a new one (its headers and adapters are left alone).
     """
 
     def __init__(
         self,
         base_url: str | None = None,
         *,
-        timeout: tuple[float, float] = (10, 60),
+        timeout: tuple[float | None, float | None] | None = None,
         retries: int = 5,
         backoff: float = 0.5,
+        min_speed: float | None = None,
+        speed_window: float | None = None,
+        allow_redirects_to: str | Iterable[str] | None = None,
+        max_redirects: int = 5,
+        max_listing_bytes: int | None = None,
+        max_manifest_bytes: int | None = None,
         session: requests.Session | None = None,
     ) -> None:
         self.base_url = settings.archive_url(base_url)
-        self.timeout = timeout
+        connect, stall = timeout if timeout is not None else (None, None)
+        self.timeout = (settings.connect_timeout(connect), settings.stall_timeout(stall))
         self.retries = retries
         self.backoff = backoff
+        self.min_speed = settings.min_speed(min_speed)
+        self.speed_window = settings.speed_window(speed_window)
+        self.allow_redirects_to = settings.allow_redirect_hosts(allow_redirects_to)
+        self.max_redirects = max_redirects
+        self.max_listing_bytes = settings.max_listing_bytes(max_listing_bytes)
+        self.max_manifest_bytes = settings.max_manifest_bytes(max_manifest_bytes)
         if session is None:
             session = requests.Session()
             session.headers["User-Agent"] = user_agent()
-            adapter = HTTPAdapter(pool_maxsize=32)  # room for head_sizes' threads
+            adapter = _Adapter(pool_maxsize=32, max_retries=self.retry_policy())  # room for HEAD threads
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         self.session = session
@@ -426,16 +604,57 @@ class ArchiveClient:
         """The URL of a file of the archive folder."""
         return urljoin(self.base_url, quote(name, safe=""))
 
+    def retry_policy(self) -> Retry:
+        """The one retry policy: requests retried on connection errors, read timeouts, 429 and 5xx.
+
+        Used by the session's adapter for every request, and by a download to pace its resumes after
+        a dropped or stalled body.
+        """
+        return _BoundedRetry(
+            total=self.retries,
+            connect=self.retries,
+            read=self.retries,
+            status=self.retries,
+            other=0,
+            allowed_methods=frozenset({"GET", "HEAD"}),
+            status_forcelist=_TRANSIENT_STATUS,
+            backoff_factor=self.backoff,
+            backoff_max=_MAX_DELAY,
+            respect_retry_after_header=True,
+            raise_on_status=False,  # the last answer is returned, and named in the error
+            raise_on_redirect=False,
+        )
+
     def listing(self) -> list[ListingEntry]:
-        """The files on the archive's index page (see :func:`parse_listing`)."""
-        response = self._checked("GET", self.base_url, missing=f"no archive index at {self.base_url}")
-        return parse_listing(response.text, base_url=response.url)
+        """The files on the archive's index page (see :func:`parse_listing`).
+
+        Raises
+        ------
+        DownloadError
+            The page is larger than ``max_listing_bytes``, too slow, or could not be fetched.
+        """
+        text, final_url = self._get_text(
+            self.base_url,
+            cap=self.max_listing_bytes,
+            setting="ZTFCAT_MAX_LISTING_BYTES",
+            missing=f"no archive index at {self.base_url}",
+        )
+        return parse_listing(text, base_url=final_url)
+
+    def md5sums_text(self) -> str:
+        """The text of the archive's ``MD5SUMS``, read with the size cap ``max_manifest_bytes``."""
+        url = self.url(MD5SUMS)
+        text, _ = self._get_text(
+            url,
+            cap=self.max_manifest_bytes,
+            setting="ZTFCAT_MAX_MANIFEST_BYTES",
+            missing=f"no {MD5SUMS} at {url}",
+        )
+        return text
 
     def md5sums(self) -> dict[str, str]:
         """The archive's ``MD5SUMS``, name to lowercase hex digest (see :func:`parse_md5sums`)."""
-        url = self.url(MD5SUMS)
-        response = self._checked("GET", url, missing=f"no {MD5SUMS} at {url}")
-        return parse_md5sums(response.text, source=url)
+        return parse_md5sums(self.md5sums_text(), source=self.url(MD5SUMS))
 
     def head_size(self, name: str) -> int:
         """The exact size in bytes of an archive file, from a HEAD request's ``Content-Length``.
@@ -449,21 +668,11 @@ class ArchiveClient:
         """
         url = self.url(name)
         response = self._checked("HEAD", url, missing=_describe(name, url))
+        response.content  # noqa: B018  (a HEAD answer has no body: this hands the connection back to the pool)
         length = response.headers.get("Content-Length")
         if length is None or not length.isdigit():
             raise DownloadError(f"{url} gave no Content-Length to HEAD (got {length!r})")
         return int(length)
-
-    def head_sizes(self, names: Iterable[str], workers: int = 8) -> dict[str, int]:
-        """Exact sizes of many files, asked ``workers`` at a time (a night's HEAD is mostly waiting).
-
-        Raises the first error in the order of ``names`` (see :meth:`head_size`).
-        """
-        names = list(names)
-        if not names:
-            return {}
-        with ThreadPoolExecutor(max(1, min(workers, len(names))), thread_name_prefix="ztfcat-head") as pool:
-            return dict(zip(names, pool.map(self.head_size, names), strict=True))
 
     def open_release(
         self,
@@ -495,20 +704,20 @@ class ArchiveClient:
         expected_size : int, optional
             The exact size, e.g. from :meth:`head_size`; checked at once against the server's and at EOF.
         chunk_size : int
-            Bytes per network read and per queued chunk.
+            Bytes per queued chunk (the most asked of one network read).
         progress : callable, optional
             ``progress(bytes_so_far, total_or_None)``, called from the download thread.
         keep_path : Path, optional
             Rename the verified ``.part`` file to this path; by default it is deleted once verified.
         prefetch : int
-            How many chunks may wait for the reader; bounds memory to ``prefetch * chunk_size``.
+            How many chunks may wait for the reader; bounds memory to about ``prefetch * chunk_size``.
 
         Raises
         ------
         NotFoundError
             If the archive answers 404.
         DownloadError
-            Other HTTP errors past the retries.
+            Other HTTP errors past the retries, or a redirect to another origin.
         ChecksumMismatchError
             If the server's size differs from ``expected_size``.
         """
@@ -556,7 +765,8 @@ class ArchiveClient:
         """Download a file to ``dest`` (a file path, or a folder to put ``name`` in), verified and resumable.
 
         The bytes go to ``<dest>.part`` first, which an interrupted call leaves behind and the next call
-        resumes from.  Returns the final path.
+        resumes from.  Returns the final path.  (The plain-download baseline of
+        ``benchmarks/download_overlap.py``; the catalog's downloads stream through :meth:`open_release`.)
         """
         dest = Path(dest)
         if dest.is_dir():
@@ -570,40 +780,98 @@ class ArchiveClient:
 
     # -- internals --
 
-    def _delay(self, attempt: int, retry_after: str | None = None) -> float:
-        delay = min(_MAX_DELAY, self.backoff * 2 ** (attempt - 1))
-        if retry_after and retry_after.strip().isdigit():
-            delay = max(delay, min(float(retry_after), 2 * _MAX_DELAY))
-        return delay
+    def _may_redirect(self, source: str, target: str) -> bool:
+        """Same origin, or a host allowed by ``allow_redirects_to`` (never from https down to http)."""
+        scheme, host, port = _origin(target)
+        if (scheme, host, port) == _origin(source):
+            return True
+        if scheme not in ("http", "https") or (scheme == "http" and urlsplit(source).scheme == "https"):
+            return False
+        allowed = self.allow_redirects_to
+        return "*" in allowed or host in allowed or f"{host}:{port}" in allowed
 
-    def _request(
-        self, method: str, url: str, *, headers: dict[str, str] | None = None, stream: bool = False
-    ) -> requests.Response:
-        """One request with retries on connection errors, timeouts, 429 and 5xx; the last answer wins."""
-        attempt = 0
-        while True:
+    def _request(self, method: str, url: str, *, headers: dict[str, str] | None = None) -> requests.Response:
+        """One request, its body not yet read: retried by the adapter's :meth:`retry_policy`, redirects
+        checked here.
+
+        Redirects are followed one hop at a time so each target is checked before any request is sent to
+        it: another origin is refused unless allowed, and the same headers (``Range``) go to each hop.
+        No body is read here (not even a redirect's or an error's), so none can be large enough to hurt.
+        """
+        current = url
+        for _hop in range(self.max_redirects + 1):
             try:
                 response = self.session.request(
-                    method, url, headers=headers, stream=stream, timeout=self.timeout, allow_redirects=True
+                    method,
+                    current,
+                    headers=headers,
+                    stream=True,
+                    timeout=self.timeout,
+                    allow_redirects=False,
                 )
-            except _NETWORK_ERRORS as exc:
-                attempt += 1
-                if attempt > self.retries:
-                    raise DownloadError(f"{method} {url} failed {attempt} times, last: {exc}") from exc
-                time.sleep(self._delay(attempt))
-                continue
-            if response.status_code in _TRANSIENT_STATUS and attempt < self.retries:
-                attempt += 1
-                retry_after = response.headers.get("Retry-After")
-                response.close()
-                time.sleep(self._delay(attempt, retry_after))
-                continue
-            return response
+            except (
+                requests.RequestException,
+                urllib3.exceptions.HTTPError,
+                http.client.HTTPException,
+            ) as exc:
+                tries = f"{self.retries + 1} tries" if self.retries else "1 try"
+                raise DownloadError(f"{method} {current} failed after {tries}: {_reason(exc)}") from exc
+            location = response.headers.get("Location")
+            if response.status_code not in _REDIRECT_STATUS or not location:
+                return response
+            response.close()
+            target = urljoin(current, location)
+            if not self._may_redirect(current, target):
+                host = _origin(target)[1]
+                raise DownloadError(
+                    f"{current} redirects to {target}, another origin: refused; allow it with "
+                    f"allow_redirects_to / ZTFCAT_ALLOW_REDIRECT_HOSTS={host} if that host is trusted"
+                )
+            current = target
+        raise DownloadError(f"{url}: more than {self.max_redirects} redirects, last to {current}")
 
-    def _checked(self, method: str, url: str, *, missing: str) -> requests.Response:
-        response = self._request(method, url)
+    def _checked(
+        self, method: str, url: str, *, missing: str, headers: dict[str, str] | None = None
+    ) -> requests.Response:
+        response = self._request(method, url, headers=headers)
         _raise_for_status(response, url, missing)
         return response
+
+    def _get_text(self, url: str, *, cap: int, setting: str, missing: str) -> tuple[str, str]:
+        """The body of ``url`` as text and the URL it came from after redirects, read streamed.
+
+        At most ``cap`` bytes (after any ``Content-Encoding``) are ever held: a ``Content-Length`` above it
+        is refused before the body is read, a body without one as soon as it passes the cap.  The speed
+        floor applies as to a download.
+        """
+        # identity: the cap then counts the bytes on the wire too, and no gzip bomb can be decoded
+        response = self._checked("GET", url, missing=missing, headers={"Accept-Encoding": "identity"})
+        try:
+            length = response.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > cap:
+                raise DownloadError(
+                    f"{url} is {int(length)} bytes, more than the {cap}-byte cap ({setting}): refused unread"
+                )
+            body = bytearray()
+            pace = _Pace(self.min_speed, self.speed_window)
+            while True:
+                try:
+                    data = response.raw.read1(min(1 << 16, cap + 1 - len(body)), decode_content=True)
+                except _NETWORK_ERRORS as exc:
+                    raise DownloadError(f"{url}: failed after {len(body)} bytes: {_reason(exc)}") from exc
+                if not data:
+                    break
+                body += data
+                pace.add(len(data))
+                if len(body) > cap:
+                    raise DownloadError(
+                        f"{url} is more than the {cap}-byte cap ({setting}): refused after {len(body)} bytes"
+                    )
+                if (slow := pace.too_slow()) is not None:
+                    raise DownloadError(f"{url}: too slow after {len(body)} bytes: {slow}")
+        finally:
+            response.close()
+        return bytes(body).decode(response.encoding or "utf-8", errors="replace"), response.url
 
     def _open_at(self, name: str, url: str, start: int) -> tuple[requests.Response | None, int, int | None]:
         """GET ``url`` from byte ``start``: ``(response, offset of its first byte, total size)``.
@@ -614,7 +882,7 @@ class ArchiveClient:
         headers = {"Accept-Encoding": "identity"}
         if start:
             headers["Range"] = f"bytes={start}-"
-        response = self._request("GET", url, headers=headers, stream=True)
+        response = self._request("GET", url, headers=headers)
         if start and response.status_code == 416:
             _, total = _content_range(response.headers.get("Content-Range"))
             response.close()
@@ -652,11 +920,13 @@ _EOF = object()
 class ReleaseStream(io.BufferedIOBase):
     """A release's bytes as a readable binary file, fed by a download thread (see ``open_release``).
 
-    A background thread replays the ``.part`` file's bytes, then reads the HTTP body, appends each chunk
-    to the ``.part`` file, hashes it and queues it (at most ``prefetch`` chunks ahead), so the network
-    and the reader's work overlap and memory stays bounded.  A connection dropped mid-body (or a
-    timeout, a 5xx, a 429) is retried with backoff, resuming with ``Range`` from the bytes received so
-    far; ``retries`` consecutive failures without progress end it with :class:`DownloadError`.
+    A background thread replays the ``.part`` file's bytes, then reads the HTTP body, appends what each
+    read brings to the ``.part`` file, hashes it and queues it in chunks (at most ``prefetch`` ahead), so
+    the network and the reader's work overlap and memory stays bounded.  A connection dropped or
+    stalled mid-body is resumed with ``Range`` from the last byte received (none is lost, whatever the
+    offset), paced by the client's :meth:`~ArchiveClient.retry_policy`; ``retries`` consecutive failures
+    without progress, or an average speed below the client's floor, end it with :class:`DownloadError`
+    naming the file, the bytes received and why.
 
     ``read(n)`` returns exactly ``n`` bytes except at the end.  The end is only signalled (``b""``)
     after the size and the MD5 have been checked; a mismatch raises :class:`ChecksumMismatchError` from
@@ -723,6 +993,7 @@ class ReleaseStream(io.BufferedIOBase):
         self._position = 0
         self._done = False
         self._error: BaseException | None = None
+        self._pace: _Pace | None = None  # set by the download thread
         self._thread = threading.Thread(target=self._produce, name=f"ztfcat-download-{name}", daemon=True)
         self._thread.start()
 
@@ -825,13 +1096,22 @@ class ReleaseStream(io.BufferedIOBase):
     # -- download thread --
 
     def _put(self, item: object) -> bool:
-        while not self._stopped.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        """Queue ``item`` for the reader, waiting while the queue is full; False once closed.
+
+        The time spent waiting is taken off the speed window: a slow reader is not a slow network.
+        """
+        started = time.monotonic()
+        try:
+            while not self._stopped.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+        finally:
+            if self._pace is not None:
+                self._pace.pause(time.monotonic() - started)
 
     def _produce(self) -> None:
         try:
@@ -870,17 +1150,38 @@ class ReleaseStream(io.BufferedIOBase):
         self._verify_and_keep(digest.hexdigest(), position)
         self._put(_EOF)
 
+    def _where(self, position: int) -> str:
+        of = f" of {self.total}" if self.total is not None else ""
+        return f"{self.name}: {position}{of} bytes received from {self.url}"
+
     def _receive(self, part: io.RawIOBase, digest: hashlib._Hash, position: int) -> int | None:
-        """Append the HTTP body to ``part`` from ``position``, resuming after drops; None if closed."""
+        """Append the HTTP body to ``part`` from ``position``, resuming after drops; None if closed.
+
+        Each network read returns what has arrived (``read1``, at most one ``recv``), and every byte is
+        written to ``part`` and hashed before the next read, so a drop, a stall or a kill loses nothing
+        already received: the ``.part`` file, the hash and the ``Range`` of the resume all stand at the
+        last byte received.  Bytes are handed to the reader in chunks of ``chunk_size``.
+
+        Drops and stalls (no byte for the stall timeout) are resumed with ``Range`` as the client's
+        :meth:`~ArchiveClient.retry_policy` allows (its count starts again after any progress); a speed
+        below the floor ends the download at once.
+        """
         client = self._client
-        failures = 0
+        resumes = client.retry_policy()
+        pace = self._pace = _Pace(client.min_speed, client.speed_window)
+        pending = bytearray()
         skip = 0
         response = self._response
         while self.total is None or position < self.total:
             if self._stopped.is_set():
                 return None
+            if (slow := pace.too_slow()) is not None:
+                raise DownloadError(f"{self._where(position)}; too slow: {slow}")
             if response is None:
-                response, offset, total = client._open_at(self.name, self.url, position)
+                try:
+                    response, offset, total = client._open_at(self.name, self.url, position)
+                except DownloadError as exc:  # the resume itself failed, past its own retries
+                    raise DownloadError(f"{self._where(position)}; resuming: {exc}") from exc
                 self._response = response
                 if response is None:  # 416: the file is no longer than what we have
                     break
@@ -890,9 +1191,16 @@ class ReleaseStream(io.BufferedIOBase):
                         f"now {total} at {self.url}"
                     )
                 skip = position - offset  # a 200 to a Range: skip what the reader already has
+            want = self._chunk_size - len(pending)
+            if skip:
+                want = min(want, skip)
             try:
-                data = response.raw.read(self._chunk_size, decode_content=False)
-                lost: Exception | None = None if data or self.total is None else EOFError("body ended early")
+                data = response.raw.read1(want, decode_content=False)
+                lost: Exception | None = (
+                    None
+                    if data or self.total is None
+                    else urllib3.exceptions.ProtocolError("body ended early")
+                )
             except _NETWORK_ERRORS as exc:
                 data, lost = b"", exc
             if lost is not None or not data:
@@ -900,13 +1208,16 @@ class ReleaseStream(io.BufferedIOBase):
                 response = self._response = None
                 if lost is None:
                     break  # the end of a body of unannounced length
-                failures += 1
-                if failures > client.retries:
+                try:
+                    resumes = resumes.increment("GET", self.url, error=_as_urllib3(lost))
+                except urllib3.exceptions.MaxRetryError:
                     raise DownloadError(
-                        f"{self.url}: connection lost {failures} times at byte {position}, last: {lost}"
+                        f"{self._where(position)}; gave up after {client.retries + 1} tries without a "
+                        f"byte of progress: {_why_lost(lost, client.timeout[1])}"
                     ) from lost
-                self._stopped.wait(client._delay(failures))
+                self._stopped.wait(resumes.get_backoff_time())
                 continue
+            pace.add(len(data))
             if skip:
                 cut = min(skip, len(data))
                 skip -= cut
@@ -919,9 +1230,16 @@ class ReleaseStream(io.BufferedIOBase):
                 _write_all(part, data)
             digest.update(data)
             position += len(data)
-            failures = 0
+            resumes = client.retry_policy()
+            pending += data
+            if len(pending) >= self._chunk_size:
+                self._report(position)
+                if not self._put(bytes(pending)):
+                    return None
+                pending.clear()
+        if pending:
             self._report(position)
-            if not self._put(data):
+            if not self._put(bytes(pending)):
                 return None
         return position
 
@@ -948,6 +1266,23 @@ class ReleaseStream(io.BufferedIOBase):
                 self.final_path = self._keep_path
             else:
                 self.part_path.unlink(missing_ok=True)
+
+
+def _as_urllib3(exc: Exception) -> Exception:
+    """``exc`` as the urllib3 error :class:`~urllib3.util.Retry` counts it as (read, connect or other)."""
+    if isinstance(exc, urllib3.exceptions.HTTPError):
+        return exc
+    if isinstance(exc, requests.ConnectionError | http.client.HTTPException):
+        return urllib3.exceptions.ProtocolError(str(exc))
+    if isinstance(exc, requests.Timeout):
+        return urllib3.exceptions.ReadTimeoutError(None, None, str(exc))  # type: ignore[arg-type]
+    return urllib3.exceptions.ProtocolError(str(exc))
+
+
+def _why_lost(exc: BaseException, stall: float) -> str:
+    if isinstance(exc, urllib3.exceptions.ReadTimeoutError | requests.Timeout | TimeoutError):
+        return f"no byte for {stall:g} s (ZTFCAT_STALL_TIMEOUT)"
+    return f"connection lost: {_reason(exc)}"
 
 
 def _write_all(file: io.RawIOBase, data: bytes) -> None:
