@@ -218,11 +218,17 @@ class Catalog:
             query = query.where(releases.c.name == name)
         return self._table(query.order_by(ingest_errors.c.id))
 
-    def delete(self, nights: Any = None, *, names: Sequence[str] | None = None) -> int:
+    def delete(
+        self,
+        nights: Any = None,
+        *,
+        names: Sequence[str] | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> int:
         """Delete releases (rows and packets): every one, or those of the given nights / file names.
 
         Light-curve points that other releases also carry are rebuilt from those. Returns how many
-        releases were removed.
+        releases were removed.  ``progress(name)`` is called as each release's packets are gone.
         """
         from .ingest import purge_release, release_key, release_lock
 
@@ -245,11 +251,15 @@ class Catalog:
                         conn.execute(delete(table))
                 for row in chosen:
                     remove_release(self.data_dir, release_key(row.name))
+                    if progress is not None:
+                        progress(row.name)
                 return len(chosen)
             for row in chosen:
                 purge_release(self.engine, self.data_dir, row.id, row.name, row.status)
                 with self.engine.begin() as conn:
                     conn.execute(delete(releases).where(releases.c.id == row.id))
+                if progress is not None:
+                    progress(row.name)
         return len(chosen)
 
     # -- alerts ----------------------------------------------------------------------------------
