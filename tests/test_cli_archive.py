@@ -108,7 +108,7 @@ def test_delete_asks_unless_yes(run):
     assert result.exit_code != 0 and "Delete 1 release (8 alerts)" in result.output
     assert run.catalog().count() == 14
     result = run("delete", "2018-06-03", "--yes")
-    assert result.exit_code == 0 and "deleted 1 releases (8 alerts)" in result.stdout
+    assert result.exit_code == 0 and "deleted 1 release (8 alerts)" in result.stdout
     catalog = run.catalog()
     assert catalog.count() == 6 and sorted(catalog.releases()["name"]) == [N1, N2]
     result = run("delete", input="y\n")
