@@ -18,7 +18,6 @@ from typing import IO, TYPE_CHECKING, Any
 from sqlalchemy import Engine, and_, delete, func, insert, select, text
 
 from . import settings
-from .avro import AlertDecoder
 from .blobs import LAYOUTS, read_blob, remove_release
 from .db import ensure_schema, is_sqlite, make_engine
 from .errors import InvalidQueryError, NotFoundError, ZtfcatError
@@ -64,7 +63,7 @@ class Catalog:
         if self._layout is not None and self._layout not in LAYOUTS:
             raise ZtfcatError(f"unknown blob layout {self._layout!r}; choose one of {', '.join(LAYOUTS)}")
         self._engine: Engine | None = None
-        self._decoder = AlertDecoder()
+        self._decoder_instance = None
         self._local = threading.local()
         self._lookups: list = []
 
@@ -75,6 +74,15 @@ class Catalog:
     def url_for_display(self) -> str:
         """The database URL with any password hidden, for messages and ``ztfcat info``."""
         return self.engine.url.render_as_string(hide_password=True)
+
+    @property
+    def _decoder(self):
+        """The Avro decoder (fastavro), made when the first packet is decoded, not when a query runs."""
+        if self._decoder_instance is None:
+            from .avro import AlertDecoder
+
+            self._decoder_instance = AlertDecoder()
+        return self._decoder_instance
 
     @property
     def engine(self) -> Engine:
