@@ -103,12 +103,14 @@ def test_every_seed_name_is_there_and_import_does_nothing():
 
 
 def test_constants_follow_the_settings(ztfa, server, tmp_path, monkeypatch):
-    assert ztfa.ZTF_URL == server.url.rstrip("/") + "/"
-    assert ztfa.ZTF_DATA_DIR == ztfa.DATA_DIR == tmp_path / "seed"
+    url, data_dir = ztfa.ZTF_URL, ztfa.ZTF_DATA_DIR
+    assert url == server.url.rstrip("/") + "/"
+    assert data_dir == ztfa.DATA_DIR == tmp_path / "seed"
     assert ztfa.ALERT_LOG.parent == tmp_path / "seed"
     assert (ztfa.FILE_DIR / "api.py").is_file()
     monkeypatch.setenv("ZTFCAT_DATA_DIR", str(tmp_path / "other"))
-    assert ztfa.ZTF_DATA_DIR == tmp_path / "other"  # read when asked, never cached
+    data_dir = ztfa.ZTF_DATA_DIR
+    assert data_dir == tmp_path / "other"  # read when asked, never cached
     assert not (tmp_path / "other").exists()
 
 
