@@ -254,6 +254,33 @@ def test_info_without_a_catalog_creates_none(tmp_path):
     assert not data.exists()
 
 
+def test_info_creates_no_catalog_on_any_database(database_url, tmp_path):
+    from sqlalchemy import create_engine
+
+    result = run(["--data-dir", str(tmp_path / "d"), "--database-url", database_url], "info", ok=False)
+    assert result.exit_code == 1 and "no catalog at" in result.output
+    if database_url.startswith("sqlite"):
+        assert not (tmp_path / "catalog.sqlite").exists()
+        return
+    engine = create_engine(database_url)
+    try:
+        assert inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
+
+
+def test_delete_draws_one_step_per_release(args, database_url, tmp_path, night):
+    other = make_night(tmp_path / "ztf_public_20180820.tar.gz", night="20180820", n_alerts=5, seed=32)
+    run(args, "ingest", str(other.path))
+    catalog = Catalog(database_url, tmp_path / "data")
+    seen: list[str] = []
+    try:
+        assert catalog.delete(names=[night.path.name, other.path.name], progress=seen.append) == 2
+        assert sorted(seen) == sorted([night.path.name, other.path.name]) and catalog.count() == 0
+    finally:
+        catalog.close()
+
+
 def test_export_of_an_empty_selection_writes_nothing(args, tmp_path):
     out = tmp_path / "none.tar.gz"
     result = run(args, "export", "-w", "rb > 2", "--to-tar", str(out), ok=False)
