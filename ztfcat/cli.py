@@ -356,4 +356,4 @@ def _register_commands() -> None:
 _register_commands()
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="ztfcat")

@@ -100,8 +100,12 @@ def emit_rows(
 
     def line(values: Sequence[str], style: bool = False) -> str:
         parts = []
+        last = len(values) - 1
         for i, value in enumerate(values):
-            padded = value.rjust(widths[i]) if numeric[i] else value.ljust(widths[i])
+            if numeric[i]:
+                padded = value.rjust(widths[i])
+            else:
+                padded = value if i == last else value.ljust(widths[i])
             parts.append(click.style(padded, fg="red", bold=True) if style else padded)
         return " ".join(parts).rstrip()
 
