@@ -102,10 +102,8 @@ def emit_rows(
         parts = []
         last = len(values) - 1
         for i, value in enumerate(values):
-            if numeric[i]:
-                padded = value.rjust(widths[i])
-            else:
-                padded = value if i == last else value.ljust(widths[i])
+            width = 0 if i == last and not numeric[i] else widths[i]  # no trailing blanks
+            padded = value.rjust(width) if numeric[i] else value.ljust(width)
             parts.append(click.style(padded, fg="red", bold=True) if style else padded)
         return " ".join(parts).rstrip()
 
