@@ -8,6 +8,7 @@ the schema (``PRAGMA table_info``), or from a real pseudo-terminal (``pty``) whe
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
@@ -16,6 +17,7 @@ import re
 import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import click
@@ -228,6 +230,37 @@ def test_bar_draws_rate_and_eta_on_a_terminal_and_nothing_in_a_pipe():
     with Bar("x", 10, "alert", hidden=True, file=hidden) as bar:
         bar.add(10)
     assert hidden.getvalue() == ""
+
+
+def _on_a_terminal(command: list[str]) -> tuple[int, str]:
+    """Run ``command`` with stdout and stderr on a real pseudo-terminal; its exit status and screen."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(command, stdout=follower, stderr=follower, env=env)
+    os.close(follower)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(leader)
+    return proc.wait(timeout=60), screen.decode("utf-8", "replace")
+
+
+def test_ingest_export_delete_draw_bars_on_a_real_terminal(tmp_path, night):
+    cli = [sys.executable, "-m", "ztfcat.cli", "--data-dir", str(tmp_path / "data")]
+    status, screen = _on_a_terminal([*cli, "ingest", str(night.path)])
+    assert status == 0 and "ztf_public_20180819.tar.gz: 100%|" in screen
+    assert "B/s" in screen and "40 alerts]" in screen and "<00:00" in screen  # rate, alerts, ETA
+    status, screen = _on_a_terminal([*cli, "export", "--to-dir", str(tmp_path / "out")])
+    assert status == 0 and "exporting: 100%|" in screen and "40/40" in screen and "alert/s" in screen
+    status, screen = _on_a_terminal([*cli, "delete", "-y"])
+    assert status == 0 and "deleting: 100%|" in screen and "1/1" in screen
 
 
 def test_ingest_and_export_stay_quiet_in_a_pipe(database_url, tmp_path, night):

@@ -9,6 +9,8 @@ one here keep a bar whole.
 
 from __future__ import annotations
 
+import io
+import os
 import sys
 import threading
 from typing import IO, Any
@@ -18,9 +20,19 @@ def _tqdm(**kwargs: Any):
     from tqdm import tqdm
 
     kwargs.setdefault("file", sys.stderr)
-    kwargs.setdefault("dynamic_ncols", True)
     kwargs.setdefault("leave", True)
+    if _columns(kwargs["file"]):
+        kwargs.setdefault("dynamic_ncols", True)  # follows the terminal when it is resized
+    else:
+        kwargs.setdefault("ncols", 100)  # a terminal that reports no size (some ptys) still gets a bar
     return tqdm(**kwargs)
+
+
+def _columns(file: Any) -> int:
+    try:
+        return os.get_terminal_size(file.fileno()).columns
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return 0
 
 
 class Bar:
