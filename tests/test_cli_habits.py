@@ -123,7 +123,7 @@ def test_startup_benchmark_prints_its_table():
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["command"] for r in rows] == ["--version", "--help", "alerts -n 1"], proc.stderr
     for r in rows:
-        assert r["runs"] == 5 and 0 < r["min"] <= r["median"] <= r["max"]
+        assert r["runs"] == 5 and 0 < r["min"] <= r["median"] <= r["max"] and r["cpu_median"] > 0
 
 
 # -- --where with and / or / parentheses -----------------------------------------------------------------
@@ -252,6 +252,7 @@ def _on_a_terminal(command: list[str]) -> tuple[int, str]:
     return proc.wait(timeout=60), screen.decode("utf-8", "replace")
 
 
+@pytest.mark.slow
 def test_ingest_export_delete_draw_bars_on_a_real_terminal(tmp_path, night):
     cli = [sys.executable, "-m", "ztfcat.cli", "--data-dir", str(tmp_path / "data")]
     status, screen = _on_a_terminal([*cli, "ingest", str(night.path)])
