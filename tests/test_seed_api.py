@@ -255,7 +255,7 @@ def test_create_ztf_sync_table_keeps_seed_md_order(ztfa, server, tmp_path):
     first = tmp_path / "first.txt"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ztfa.create_ztf_sync_table(out_file=first)  # the first seed's keyword
+        ztfa.create_ztf_sync_table(out_file=first, block_size=1024)  # the first seed's keyword
     assert first.read_text() == out.read_text()
     with pytest.raises(TypeError):
         ztfa.create_ztf_sync_table(None, out, out_file=first)

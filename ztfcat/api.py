@@ -327,13 +327,14 @@ def create_ztf_sync_table(
     verbose: bool = True,
     *,
     out_file: str | os.PathLike[str] | None = None,
+    block_size: int | None = None,
     **kwargs,
 ):
     """The Storage Transfer URL list of archive files not yet in ``bucket_name`` (an astropy Table).
 
-    ``out_file`` is the first seed's name of ``out_path``.  ``verbose`` is accepted for the seed's
-    sake: the sizes come from the catalog's listing (a HEAD only for new files), so there is nothing
-    long to show.  Other keywords as in :func:`ztfcat.transfer.create_sync_table`.
+    ``out_file`` is the first seed's name of ``out_path``.  ``verbose`` (and ``block_size``, as on the
+    download calls) are accepted for the seed's sake: the sizes come from the catalog's listing (a HEAD
+    only for new files), so there is nothing long to show.  Other keywords as in :func:`ztfcat.transfer.create_sync_table`.
     """
     from .transfer import create_sync_table
 
@@ -341,5 +342,5 @@ def create_ztf_sync_table(
         if out_path is not None:
             raise TypeError("give out_path or out_file, not both")
         out_path = out_file
-    del verbose
+    del verbose, block_size
     return create_sync_table(default_catalog(), bucket_name, out_path, **kwargs)
