@@ -18,7 +18,7 @@ import click
 
 def register(group: click.Group) -> None:
     """Add ``sync-table`` and ``sync-bucket`` to ``group`` (the root ``ztfcat`` group); harmless twice."""
-    from .cli import FORMAT, _catalog, emit_table
+    from .cli import FORMAT, _catalog, emit_table, plural
 
     @group.command("sync-table")
     @click.argument("bucket", required=False)
@@ -65,7 +65,7 @@ def register(group: click.Group) -> None:
         emit_table(table, fmt)
         where = f" in gs://{bucket}/{prefix}" if bucket else ""
         summary = (
-            f"{len(table)} of {table.meta['n_archive']} archive tarballs to transfer "
+            f"{len(table)} of {plural(table.meta['n_archive'], 'archive tarball')} to transfer "
             f"({table.meta['total_bytes']} bytes); {table.meta['n_in_bucket']} already{where}"
         )
         if output:
@@ -110,4 +110,4 @@ def register(group: click.Group) -> None:
         if not reports:
             click.echo(f"no release tarballs in gs://{bucket}/{prefix}", err=True)
         if failed:
-            raise click.ClickException(f"{len(failed)} of {len(reports)} tarballs failed")
+            raise click.ClickException(f"{len(failed)} of {plural(len(reports), 'tarball')} failed")

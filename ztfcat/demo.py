@@ -126,7 +126,8 @@ def run_demo(
             echo(f"  {report}")
         n_alerts_total = catalog.count()
         echo("")
-        echo(f"{len(reports)} releases, {n_alerts_total} alerts; a few of them:")
+        releases = "1 release" if len(reports) == 1 else f"{len(reports)} releases"
+        echo(f"{releases}, {n_alerts_total} alerts; a few of them:")
         table = catalog.query(
             columns=["candid", "objectId", "jd", "fid", "magpsf", "sigmapsf", "rb"], limit=5, order_by="jd"
         )
