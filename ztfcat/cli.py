@@ -318,7 +318,8 @@ def layout(ctx, target) -> None:
         return
     from .cli_progress import Bar
 
-    with Bar(f"to {target}", len(catalog.releases()), "release") as bar:
+    todo = sum(1 for layout_now in catalog.releases()["layout"] if layout_now != target)
+    with Bar(f"to {target}", todo, "release") as bar:
         converted = catalog.convert_layout(
             target, progress=lambda name, n: bar.add(1, f"{name}: {n} packets")
         )
