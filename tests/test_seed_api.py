@@ -264,3 +264,23 @@ def test_create_ztf_sync_table_keeps_seed_md_order(ztfa, server, tmp_path):
 def test_delete_local_data(loaded):
     assert loaded.delete_local_data() == 2
     assert loaded.get_local_alert_list() == [] and list(loaded.get_local_releases()) == []
+
+
+@pytest.mark.gcs
+def test_create_ztf_sync_table_with_a_bucket_as_seed_md_writes_it(
+    ztfa, server, archive_root, gcs_bucket, tmp_path
+):
+    """``create_ztf_sync_table('my_bucket', 'out_file.txt')``: only the files the bucket lacks."""
+    held = "127.0.0.1/alerts/public/" + N1  # where the Storage Transfer Service writes N1
+    gcs_bucket.blob(held).upload_from_string((archive_root / N1).read_bytes(), timeout=30)
+    out = tmp_path / "out_file.txt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = ztfa.create_ztf_sync_table(gcs_bucket.name, str(out))
+    base = server.url.rstrip("/")
+    assert sorted(table["url"]) == [f"{base}/{N2}", f"{base}/{N3}"]
+    rows = [line.split("\t") for line in out.read_text().splitlines()[1:]]
+    assert sorted(r[0] for r in rows) == [f"{base}/{N2}", f"{base}/{N3}"]
+    assert {r[0]: int(r[1]) for r in rows} == {
+        f"{base}/{n}": (archive_root / n).stat().st_size for n in (N2, N3)
+    }
