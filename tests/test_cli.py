@@ -40,7 +40,7 @@ def test_ingest_and_look_around(cli_catalog, tmp_path):
     assert report["n_alerts"] == 15 and report["md5"] == spec.md5
     assert spec.path.name in _run(args, "releases").output
     info = _run(args, "info").output
-    assert "15 in 1 releases" in info and "4.02: 15" in info
+    assert "15 in 1 release;" in info and "4.02: 15" in info
     lines = _run(args, "alerts", "--where", "fid >= 1", "-n", "0", "--format", "json").output.splitlines()
     assert sorted(json.loads(line)["candid"] for line in lines) == sorted(spec.candids)
     csv = _run(args, "alerts", "-n", "3", "--format", "csv", "-c", "candid,magpsf").output.splitlines()
@@ -75,7 +75,7 @@ def test_layout_command(cli_catalog):
     args, spec = cli_catalog
     _run(args, "ingest", str(spec.path))
     assert _run(args, "layout").output.strip() == "files"
-    assert "1 releases converted" in _run(args, "layout", "pack").output
+    assert "1 release converted" in _run(args, "layout", "pack").output
     assert _run(args, "layout").output.strip() == "pack"
 
 

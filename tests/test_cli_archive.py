@@ -73,13 +73,13 @@ def test_download_nights_recent_range_and_summary(run, server):
     result = run("download", "2018-06-03", "-q")
     assert result.exit_code == 0, result.output
     assert f"{N3}: complete, 8 alerts" in result.stdout
-    assert "1 releases ingested (8 alerts" in result.stderr
+    assert "1 release ingested (8 alerts" in result.stderr
     result = run("download", "--recent", "1", "-q")
     assert f"{N2}: complete, 0 alerts" in result.stdout
     result = run("download", "--from", "2018-06-01", "--to", "2018-06-30")
     assert result.exit_code == 0, result.output
     assert f"{N1}: complete, 6 alerts" in result.stdout and N3 not in result.stdout
-    assert "1 releases ingested (6 alerts" in result.stderr
+    assert "1 release ingested (6 alerts" in result.stderr
     result = run("download", "--recent", "2")
     assert "nothing to download" in result.stderr
     result = run("remote", "--format", "json")
@@ -105,10 +105,10 @@ def test_download_errors_are_clean(run, server):
 def test_delete_asks_unless_yes(run):
     assert run("download", "--recent", "3", "-q").exit_code == 0
     result = run("delete", "2018-06-03", input="n\n")
-    assert result.exit_code != 0 and "Delete 1 releases (8 alerts)" in result.output
+    assert result.exit_code != 0 and "Delete 1 release (8 alerts)" in result.output
     assert run.catalog().count() == 14
     result = run("delete", "2018-06-03", "--yes")
-    assert result.exit_code == 0 and "deleted 1 releases (8 alerts)" in result.stdout
+    assert result.exit_code == 0 and "deleted 1 release (8 alerts)" in result.stdout
     catalog = run.catalog()
     assert catalog.count() == 6 and sorted(catalog.releases()["name"]) == [N1, N2]
     result = run("delete", input="y\n")

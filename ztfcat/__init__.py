@@ -1,5 +1,6 @@
 """ztfcat: the ZTF public alert archive on your own disk, as a SQL-indexed catalog.
 
+The seed's module (``broker.ztf_archive``) is here name for name: ``import ztfcat as ztfa``.
 Importing ztfcat does nothing but define names: no folders, no engines, no network, and not even the
 heavy libraries until a name that needs them is first used (the inflate child process of every ingest
 imports a module of this package, and should not pay for SQLAlchemy).
@@ -18,13 +19,29 @@ _EXPORTS = {
     "create_ztf_sync_table": "api",
     "default_catalog": "api",
     "delete_local_data": "api",
+    "download_data": "api",
     "download_data_date": "api",
     "download_recent_data": "api",
     "get_alert_data": "api",
     "get_local_alert_list": "api",
+    "get_local_alerts": "api",
+    "get_local_release_list": "api",
+    "get_local_releases": "api",
+    "get_number_local_alerts": "api",
+    "get_number_local_releases": "api",
     "get_remote_md5_table": "api",
+    "get_remote_release_list": "api",
+    "get_remote_release_md5": "api",
+    "get_ztf_data_dir": "api",
     "iter_alerts": "api",
+    "number_local_releases": "api",
+    "plot_cutout": "api",
     "plot_stamps": "api",
+    "ALERT_LOG": "api",
+    "DATA_DIR": "api",
+    "FILE_DIR": "api",
+    "ZTF_DATA_DIR": "api",
+    "ZTF_URL": "api",
     "AlertDecodeError": "errors",
     "ChecksumMismatchError": "errors",
     "DownloadError": "errors",
@@ -39,6 +56,11 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "ALERT_LOG",
+    "DATA_DIR",
+    "FILE_DIR",
+    "ZTF_DATA_DIR",
+    "ZTF_URL",
     "AlertDecodeError",
     "Catalog",
     "ChecksumMismatchError",
@@ -55,12 +77,23 @@ __all__ = [
     "create_ztf_sync_table",
     "default_catalog",
     "delete_local_data",
+    "download_data",
     "download_data_date",
     "download_recent_data",
     "get_alert_data",
     "get_local_alert_list",
+    "get_local_alerts",
+    "get_local_release_list",
+    "get_local_releases",
+    "get_number_local_alerts",
+    "get_number_local_releases",
     "get_remote_md5_table",
+    "get_remote_release_list",
+    "get_remote_release_md5",
+    "get_ztf_data_dir",
     "iter_alerts",
+    "number_local_releases",
+    "plot_cutout",
     "plot_stamps",
 ]
 
@@ -69,12 +102,23 @@ if TYPE_CHECKING:
         create_ztf_sync_table,
         default_catalog,
         delete_local_data,
+        download_data,
         download_data_date,
         download_recent_data,
         get_alert_data,
         get_local_alert_list,
+        get_local_alerts,
+        get_local_release_list,
+        get_local_releases,
+        get_number_local_alerts,
+        get_number_local_releases,
         get_remote_md5_table,
+        get_remote_release_list,
+        get_remote_release_md5,
+        get_ztf_data_dir,
         iter_alerts,
+        number_local_releases,
+        plot_cutout,
         plot_stamps,
     )
     from .catalog import Catalog
@@ -94,12 +138,17 @@ if TYPE_CHECKING:
     from .ingest import IngestReport
 
 
+#: The seed's module constants: computed from the settings each time they are read, never cached.
+_CONSTANTS = frozenset({"ALERT_LOG", "DATA_DIR", "FILE_DIR", "ZTF_DATA_DIR", "ZTF_URL"})
+
+
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'ztfcat' has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
+    if name not in _CONSTANTS:
+        globals()[name] = value
     return value
 
 

@@ -13,25 +13,15 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, and_, delete, func, insert, select, text
 
 from . import settings
-from .avro import AlertDecoder
 from .blobs import LAYOUTS, read_blob, remove_release
 from .db import ensure_schema, is_sqlite, make_engine
 from .errors import InvalidQueryError, NotFoundError, ZtfcatError
 from .filters import as_date, column, unfinished_hidden, where_clauses
-from .ingest import (
-    IngestReport,
-    Progress,
-    delete_release,
-    ingest,
-    release_key,
-    release_locks,
-    repair,
-)
 from .tables import (
     alert_releases,
     alerts,
@@ -43,6 +33,9 @@ from .tables import (
     releases,
     remote_files,
 )
+
+if TYPE_CHECKING:  # ingest pulls in numpy and the tar reader: imported by the methods that ingest or delete
+    from .ingest import IngestReport, Progress
 
 PAGE = 1000
 
@@ -80,7 +73,7 @@ class Catalog:
         if self._layout is not None and self._layout not in LAYOUTS:
             raise ZtfcatError(f"unknown blob layout {self._layout!r}; choose one of {', '.join(LAYOUTS)}")
         self._engine: Engine | None = None
-        self._decoder = AlertDecoder()
+        self._decoder_instance = None
         self._local = threading.local()
         self._lookups: list = []
 
@@ -91,6 +84,15 @@ class Catalog:
     def url_for_display(self) -> str:
         """The database URL with any password hidden, for messages and ``ztfcat info``."""
         return self.engine.url.render_as_string(hide_password=True)
+
+    @property
+    def _decoder(self):
+        """The Avro decoder (fastavro), made when the first packet is decoded, not when a query runs."""
+        if self._decoder_instance is None:
+            from .avro import AlertDecoder
+
+            self._decoder_instance = AlertDecoder()
+        return self._decoder_instance
 
     @property
     def engine(self) -> Engine:
@@ -190,6 +192,8 @@ class Catalog:
         return self._ingest(source, name, origin or getattr(source, "name", None), progress, force, verify)
 
     def _ingest(self, stream, name, origin, progress, force, verify) -> IngestReport:
+        from .ingest import ingest
+
         with self.engine.connect() as conn:
             if (
                 conn.execute(select(catalog_settings.c.key).where(catalog_settings.c.key == "layout")).first()
@@ -232,12 +236,20 @@ class Catalog:
             query = query.where(releases.c.name == name)
         return self._table(query.order_by(ingest_errors.c.id))
 
-    def delete(self, nights: Any = None, *, names: Sequence[str] | None = None) -> int:
+    def delete(
+        self,
+        nights: Any = None,
+        *,
+        names: Sequence[str] | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> int:
         """Delete releases (rows and packets): every one, or those of the given nights / file names.
 
         Light-curve points that other releases also carry are rebuilt from those. Returns how many
-        releases were removed.
+        releases were removed.  ``progress(name)`` is called as each release's packets are gone.
         """
+        from .ingest import delete_release, release_key, release_locks, repair
+
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(releases.c.id, releases.c.name, releases.c.status, releases.c.night)
@@ -264,9 +276,13 @@ class Catalog:
                         conn.execute(delete(table))
                 for row in chosen:
                     remove_release(self.data_dir, release_key(row.name))
+                    if progress is not None:
+                        progress(row.name)
                 return len(chosen)
             for row in chosen:
                 delete_release(self.engine, self.data_dir, row.name)
+                if progress is not None:
+                    progress(row.name)
         repair(self.engine, self.data_dir)
         return len(chosen)
 
@@ -276,6 +292,8 @@ class Catalog:
         Ingests and deletes do this themselves; it is here for ``ztfcat repair`` and for catalogs
         upgraded from a schema whose light curves must be derived again.
         """
+        from .ingest import repair
+
         repair(self.engine, self.data_dir)
 
     # -- alerts ----------------------------------------------------------------------------------
@@ -394,6 +412,26 @@ class Catalog:
         **filters: Any,
     ):
         """Alerts matching the filters as an astropy Table of catalog columns (default: a useful few)."""
+        return self._table(self._select(conditions, columns, limit, order_by, filters))
+
+    def query_rows(
+        self,
+        *conditions: str,
+        columns: Sequence[str] | None = None,
+        limit: int | None = None,
+        order_by: str = "candid",
+        **filters: Any,
+    ) -> tuple[list[str], list[tuple]]:
+        """What :meth:`query` selects, as column names and plain tuples.
+
+        For callers that only print rows (the CLI): it spares them importing astropy, which costs more
+        than a small query.
+        """
+        with self.engine.connect() as conn:
+            result = conn.execute(self._select(conditions, columns, limit, order_by, filters))
+            return list(result.keys()), [tuple(r) for r in result]
+
+    def _select(self, conditions, columns, limit, order_by, filters):
         names = columns or DEFAULT_COLUMNS
         cols = [column(c) for c in names]
         order = order_by.lstrip("-")
@@ -403,7 +441,7 @@ class Catalog:
             query = query.where(and_(*clauses))
         if limit is not None:
             query = query.limit(int(limit))
-        return self._table(query)
+        return query
 
     def _table(self, query):
         from astropy.table import Table
@@ -516,6 +554,47 @@ class Catalog:
         return names, [tuple(r) for r in rows]
 
     # -- summary ---------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        """Whether a catalog is already there, found without creating one (``ztfcat info`` asks this).
+
+        A SQLite catalog is its file; any other database holds one when its ``alerts`` table exists.
+        """
+        from sqlalchemy import inspect
+        from sqlalchemy.engine import make_url
+
+        if self._engine is not None:
+            return True
+        url = make_url(self.database_url)
+        if url.get_backend_name() == "sqlite":
+            return url.database not in (None, "", ":memory:") and Path(url.database).is_file()
+        engine = make_engine(self.database_url)
+        try:
+            with engine.connect() as conn:
+                return inspect(conn).has_table(alerts.name)
+        finally:
+            engine.dispose()
+
+    def columns(self, table: str = "alerts") -> list[tuple[str, str, str]]:
+        """Every column of a catalog table as ``(name, SQL type, description)``, in table order.
+
+        The descriptions of ZTF's own fields are the ``doc`` strings of ZTF's Avro schemas; the
+        catalog's own columns say what ztfcat keeps in them.  Read from the schema this ztfcat
+        defines, so it needs no database.
+        """
+        from .tables import metadata
+
+        if table not in metadata.tables:
+            raise InvalidQueryError(f"no table {table!r}; tables are {', '.join(sorted(metadata.tables))}")
+        from .fields import FIELDS
+
+        docs = {**_OWN_DOCS, **FIELDS.get(_FIELD_PART.get(table, ""), {})}
+        out = []
+        for col in metadata.tables[table].columns:
+            doc = docs.get(col.name)
+            doc = doc[2] if isinstance(doc, tuple) else doc
+            out.append((col.name, _type_name(col.type), doc or col.comment or ""))
+        return out
+
     def info(self) -> dict[str, Any]:
         """Where the catalog is and what it holds, for ``ztfcat info``."""
         with self.engine.connect() as conn:
@@ -564,6 +643,29 @@ class Catalog:
 
 
 DEFAULT_COLUMNS = ("candid", "objectId", "jd", "fid", "ra", "dec", "magpsf", "sigmapsf", "rb", "isdiffpos")
+
+
+#: Where the ZTF docs of each table's columns are (``ztfcat.fields.FIELDS``), and the docs of the
+#: columns that are ZTF's but outside the candidate record, or ztfcat's own.
+_FIELD_PART = {"alerts": "candidate", "prv_candidates": "prv_candidate", "fp_hists": "fp_hist"}
+_OWN_DOCS = {
+    "objectId": "ZTF object identifier (the alert's objectId)",
+    "schemavsn": "Avro schema version of the alert packet",
+    "release_id": "the release (releases.id) the alert was ingested from",
+    "alert_candid": "candid of the alert this point was read from",
+    "blob_size": "bytes of the raw Avro packet",
+}
+
+
+def _type_name(sql_type) -> str:
+    """A column type as people read it: float32 and float64 told apart, lengths kept."""
+    from sqlalchemy import Float
+
+    if isinstance(sql_type, Float):
+        return "DOUBLE" if (sql_type.precision or 53) > 24 else "REAL"
+    from sqlalchemy.dialects import sqlite
+
+    return str(sql_type.compile(dialect=sqlite.dialect()))
 
 
 def _empty_dtype(query, name: str):

@@ -9,11 +9,21 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from .catalog import Catalog
+from . import __version__
+from .cli_output import emit_rows, emit_table, plain, plural
 from .errors import ZtfcatError
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
+
+__all__ = ["emit_rows", "emit_table", "main", "plain", "plural"]
+
+#: ``-h`` as well as ``--help`` on every command (subcommands inherit the setting).
+CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
 class _Group(click.Group):
@@ -26,52 +36,30 @@ class _Group(click.Group):
             raise click.ClickException(str(exc)) from exc
 
 
-@click.group(cls=_Group)
+@click.group(cls=_Group, context_settings=CONTEXT)
 @click.option(
     "--data-dir", envvar="ZTFCAT_DATA_DIR", type=click.Path(file_okay=False), help="Data directory."
 )
 @click.option("--database-url", envvar="ZTFCAT_DATABASE_URL", help="SQLAlchemy URL of the catalog database.")
 @click.option("--archive-url", envvar="ZTFCAT_ARCHIVE_URL", help="Base URL of the alert archive or a mirror.")
 @click.option("--layout", envvar="ZTFCAT_LAYOUT", type=click.Choice(["files", "pack"]), help="Blob layout.")
-@click.version_option(package_name="ztfcat")
+@click.version_option(__version__, "--version", "-V", prog_name="ztfcat")
 @click.pass_context
 def main(ctx: click.Context, data_dir, database_url, archive_url, layout) -> None:
-    """ztfcat: the ZTF public alert archive on your own disk, as a SQL catalog."""
+    """ztfcat: the ZTF public alert archive on your own disk, as a SQL catalog.
+
+    Every command takes -h for its help.  Long work draws progress bars on a terminal only.
+    """
     ctx.obj = dict(data_dir=data_dir, database_url=database_url, archive_url=archive_url, layout=layout)
 
 
 def _catalog(ctx: click.Context) -> Catalog:
+    from .catalog import Catalog  # SQLAlchemy and friends: loaded by the commands that need a catalog
+
     obj = ctx.find_root().obj
     catalog = Catalog(obj["database_url"], obj["data_dir"], obj["archive_url"], layout=obj["layout"])
     ctx.call_on_close(catalog.close)
     return catalog
-
-
-def emit_table(table, fmt: str) -> None:
-    """Write an astropy Table to stdout as an aligned table, CSV or JSON lines."""
-    if fmt == "csv":
-        table.write(sys.stdout, format="ascii.csv")
-    elif fmt == "json":
-        for row in table:
-            record = {name: _plain(row[name]) for name in table.colnames}
-            click.echo(json.dumps(record))
-    else:
-        if len(table) == 0:
-            click.echo("(no rows)")
-        else:
-            table.pprint_all()
-
-
-def _plain(value):
-    if hasattr(value, "mask") and value.mask is not False and bool(getattr(value, "mask", False)):
-        return None
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, float) and value != value:
-        return None
-    return value
 
 
 FORMAT = click.option(
@@ -88,7 +76,8 @@ WHERE = click.option(
     "conditions",
     multiple=True,
     metavar="COND",
-    help="Condition on an alert column, e.g. 'rb > 0.9' or 'fid = 1'; repeat to combine.",
+    help="Condition on alert columns, e.g. 'rb > 0.9 and fid = 1' or '(fid = 1 or fid = 2) and rb >= 0.5'"
+    " (and, or, not, parentheses; values are bound, columns checked: see `ztfcat columns`); repeats AND.",
 )
 
 
@@ -130,20 +119,20 @@ def filter_options(func):
 @click.option("--json", "as_json", is_flag=True, help="Print each report as one JSON line.")
 @click.pass_context
 def ingest(ctx, sources, force, as_json) -> None:
-    """Ingest nightly tarballs (paths or gs://bucket/object URLs) into the catalog."""
+    """Ingest nightly tarballs (paths or gs://bucket/object URLs) into the catalog.
+
+    A progress bar (bytes, rate, ETA, alerts so far) is drawn on a terminal; pipes stay quiet.
+    """
+    from .cli_progress import Bar
+
     catalog = _catalog(ctx)
     failed = 0
     for source in sources:
         size = Path(source).stat().st_size if Path(source).is_file() else None
-        label = Path(source).name
-        with click.progressbar(
-            length=size or 0, label=label, show_pos=False, file=sys.stderr, hidden=as_json
-        ) as bar:
-            seen = [0]
+        with Bar(Path(source).name, size, "B", hidden=as_json) as bar:
 
-            def progress(_n_alerts, n_bytes, bar=bar, seen=seen):
-                bar.update(n_bytes - seen[0])
-                seen[0] = n_bytes
+            def progress(n_alerts, n_bytes, bar=bar):
+                bar.to(n_bytes, plural(n_alerts, "alert"))
 
             try:
                 report = catalog.ingest(source, progress=progress, force=force)
@@ -160,7 +149,7 @@ def ingest(ctx, sources, force, as_json) -> None:
         if report.n_errors > 10:
             click.echo(f"  ... {report.n_errors - 10} more: ztfcat errors --release {report.release}")
     if failed:
-        raise click.ClickException(f"{failed} of {len(sources)} tarballs failed")
+        raise click.ClickException(f"{failed} of {plural(len(sources), 'tarball')} failed")
 
 
 @main.command()
@@ -193,15 +182,19 @@ def errors(ctx, release, fmt) -> None:
 def alerts(
     ctx, conditions, night, night_from, night_to, object_id, release, schemavsn, columns, limit, order_by, fmt
 ) -> None:
-    """List alerts, filtered on any candidate column."""
-    table = _catalog(ctx).query(
+    """List alerts, filtered on any candidate column (see `ztfcat columns`).
+
+    Floats are rounded in the aligned table; --format csv and json carry full precision.
+    Example: ``ztfcat alerts -w 'rb > 0.9 and fid = 1' -c candid,objectId,magpsf -n 5``.
+    """
+    names, rows = _catalog(ctx).query_rows(
         *conditions,
-        columns=columns.split(",") if columns else None,
+        columns=[c.strip() for c in columns.split(",") if c.strip()] if columns else None,
         limit=limit or None,
         order_by=order_by,
         **_filters(night, night_from, night_to, object_id, release, schemavsn),
     )
-    emit_table(table, fmt)
+    emit_rows(names, rows, fmt)
 
 
 @main.command()
@@ -212,7 +205,12 @@ def alerts(
 )
 @click.pass_context
 def show(ctx, candid, raw, output) -> None:
-    """Show one alert as JSON (cutouts summarised), or write its raw Avro with --raw."""
+    """Show one alert as JSON (cutouts summarised), or write its raw Avro with --raw.
+
+    --raw writes binary: give -o FILE, or send stdout to a pipe or file (it refuses a terminal).
+    """
+    if raw and not output and sys.stdout.isatty():
+        raise click.UsageError("--raw writes binary Avro; give -o FILE or redirect stdout (> alert.avro)")
     catalog = _catalog(ctx)
     if raw:
         data = catalog.get_alert(candid, raw=True)
@@ -243,14 +241,11 @@ def _json_default(value):
 @click.pass_context
 def sql(ctx, statement, limit, fmt) -> None:
     """Run a read-only SQL statement against the catalog."""
-    from astropy.table import Table
-
     names, rows = _catalog(ctx).sql(statement, limit=limit or None)
     if not names:
         click.echo("(no result)")
         return
-    table = Table(rows=[tuple(r) for r in rows], names=names) if rows else Table(names=names)
-    emit_table(table, fmt)
+    emit_rows(names, rows, fmt)
 
 
 @main.group()
@@ -277,8 +272,14 @@ def upgrade(ctx) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context
 def info(ctx, as_json) -> None:
-    """Where the catalog is and what it holds."""
-    facts = _catalog(ctx).info()
+    """Where the catalog is and what it holds; never creates one (exit 1 where there is none)."""
+    catalog = _catalog(ctx)
+    if not catalog.exists():
+        raise click.ClickException(
+            f"no catalog at {catalog.database_url} (data dir {catalog.data_dir}); "
+            "make one with `ztfcat download`, `ztfcat ingest` or `ztfcat demo`"
+        )
+    facts = catalog.info()
     if as_json:
         click.echo(json.dumps(facts, default=str, indent=2))
         return
@@ -286,14 +287,16 @@ def info(ctx, as_json) -> None:
     click.echo(f"data dir:  {facts['data_dir']}  (layout: {facts['layout']})")
     counts = facts["counts"]
     click.echo(
-        f"alerts:    {counts['alerts']} in {counts['releases']} releases; history: "
+        f"alerts:    {counts['alerts']} in {plural(counts['releases'], 'release')}; history: "
         f"{counts['prv_candidates']} prv_candidates, {counts['fp_hists']} fp_hists; "
-        f"{counts['ingest_errors']} bad members"
+        f"{plural(counts['ingest_errors'], 'bad member')}"
     )
     if facts["schema_versions"]:
         click.echo("by schema version: " + ", ".join(f"{v}: {n}" for v, n in facts["schema_versions"]))
     for name, status, n_alerts, n_errors in facts["releases"]:
-        click.echo(f"  {name:40s} {status:10s} {n_alerts:8d} alerts {n_errors:5d} bad")
+        click.echo(
+            f"  {name:40s} {status:10s} {n_alerts:8d} {'alert ' if n_alerts == 1 else 'alerts'} {n_errors:5d} bad"
+        )
     if facts["unknown_versions"]:
         click.echo("schema versions new to this ztfcat: " + ", ".join(facts["unknown_versions"]))
     if facts.get("unknown_top_fields"):
@@ -303,7 +306,7 @@ def info(ctx, as_json) -> None:
         )
     if facts["alerts_with_unknown_fields"]:
         click.echo(
-            f"{facts['alerts_with_unknown_fields']} alerts carry candidate fields this ztfcat does not know "
+            f"{plural(facts['alerts_with_unknown_fields'], 'alert')} carry candidate fields this ztfcat does not know "
             f"({', '.join(facts['unknown_fields'])}); they are kept in the alerts.extra JSON column"
         )
 
@@ -313,15 +316,38 @@ def info(ctx, as_json) -> None:
 @click.pass_context
 def layout(ctx, target) -> None:
     """Show the blob layout, or convert every release to TARGET (files: one .avro per alert; pack: one
-    uncompressed tar per night).  Safe to interrupt and run again."""
+    uncompressed tar per night).  Safe to interrupt and run again; a progress bar on a terminal."""
     catalog = _catalog(ctx)
     if target is None:
         click.echo(catalog.layout)
         return
-    converted = catalog.convert_layout(
-        target, progress=lambda name, n: click.echo(f"  {name}: {n} packets moved to {target}", err=True)
-    )
-    click.echo(f"{converted} releases converted; the catalog's layout is now {target}")
+    from .cli_progress import Bar
+
+    todo = sum(1 for layout_now in catalog.releases()["layout"] if layout_now != target)
+    with Bar(f"to {target}", todo, "release") as bar:
+        converted = catalog.convert_layout(
+            target, progress=lambda name, n: bar.add(1, f"{name}: {n} packets")
+        )
+    click.echo(f"{plural(converted, 'release')} converted; the catalog's layout is now {target}")
+
+
+@main.command()
+@click.argument("table", default="alerts", required=False)
+@click.option("--search", "-s", metavar="TEXT", help="Only columns whose name or description has TEXT.")
+@FORMAT
+@click.pass_context
+def columns(ctx, table, search, fmt) -> None:
+    """Every column of TABLE (alerts, prv_candidates, fp_hists, releases, ...) with its type and
+    ZTF's own description (the doc of the field in ZTF's Avro schema).
+
+    Needs no catalog: these are the columns --where, --columns and SQL can name.
+    """
+    from .catalog import Catalog
+
+    rows = Catalog().columns(table)  # nothing is opened: the schema is this ztfcat's own
+    if search:
+        rows = [r for r in rows if search.lower() in r[0].lower() or search.lower() in r[2].lower()]
+    emit_rows(["column", "type", "description"], rows, fmt)
 
 
 def _register_commands() -> None:
@@ -336,4 +362,4 @@ def _register_commands() -> None:
 _register_commands()
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="ztfcat")

@@ -7,8 +7,6 @@ callbacks; stdout carries only results, so ``ztfcat remote --format csv > listin
 
 from __future__ import annotations
 
-import sys
-import threading
 import time
 
 import click
@@ -22,44 +20,9 @@ def _bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-class _Bar:
-    """One click progress bar per release: bytes as the bar, alerts so far as its text.
-
-    The library calls back from its download and writer threads; a lock keeps the bar whole.
-    """
-
-    def __init__(self, name: str, total: int | None, hidden: bool) -> None:
-        self._lock = threading.Lock()
-        self._seen = 0
-        self._alerts = 0
-        self._bar = click.progressbar(
-            length=total or 0,
-            label=name,
-            file=sys.stderr,
-            hidden=hidden,
-            show_pos=False,
-            item_show_func=lambda _item: f"{self._alerts} alerts",
-        )
-
-    def __enter__(self) -> _Bar:
-        self._bar.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._bar.__exit__(*exc)
-
-    def __call__(self, state) -> None:
-        with self._lock:
-            if state.bytes_total and not self._bar.length:
-                self._bar.length = state.bytes_total
-            self._alerts = state.alerts
-            self._bar.update(max(0, state.bytes_done - self._seen))
-            self._seen = max(self._seen, state.bytes_done)
-
-
 def register(group: click.Group) -> None:
     """Add the archive commands to ``group`` (the root ``ztfcat`` group)."""
-    from .cli import FORMAT, _catalog, emit_table
+    from .cli import FORMAT, _catalog, emit_table, plural
 
     @group.command()
     @click.option("--from", "night_from", help="First night (YYYY-MM-DD).")
@@ -89,7 +52,7 @@ def register(group: click.Group) -> None:
         emit_table(table, fmt)
         known = table["size"][table["size"] >= 0]
         click.echo(
-            f"{len(table)} releases, {_bytes(int(known.sum()))}; "
+            f"{plural(len(table), 'release')}, {_bytes(int(known.sum()))}; "
             f"{int(table['in_catalog'].sum())} complete in the catalog",
             err=True,
         )
@@ -104,7 +67,7 @@ def register(group: click.Group) -> None:
     @click.option("--force", is_flag=True, help="Download and ingest again even if complete.")
     @click.option("--refresh/--no-refresh", default=True, help="Refresh the listing first (default yes).")
     @click.option("--no-md5", is_flag=True, help="Accept releases MD5SUMS does not list (size checked only).")
-    @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+    @click.option("--quiet", "-q", is_flag=True, help="No progress bars (pipes never get them).")
     @click.option(
         "--stall-timeout",
         type=click.FloatRange(min=0, min_open=True),
@@ -144,6 +107,7 @@ def register(group: click.Group) -> None:
         """Download, verify (size and MD5) and ingest nightly releases, newest first with --recent.
 
         Bytes go into the catalog as they arrive; an interrupted download resumes where it stopped.
+        On a terminal each release draws a progress bar (bytes, rate, ETA, alerts so far).
         Examples: ``ztfcat download 2018-06-26``, ``ztfcat download --recent 3``,
         ``ztfcat download --from 2018-06-01 --to 2018-06-30``.
         """
@@ -155,6 +119,7 @@ def register(group: click.Group) -> None:
             plan_recent,
             release_for_night,
         )
+        from .cli_progress import DownloadBar
         from .errors import NotFoundError, ZtfcatError
         from .remote import ArchiveClient
 
@@ -206,7 +171,7 @@ def register(group: click.Group) -> None:
         done, skipped, alerts, size = 0, 0, 0, 0
         for file in files:
             try:
-                with _Bar(file.name, file.size, quiet) as bar:
+                with DownloadBar(file.name, file.size, quiet) as bar:
                     report = download_release(
                         catalog,
                         file,
@@ -228,7 +193,7 @@ def register(group: click.Group) -> None:
                 size += report.size
             click.echo(str(report))
         seconds = time.perf_counter() - started
-        summary = f"{done} releases ingested ({alerts} alerts, {_bytes(size)}) in {seconds:.1f} s"
+        summary = f"{plural(done, 'release')} ingested ({plural(alerts, 'alert')}, {_bytes(size)}) in {seconds:.1f} s"
         if skipped:
             summary += f"; {skipped} already complete"
         click.echo(summary, err=True)
@@ -242,9 +207,10 @@ def register(group: click.Group) -> None:
     def delete(ctx, nights, yes) -> None:
         """Delete ingested releases (rows and packets): those of NIGHTS, or all of them.
 
-        Partial downloads and kept tarballs of those releases go too.
+        Partial downloads and kept tarballs of those releases go too.  A progress bar on a terminal.
         """
         from .archive import parse_night, remove_downloads
+        from .cli_progress import Bar
 
         catalog = _catalog(ctx)
         wanted = {parse_night(n) for n in nights}
@@ -258,14 +224,16 @@ def register(group: click.Group) -> None:
         what = "ALL " if not wanted else ""
         if not yes:
             click.confirm(
-                f"Delete {what}{len(table)} releases ({n_alerts} alerts) from {catalog.data_dir}?",
+                f"Delete {what}{plural(len(table), 'release')} ({plural(n_alerts, 'alert')}) from {catalog.data_dir}?",
                 abort=True,
                 err=True,
             )
         names = [str(n) for n in table["name"]]
-        removed = catalog.delete(sorted(wanted)) if wanted else catalog.delete()
+        with Bar("deleting", len(names), "release") as bar:
+            step = lambda name: bar.add(1, name)  # noqa: E731
+            removed = catalog.delete(names=names, progress=step) if wanted else catalog.delete(progress=step)
         remove_downloads(catalog, names if wanted else None)
-        click.echo(f"deleted {removed} releases ({n_alerts} alerts)")
+        click.echo(f"deleted {plural(removed, 'release')} ({plural(n_alerts, 'alert')})")
 
     @group.command()
     @click.option(
@@ -291,4 +259,7 @@ def register(group: click.Group) -> None:
         if demo_dir is None and root.get_parameter_source("data_dir") is ParameterSource.COMMANDLINE:
             demo_dir = root.obj["data_dir"]  # `ztfcat --data-dir X demo`; never the env's real catalog
 
-        run_demo(demo_dir, n_nights=nights, n_alerts=alerts, echo=click.echo, quiet=False)
+        from .cli_progress import DownloadBars
+
+        with DownloadBars() as bars:
+            run_demo(demo_dir, n_nights=nights, n_alerts=alerts, echo=click.echo, progress=bars)

@@ -8,8 +8,6 @@ import time.
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 
@@ -142,17 +140,22 @@ def register(group: click.Group) -> None:
         """Write the raw Avro packets of the selected alerts to a folder or a tarball.
 
         The packets are the archive's own bytes; a .tar.gz made here can be ingested into another
-        catalog with `ztfcat ingest`.
+        catalog with `ztfcat ingest`.  An empty selection writes nothing and exits 1.  A progress bar
+        on a terminal.
         """
         if (to_dir is None) == (to_tar is None):
             raise click.UsageError("give one of --to-dir DIR or --to-tar FILE.tar.gz")
+        from .cli_progress import Bar
+
         catalog = _catalog(ctx)
         filters = _filters(night, night_from, night_to, object_id, release, schemavsn)
         total = catalog.count(*conditions, **filters)
-        with click.progressbar(length=total, label="exporting", file=sys.stderr) as bar:
+        if total == 0:
+            raise click.ClickException("no alerts match the selection; nothing exported")
+        with Bar("exporting", total, "alert") as bar:
 
             def progress(n_alerts, _n_bytes):
-                bar.update(1)
+                bar.to(n_alerts)
 
             report = catalog.export_raw(
                 *conditions,

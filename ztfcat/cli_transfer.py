@@ -18,7 +18,7 @@ import click
 
 def register(group: click.Group) -> None:
     """Add ``sync-table`` and ``sync-bucket`` to ``group`` (the root ``ztfcat`` group); harmless twice."""
-    from .cli import FORMAT, _catalog, emit_table
+    from .cli import FORMAT, _catalog, emit_table, plural
 
     @group.command("sync-table")
     @click.argument("bucket", required=False)
@@ -65,7 +65,7 @@ def register(group: click.Group) -> None:
         emit_table(table, fmt)
         where = f" in gs://{bucket}/{prefix}" if bucket else ""
         summary = (
-            f"{len(table)} of {table.meta['n_archive']} archive tarballs to transfer "
+            f"{len(table)} of {plural(table.meta['n_archive'], 'archive tarball')} to transfer "
             f"({table.meta['total_bytes']} bytes); {table.meta['n_in_bucket']} already{where}"
         )
         if output:
@@ -81,22 +81,22 @@ def register(group: click.Group) -> None:
         """Ingest every release tarball in BUCKET that the catalog does not hold complete yet.
 
         Objects are streamed from the bucket (no local copy), with the google-cloud-storage default
-        credentials.
+        credentials.  A progress bar per tarball on a terminal.
         """
+        from .cli_progress import Bar
         from .transfer import sync_bucket as run
 
         catalog = _catalog(ctx)
         with contextlib.ExitStack() as stack:
             bars: dict[str, Any] = {}
 
-            def progress(obj, _n_alerts, n_bytes):
+            def progress(obj, n_alerts, n_bytes):
                 bar = bars.get(obj.name)
                 if bar is None:
-                    bar = click.progressbar(
-                        length=obj.size, label=obj.name, file=sys.stderr, show_pos=False, hidden=as_json
-                    )
-                    bars[obj.name] = stack.enter_context(bar)
-                bar.update(n_bytes - bar.pos)
+                    for done in bars.values():  # one object at a time: finish the last one's line
+                        done.close()
+                    bar = bars[obj.name] = stack.enter_context(Bar(obj.name, obj.size, "B", hidden=as_json))
+                bar.to(n_bytes, f"{n_alerts} alerts")
 
             reports = run(catalog, bucket, prefix, progress)
         failed = [r for r in reports if r.status == "failed"]
@@ -110,4 +110,4 @@ def register(group: click.Group) -> None:
         if not reports:
             click.echo(f"no release tarballs in gs://{bucket}/{prefix}", err=True)
         if failed:
-            raise click.ClickException(f"{len(failed)} of {len(reports)} tarballs failed")
+            raise click.ClickException(f"{len(failed)} of {plural(len(reports), 'tarball')} failed")

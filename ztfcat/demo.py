@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 from .errors import ZtfcatError
 
@@ -74,6 +75,7 @@ def run_demo(
     n_alerts: int = 40,
     echo: Callable[[str], None] = print,
     quiet: bool = True,
+    progress: Callable[[Any], None] | None = None,
 ) -> DemoResult:
     """Serve synthetic nights on 127.0.0.1, download and ingest them for real, and show the result.
 
@@ -86,7 +88,9 @@ def run_demo(
     echo : callable
         Where the report's lines go.
     quiet : bool
-        False draws a progress bar per release on stderr.
+        False draws a tqdm progress bar per release on stderr (on a terminal only).
+    progress : callable, optional
+        Called with each :class:`~ztfcat.archive.DownloadState` instead (the CLI passes its bars).
 
     Returns
     -------
@@ -107,19 +111,23 @@ def run_demo(
         with ArchiveServer(Path(archive_dir)) as server:
             echo(f"synthetic archive of {len(nights)} nights (one empty) served at {server.url}")
             catalog = Catalog(f"sqlite:///{database}", folder, server.url)
-            lines = None if quiet else _Lines()
+            if progress is None and not quiet:
+                from .cli_progress import DownloadBars
+
+                progress = DownloadBars()
             try:
-                reports = download_recent(catalog, max_downloads=None, progress=lines)
+                reports = download_recent(catalog, max_downloads=None, progress=progress)
             finally:
-                if lines is not None:
-                    lines.end()
+                if hasattr(progress, "close"):
+                    progress.close()
                 server.stop()
     try:
         for report in reports:
             echo(f"  {report}")
         n_alerts_total = catalog.count()
         echo("")
-        echo(f"{len(reports)} releases, {n_alerts_total} alerts; a few of them:")
+        releases = "1 release" if len(reports) == 1 else f"{len(reports)} releases"
+        echo(f"{releases}, {n_alerts_total} alerts; a few of them:")
         table = catalog.query(
             columns=["candid", "objectId", "jd", "fid", "magpsf", "sigmapsf", "rb"], limit=5, order_by="jd"
         )
@@ -144,30 +152,3 @@ def run_demo(
         return DemoResult(folder, database, stamps, len(reports), n_alerts_total)
     finally:
         catalog.close()
-
-
-class _Lines:
-    """Progress on stderr: one line per release, rewritten in place (called from download threads)."""
-
-    def __init__(self) -> None:
-        import sys
-        import threading
-
-        self._out = sys.stderr
-        self._lock = threading.Lock()
-        self._name: str | None = None
-
-    def __call__(self, state) -> None:
-        with self._lock:
-            if self._name is not None and state.name != self._name:
-                self._out.write("\n")
-            self._name = state.name
-            total = f" of {state.bytes_total}" if state.bytes_total is not None else ""
-            self._out.write(f"\r  {state.name}: {state.bytes_done}{total} bytes, {state.alerts} alerts ")
-            self._out.flush()
-
-    def end(self) -> None:
-        with self._lock:
-            if self._name is not None:
-                self._out.write("\n")
-                self._out.flush()

@@ -41,7 +41,8 @@ class ExportReport:
     destination: Path
 
     def __str__(self) -> str:
-        return f"exported {self.n_alerts} alerts ({self.n_bytes} bytes of Avro) to {self.destination}"
+        alerts = "1 alert" if self.n_alerts == 1 else f"{self.n_alerts} alerts"
+        return f"exported {alerts} ({self.n_bytes} bytes of Avro) to {self.destination}"
 
 
 def iter_packets(

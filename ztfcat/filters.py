@@ -3,8 +3,10 @@
 Two spellings, usable everywhere (``Catalog.query``, ``iter_alerts``, ``get_local_alert_list``, the
 CLI's ``--where``):
 
-- condition strings ``"rb > 0.9"``, ``"fid = 1"``, ``"objectId = ZTF18abcdefg"``, ``"ssnamenr is null"``,
-  ``"fid in 1,2"``, ``"objectId like ZTF18%"``;
+- condition strings ``"rb > 0.9"``, ``"fid = 1"``, ``"objectId = ZTF18abcdefg"``, ``"drb is null"``,
+  ``"fid in 1,2"``, ``"objectId like ZTF18%"``, combined with ``and``, ``or``, ``not`` and parentheses:
+  ``"rb > 0.9 and fid = 1"``, ``"(fid = 1 or fid = 2) and not magpsf > 19"`` (``and`` binds tighter
+  than ``or``; a value that is one of those words is quoted);
 - keywords: ``fid=1`` (equality), ``jd=(2458349.5, 2458350.5)`` (an inclusive range, either end may be
   None), ``fid=[1, 2]`` (any of), plus ``night=`` (the night observed, i.e. the UT date of ``jd``: a date
   or a range of dates), ``release=`` (a tarball's file name) and ``release_night=`` (the night a holding
@@ -21,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, Table, and_, or_, select
+from sqlalchemy import ColumnElement, Engine, Table, and_, not_, or_, select
 
 from .errors import InvalidQueryError
 from .tables import alert_releases, alerts, releases
@@ -81,8 +83,89 @@ def _python_type(col) -> type:
         return str
 
 
+#: Quoted strings, parentheses, and runs of anything else: the words of a condition string.
+_TOKEN = re.compile(r"""'[^']*'|"[^"]*"|[()]|[^\s()'"]+""")
+_WORDS = ("and", "or", "not")
+
+
 def parse_condition(text: str, table: Table = alerts) -> ColumnElement[bool]:
-    """One condition string as a SQL expression with bound values."""
+    """A condition string as a SQL expression with bound values.
+
+    ``COLUMN OP VALUE`` conditions joined by ``and``, ``or``, ``not`` and parentheses; ``and`` binds
+    tighter than ``or``.  Every column is checked against ``table``; every value is a bound
+    parameter.
+    """
+    tokens = _TOKEN.findall(text)
+    if not tokens:
+        raise InvalidQueryError("an empty condition; write it as COLUMN OP VALUE, e.g. 'rb > 0.9'")
+    if not any(t in "()" or t.lower() in _WORDS for t in tokens):
+        return _parse_atom(text, table)  # one plain condition: read as it always was
+    parser = _Parser(tokens, text, table)
+    expr = parser.disjunction()
+    if parser.pos != len(tokens):
+        raise InvalidQueryError(f"cannot read {text!r} from {' '.join(tokens[parser.pos :])!r} on")
+    return expr
+
+
+class _Parser:
+    """Recursive descent over the tokens: or-terms of and-terms of (negated) atoms or groups."""
+
+    def __init__(self, tokens: list[str], text: str, table: Table) -> None:
+        self.tokens, self.text, self.table, self.pos = tokens, text, table, 0
+
+    def _peek(self) -> str | None:
+        return self.tokens[self.pos].lower() if self.pos < len(self.tokens) else None
+
+    def disjunction(self) -> ColumnElement[bool]:
+        terms = [self.conjunction()]
+        while self._peek() == "or":
+            self.pos += 1
+            terms.append(self.conjunction())
+        return terms[0] if len(terms) == 1 else or_(*terms)
+
+    def conjunction(self) -> ColumnElement[bool]:
+        factors = [self.factor()]
+        while self._peek() == "and":
+            self.pos += 1
+            factors.append(self.factor())
+        return factors[0] if len(factors) == 1 else and_(*factors)
+
+    def factor(self) -> ColumnElement[bool]:
+        word = self._peek()
+        if word == "not":
+            self.pos += 1
+            return not_(self.factor())
+        if word == "(":
+            self.pos += 1
+            expr = self.disjunction()
+            if self._peek() != ")":
+                raise InvalidQueryError(f"{self.text!r}: a '(' is never closed")
+            self.pos += 1
+            return expr
+        if word is None or word in (")", "and", "or"):
+            raise InvalidQueryError(f"{self.text!r}: a condition is missing before {word or 'the end'!r}")
+        return self.atom()
+
+    def atom(self) -> ColumnElement[bool]:
+        """One ``COLUMN OP VALUE``: the tokens up to the next and, or or closing parenthesis."""
+        words: list[str] = []
+        while (word := self._peek()) is not None and word not in ("and", "or", ")"):
+            if word == "(":
+                if not words or words[-1].lower() != "in":
+                    raise InvalidQueryError(f"{self.text!r}: '(' inside a condition (only 'in (a, b)')")
+                end = self.tokens.index(")", self.pos) if ")" in self.tokens[self.pos :] else -1
+                if end < 0:
+                    raise InvalidQueryError(f"{self.text!r}: a '(' is never closed")
+                words.append("(" + " ".join(self.tokens[self.pos + 1 : end]) + ")")
+                self.pos = end + 1
+                continue
+            words.append(self.tokens[self.pos])
+            self.pos += 1
+        return _parse_atom(" ".join(words), self.table)
+
+
+def _parse_atom(text: str, table: Table = alerts) -> ColumnElement[bool]:
+    """One ``COLUMN OP VALUE`` condition as a SQL expression with bound values."""
     match = _CONDITION.match(text)
     if not match:
         raise InvalidQueryError(
