@@ -321,11 +321,12 @@ def layout(ctx, target) -> None:
 
 def _register_commands() -> None:
     """Commands of the other areas live beside the library modules they call."""
-    from . import cli_archive, cli_explore, cli_transfer
+    from . import cli_archive, cli_explore, cli_transfer, cli_web
 
     cli_archive.register(main)
     cli_explore.register(main)
     cli_transfer.register(main)
+    cli_web.register(main)
 
 
 _register_commands()
