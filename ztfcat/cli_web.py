@@ -45,5 +45,9 @@ def register(group: click.Group) -> None:
             immutable=immutable,
         )
         run(
-            datasette, host=host, port=port, open_browser=open_browser, announce=lambda m: click.echo(m, err=True)
+            datasette,
+            host=host,
+            port=port,
+            open_browser=open_browser,
+            announce=lambda m: click.echo(m, err=True),
         )

@@ -189,12 +189,14 @@ def serve(
     port: int = 8001,
     open_browser: bool = False,
     announce=print,
+    on_started=None,
 ) -> None:
     """Run ``datasette`` under uvicorn until Ctrl-C (or SIGTERM); returns when the server has stopped.
 
     ``port=0`` takes a free port.  The URL is announced once the socket listens (and opened in the
     default browser with ``open_browser``).  Shutdown waits at most one second for open connections,
     so Ctrl-C stops the server at once even with a browser's keep-alive connections open.
+    ``on_started(url, server)`` is called then too (tests use it to stop the server).
     """
     import uvicorn
 
@@ -216,6 +218,8 @@ def serve(
             import webbrowser
 
             webbrowser.open(url)
+        if on_started is not None:
+            on_started(url, server)
 
     threading.Thread(target=when_started, name="ztfcat-serve-announce", daemon=True).start()
     server.run()

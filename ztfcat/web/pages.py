@@ -143,9 +143,7 @@ def _alert_context(state, candid: int, alert: dict) -> dict:
             ra, dec, NEIGHBOUR_RADIUS_ARCSEC, columns=["candid", "objectId", "jd", "fid", "magpsf"]
         )
         neighbours = [r for r in _rows(table) if r["candid"] != candid]
-    cutouts = {
-        panel: len((alert.get("cutout" + panel) or {}).get("stampData") or b"") for panel in PANELS
-    }
+    cutouts = {panel: len((alert.get("cutout" + panel) or {}).get("stampData") or b"") for panel in PANELS}
     return {
         "fields": fields,
         "neighbours": neighbours,
@@ -319,11 +317,13 @@ def parse_cone(args) -> dict:
     parts = pos.split()
     if len(parts) == 2 and not any(c in pos for c in ":hmsd"):
         try:
-            ra_value = float(parts[0])
+            ra_value, dec_value = float(parts[0]), float(parts[1])
         except ValueError:
-            ra_value = None
+            ra_value = dec_value = None
         if ra_value is not None and not 0.0 <= ra_value < 360.0:
             raise InvalidQueryError(f"RA {parts[0]} is outside [0, 360) degrees")
+        if dec_value is not None and not -90.0 <= dec_value <= 90.0:
+            raise InvalidQueryError(f"Dec {parts[1]} is outside [-90, 90] degrees")
     position = parse_position(pos)
     radius_text = (args.get("radius") or "5").strip()
     radius = parse_radius(radius_text)
