@@ -13,7 +13,8 @@ from pathlib import Path
 import click
 
 from .catalog import Catalog
-from .errors import ZtfcatError
+from .errors import QueryInterruptedError, ZtfcatError
+from .readonly import DEFAULT_MAX_ROWS, DEFAULT_TIME_LIMIT_S
 
 
 class _Group(click.Group):
@@ -238,19 +239,70 @@ def _json_default(value):
 
 @main.command()
 @click.argument("statement")
-@click.option("--limit", "-n", type=int, default=0, help="At most this many rows (0: all).")
+@click.option(
+    "--max-rows",
+    "--limit",
+    "-n",
+    "max_rows",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_ROWS,
+    show_default=True,
+    help="Stop after this many rows, saying so on stderr (0: no cap, with --format csv or json).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_TIME_LIMIT_S,
+    show_default=True,
+    help="Stop the statement after this many seconds (0: no limit).",
+)
 @FORMAT
 @click.pass_context
-def sql(ctx, statement, limit, fmt) -> None:
-    """Run a read-only SQL statement against the catalog."""
-    from astropy.table import Table
+def sql(ctx, statement, max_rows, timeout, fmt) -> None:
+    """Run one read-only SQL statement against the catalog (the database itself refuses writes).
 
-    names, rows = _catalog(ctx).sql(statement, limit=limit or None)
-    if not names:
-        click.echo("(no result)")
-        return
-    table = Table(rows=[tuple(r) for r in rows], names=names) if rows else Table(names=names)
-    emit_table(table, fmt)
+    csv and json rows are written as they arrive; Ctrl-C stops the statement at once.
+    """
+    from .readonly import Cancel, cancel_on_sigint
+
+    if max_rows == 0 and fmt == "table":
+        raise click.ClickException("ztfcat sql: --max-rows 0 (no cap) needs --format csv or json")
+    catalog = _catalog(ctx)
+    try:
+        with (
+            cancel_on_sigint(Cancel()) as cancel,
+            catalog.sql_stream(statement, max_rows=max_rows, timeout=timeout, cancel=cancel) as result,
+        ):
+            if not result.columns:
+                click.echo("(no result)")
+                return
+            _emit_rows(result.columns, result, fmt)
+        if result.truncated:
+            click.echo(f"ztfcat sql: truncated at {max_rows} rows (--max-rows)", err=True)
+    except QueryInterruptedError as exc:
+        click.echo(f"ztfcat sql: {exc}", err=True)
+        ctx.exit(130)
+    except ZtfcatError as exc:
+        raise click.ClickException(f"ztfcat sql: {exc}") from exc
+
+
+def _emit_rows(columns, rows, fmt: str) -> None:
+    """Rows of a SQL result: csv and json stream row by row; the aligned table needs them all."""
+    if fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(["" if v is None else _plain(v) for v in row])
+    elif fmt == "json":
+        for row in rows:
+            click.echo(json.dumps({c: _plain(v) for c, v in zip(columns, row, strict=True)}))
+    else:
+        from astropy.table import Table
+
+        got = [tuple(r) for r in rows]
+        emit_table(Table(rows=got, names=columns) if got else Table(names=columns), fmt)
 
 
 @main.group()

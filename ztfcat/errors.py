@@ -49,3 +49,15 @@ class InvalidNightError(ZtfcatError, ValueError):
 
 class ManifestFormatError(ZtfcatError, ValueError):
     """A malformed ``MD5SUMS`` line (named by its line number) or a digest that is not 32 hex digits."""
+
+
+class ReadOnlyViolationError(InvalidQueryError):
+    """Ad-hoc SQL tried to write, attach, vacuum or otherwise change the catalog, and the database refused."""
+
+
+class QueryTimeoutError(InvalidQueryError):
+    """Ad-hoc SQL ran past its time limit and was stopped."""
+
+
+class QueryInterruptedError(ZtfcatError):
+    """Ad-hoc SQL was stopped by Ctrl-C (or another canceller) before it finished."""
