@@ -210,7 +210,11 @@ def test_cone_page_is_catalog_cone_search(live) -> None:
         ("/cone?ra=10&dec=95&radius=5", 400, "Dec 95 is outside [-90, 90] degrees"),
         ("/cone?ra=10&dec=10&radius=abc", 400, "cannot read a search radius from &#39;abc&#39;"),
         ("/cone?ra=10&dec=10&radius=5&limit=-3", 400, "limit &#39;-3&#39; is not a whole number"),
-        ("/cone?ra=10&dec=10&where=rb%3E0.5;DROP%20TABLE%20alerts", 400, "rb takes a number, not &#39;0.5;DROP TABLE alerts&#39;"),
+        (
+            "/cone?ra=10&dec=10&where=rb%3E0.5;DROP%20TABLE%20alerts",
+            400,
+            "rb takes a number, not &#39;0.5;DROP TABLE alerts&#39;",
+        ),
         ("/cone?ra=10&dec=10&where=nosuch%3E1", 400, "nosuch"),
         ("/cone?ra=10&dec=10&night=20201399", 400, "20201399"),
     ],

@@ -36,6 +36,8 @@ DEFAULT_CONE_ROWS = 500
 MAX_THUMBNAILS = 200
 _OBJECT_ID = re.compile(r"^[A-Za-z0-9_\-]{1,32}$")
 ALERT_COLUMNS = ("candid", "jd", "fid", "magpsf", "sigmapsf", "isdiffpos", "rb", "drb", "schemavsn")
+#: Display precision of the object page's alerts table: what the numbers mean, not every float32 digit.
+ALERT_FORMATS = {"jd": "%.5f", "magpsf": "%.3f", "sigmapsf": "%.3f", "rb": "%.3f", "drb": "%.3f"}
 CONE_FILTERS = ("night", "from", "to", "object", "release", "schemavsn")
 
 
@@ -283,6 +285,7 @@ async def object_page(datasette, request):
         "n_points": len(table),
         "alerts": alerts,
         "max_thumbnails": MAX_THUMBNAILS,
+        "formats": ALERT_FORMATS,
     }
     return await _html(datasette, request, "ztfcat_object.html", context)
 

@@ -27,12 +27,13 @@ def register_routes(datasette):
 
 @hookimpl
 def prepare_connection(conn, database, datasette):
-    """Guard datasette's connections to the catalog: one statement, read-only, a time limit.
+    """Guard datasette's connections to the catalog with :func:`ztfcat.readonly.guard_sqlite`.
 
-    datasette opens the file read-only and runs only SELECTs on its SQL page; the guard also refuses
-    ATTACH, ``VACUUM INTO``, writing PRAGMAs and anything else that would write, whatever the SQL.
-    datasette's own progress handler (``sql_time_limit_ms``) replaces the guard's for each query it
-    runs, so both limits hold.
+    datasette opens the file read-only and runs only single SELECTs on its SQL page; the guard's
+    authorizer also refuses ATTACH, ``VACUUM INTO``, writing PRAGMAs and every other write, whatever
+    path the SQL takes.  The time limit is datasette's own ``sql_time_limit_ms``, which it sets on the
+    connection for each query: the guard's deadline counts from the moment it is installed, and these
+    connections live as long as the server, so it gets none.
     """
     if not has_state(datasette):
         return
@@ -41,7 +42,7 @@ def prepare_connection(conn, database, datasette):
         return  # datasette's own _internal and _memory databases
     from ztfcat.readonly import guard_sqlite
 
-    guard_sqlite(conn, time_limit_s=web.time_limit_s)
+    guard_sqlite(conn, time_limit_s=None)
 
 
 @hookimpl
