@@ -61,7 +61,7 @@ def night(catalog, tmp_path):
 @pytest.fixture
 def live(catalog, night):
     """(base URL, catalog, night spec, datasette) of a server over a one-night catalog."""
-    datasette = make_datasette(catalog, sql_time_limit_ms=2000, max_returned_rows=100)
+    datasette = make_datasette(catalog, sql_time_limit_ms=1000, max_returned_rows=200)
     url, thread, server = start_server(datasette)
     yield url, catalog, night, datasette
     server.should_exit = True
@@ -259,6 +259,16 @@ def test_datasette_sql_page_is_read_only(live) -> None:
         with pytest.raises(Exception, match="not authorized|prohibited|read.only|denied|refused"):
             asyncio.run(db.execute(sql))
     assert not Path("/tmp/ztfcat-web-copy.sqlite").exists()
+    # The time limit and the row cap hold on the SQL page.
+    slow = "with recursive c(x) as (select 1 union all select x + 1 from c where x < 1000000000) select count(*) from c"
+    response = requests.get(f"{url}/catalog", params={"sql": slow}, timeout=30)
+    assert response.status_code == 400 and "SQL query took too long" in response.text
+    n_points = catalog.sql("select count(*) from prv_candidates")[1][0][0]
+    assert n_points > 200
+    capped = requests.get(
+        f"{url}/catalog.json", params={"sql": "select * from prv_candidates"}, timeout=30
+    ).json()
+    assert capped["truncated"] is True and len(capped["rows"]) == 200
     assert catalog.count() == n and sqlite_file.read_bytes() == before
     # Canned queries run and link candids and objectIds to the ztfcat pages.
     drb = requests.get(f"{url}/catalog/high_drb", timeout=30)
