@@ -74,7 +74,6 @@ class WebState:
     catalog: Catalog
     images: ImageCache
     database_name: str | None
-    time_limit_s: float
     backend: str = "sqlite"
     _vars: dict = field(default_factory=dict)
 
@@ -176,7 +175,6 @@ def make_datasette(
         catalog=catalog,
         images=ImageCache(cache_bytes),
         database_name=name,
-        time_limit_s=sql_time_limit_ms / 1000.0,
         backend=engine.dialect.name,
     )
     return datasette
