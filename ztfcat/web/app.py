@@ -75,6 +75,8 @@ class WebState:
     images: ImageCache
     database_name: str | None
     backend: str = "sqlite"
+    #: Release rows by id (name and night never change), filled as alert pages need them.
+    releases: dict = field(default_factory=dict)
     _vars: dict = field(default_factory=dict)
 
     def template_vars(self) -> dict[str, Any]:
