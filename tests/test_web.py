@@ -372,3 +372,26 @@ def test_serve_without_datasette_says_which_extra(monkeypatch) -> None:
     result = CliRunner().invoke(main, ["serve"])
     assert result.exit_code == 1
     assert result.output == "Error: ztfcat serve needs datasette: pip install 'ztfcat[web]'\n"
+
+
+def test_immutable_opens_the_file_immutable(tmp_path) -> None:
+    from ztfcat import Catalog
+
+    spec = make_night(tmp_path / "ztf_public_20200101.tar.gz", night="20200101", n_alerts=5, seed=4)
+    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.sqlite'}", tmp_path / "data")
+    catalog.ingest(spec.path)
+    datasette = make_datasette(catalog, immutable=True)
+    assert datasette.get_database("catalog").is_mutable is False
+    url, thread, server = start_server(datasette)
+    try:
+        rows = requests.get(f"{url}/catalog.json", params={"sql": "select candid from alerts order by candid",
+                                                           "_shape": "array"}, timeout=30).json()  # fmt: skip
+        assert [r["candid"] for r in rows] == sorted(spec.candids)
+        assert (
+            requests.get(f"{url}/catalog", params={"sql": "delete from alerts"}, timeout=30).status_code
+            == 400
+        )
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        catalog.close()

@@ -157,6 +157,8 @@ def make_datasette(
         if database and database != ":memory:":
             path = str(Path(database).resolve())
     name = Path(path).stem if path else None
+    if path and immutable:
+        _checkpoint(path)
     settings = {
         "sql_time_limit_ms": int(sql_time_limit_ms),
         "max_returned_rows": int(max_returned_rows),
@@ -180,6 +182,23 @@ def make_datasette(
         backend=engine.dialect.name,
     )
     return datasette
+
+
+def _checkpoint(path: str) -> None:
+    """Fold the catalog's write-ahead log into the file: ``immutable=1`` reads the file alone, so rows
+    still in ``-wal`` would be invisible (tables missing altogether on a new catalog)."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        busy, log, done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        conn.close()
+    if busy or (log != -1 and done != log):
+        raise ZtfcatError(
+            f"cannot serve {path} immutable: its write-ahead log is in use (an ingest running?); "
+            "serve without --immutable"
+        )
 
 
 def serve(
