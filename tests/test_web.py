@@ -395,3 +395,34 @@ def test_immutable_opens_the_file_immutable(tmp_path) -> None:
         server.should_exit = True
         thread.join(10)
         catalog.close()
+
+
+def test_a_packet_with_undecodable_stamps_gets_its_page_with_the_reason(catalog, tmp_path) -> None:
+    from tests.tarballs import write_tarball
+    from ztfcat.synthetic import alert_bytes, make_alert
+
+    record = make_alert(np.random.default_rng(1), object_id="ZTF20aaaaaaa", candid=1095000000015010001,
+                        jd=2458849.6, ra=150.1, dec=2.2)  # fmt: skip
+    record["cutoutScience"]["stampData"] = b"\x1f\x8b not really gzip"
+    record["cutoutTemplate"] = None
+    catalog.ingest(write_tarball(tmp_path / "ztf_public_20200101.tar.gz", [("a.avro", alert_bytes(record))]))
+    url, thread, server = start_server(make_datasette(catalog))
+    try:
+        page = requests.get(f"{url}/alert/{record['candid']}", timeout=30)
+        assert page.status_code == 200
+        science = page.text.split('id="stamp-Science-reason">')[1].split("</div>")[0]
+        assert (
+            f"alert {record['candid']} (ZTF20aaaaaaa): cutoutScience is not a readable FITS image" in science
+        )
+        template = page.text.split('id="stamp-Template-reason">')[1].split("</div>")[0]
+        assert template == "this alert carries no cutout here"
+        assert f'src="/alert/{record["candid"]}/Difference.png"' in page.text
+        assert png_pixels(
+            requests.get(f"{url}/alert/{record['candid']}/Difference.png", timeout=30).content
+        ).size
+        # The object page's thumbnail of the difference stamp and the three-panel figure still draw.
+        assert requests.get(f"{url}/alert/{record['candid']}/stamps.png", timeout=30).status_code == 200
+        assert requests.get(f"{url}/object/ZTF20aaaaaaa", timeout=30).status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(10)
