@@ -37,7 +37,15 @@ MAX_THUMBNAILS = 200
 _OBJECT_ID = re.compile(r"^[A-Za-z0-9_\-]{1,32}$")
 ALERT_COLUMNS = ("candid", "jd", "fid", "magpsf", "sigmapsf", "isdiffpos", "rb", "drb", "schemavsn")
 #: Display precision of the object page's alerts table: what the numbers mean, not every float32 digit.
-ALERT_FORMATS = {"jd": "%.5f", "magpsf": "%.3f", "sigmapsf": "%.3f", "rb": "%.3f", "drb": "%.3f"}
+ALERT_FORMATS = {
+    "jd": "%.5f",
+    "ra": "%.6f",
+    "dec": "%+.6f",
+    "magpsf": "%.3f",
+    "sigmapsf": "%.3f",
+    "rb": "%.3f",
+    "drb": "%.3f",
+}
 CONE_FILTERS = ("night", "from", "to", "object", "release", "schemavsn")
 
 
@@ -401,7 +409,11 @@ async def cone_page(datasette, request):
             table = await _run(run_cone, state.catalog, params)
         except ZtfcatError as exc:
             raise bad_request(str(exc)) from exc
-        context.update(params=params, columns=table.colnames, rows=_rows(table))
+        names = table.colnames
+        if "separation" in names:  # nearest first, so the distance goes next to the id
+            names = [n for n in names if n != "separation"]
+            names.insert(1 if "candid" in names else 0, "separation")
+        context.update(params=params, columns=names, rows=_rows(table), formats=ALERT_FORMATS)
     return await _html(datasette, request, "ztfcat_cone.html", context)
 
 
