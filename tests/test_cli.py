@@ -66,7 +66,7 @@ def test_errors_are_one_clean_line(cli_catalog, tmp_path):
     result = _run(args, "alerts", "--where", "nosuch > 1", ok=False)
     assert result.exit_code == 1 and "unknown column 'nosuch'" in result.output
     result = _run(args, "sql", "DROP TABLE alerts", ok=False)
-    assert result.exit_code == 1 and "SQL failed" in result.output
+    assert result.exit_code == 1 and "writes are not allowed (read-only catalog): DROP TABLE" in result.output
     result = _run(args, "show", "42", ok=False)
     assert result.exit_code == 1 and "no alert with candid 42" in result.output
 

@@ -11,17 +11,19 @@ import contextlib
 import json
 import os
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, and_, delete, func, insert, select, text
+from sqlalchemy import Engine, and_, delete, func, insert, select
 
 from . import settings
 from .blobs import LAYOUTS, read_blob, remove_release
 from .db import ensure_schema, is_sqlite, make_engine
 from .errors import InvalidQueryError, NotFoundError, ZtfcatError
 from .filters import as_date, column, unfinished_hidden, where_clauses
+from .readonly import DEFAULT_MAX_ROWS, DEFAULT_TIME_LIMIT_S, Cancel, SqlResult, run_readonly
 from .tables import (
     alert_releases,
     alerts,
@@ -518,40 +520,51 @@ class Catalog:
         return plot_lightcurve(self.lightcurve(object_id, forced=forced), ax=ax, fig=fig)
 
     # -- ad-hoc SQL ------------------------------------------------------------------------------
-    def sql(self, statement: str, params: dict | None = None, limit: int | None = None):
-        """Run a read-only SQL statement and return (column names, rows).
+    def sql(
+        self,
+        statement: str,
+        params: dict | None = None,
+        limit: int | None = None,
+        *,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        timeout: float | None = DEFAULT_TIME_LIMIT_S,
+    ):
+        """Run one read-only SQL statement and return (column names, rows).
 
-        SQLite runs it on a connection opened read-only; PostgreSQL in a READ ONLY transaction.
+        Read-only is enforced by the database (see :mod:`ztfcat.readonly`): a SQLite authorizer that
+        allows reads only, a PostgreSQL session that is READ ONLY.  ``limit`` returns at most that many
+        rows quietly; otherwise at most ``max_rows`` are returned, with a warning when there were more.
+        ``timeout`` stops the statement after that many seconds (None: no limit).  For more rows than
+        fit in memory, iterate :meth:`sql_stream`.
         """
-        if is_sqlite(self.engine):
-            import sqlite3
+        cap = limit if limit else max_rows
+        if not cap:
+            raise InvalidQueryError(
+                "Catalog.sql returns a list, so it needs a row cap; use sql_stream for all rows"
+            )
+        with self.sql_stream(statement, params, max_rows=cap, timeout=timeout) as result:
+            rows = list(result)
+        if result.truncated and not limit:
+            warnings.warn(f"SQL result truncated at {cap} rows (max_rows)", stacklevel=2)
+        return result.columns, rows
 
-            path = self.engine.url.database
-            if not path or path == ":memory:":
-                raise InvalidQueryError("read-only SQL needs a SQLite file")
-            conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
-            try:
-                cursor = conn.execute(statement, params or {})
-                names = [d[0] for d in cursor.description or ()]
-                rows = cursor.fetchmany(limit) if limit else cursor.fetchall()
-            except sqlite3.Error as exc:
-                raise InvalidQueryError(f"SQL failed: {exc}") from exc
-            finally:
-                conn.close()
-            return names, rows
-        from sqlalchemy.exc import DBAPIError
+    def sql_stream(
+        self,
+        statement: str,
+        params: dict | None = None,
+        *,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        timeout: float | None = DEFAULT_TIME_LIMIT_S,
+        cancel: Cancel | None = None,
+    ) -> contextlib.AbstractContextManager[SqlResult]:
+        """A context manager yielding a :class:`~ztfcat.readonly.SqlResult` whose rows arrive in batches.
 
-        with self.engine.connect() as conn:
-            try:
-                conn.execute(text("SET TRANSACTION READ ONLY"))
-                result = conn.execute(text(statement), params or {})
-                names = list(result.keys())
-                rows = result.fetchmany(limit) if limit else result.fetchall()
-            except DBAPIError as exc:
-                raise InvalidQueryError(f"SQL failed: {exc.orig}") from exc
-            finally:
-                conn.rollback()
-        return names, [tuple(r) for r in rows]
+        ``max_rows=0`` lifts the row cap; ``cancel`` (a :class:`~ztfcat.readonly.Cancel`) stops the
+        statement when set, e.g. by Ctrl-C through :func:`~ztfcat.readonly.cancel_on_sigint`.
+        """
+        return run_readonly(
+            self.engine, statement, params, max_rows=max_rows, time_limit_s=timeout, cancel=cancel
+        )
 
     # -- summary ---------------------------------------------------------------------------------
     def exists(self) -> bool:

@@ -15,7 +15,8 @@ import click
 
 from . import __version__
 from .cli_output import emit_rows, emit_table, plain, plural
-from .errors import ZtfcatError
+from .errors import QueryInterruptedError, ZtfcatError
+from .readonly import DEFAULT_MAX_ROWS, DEFAULT_TIME_LIMIT_S
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -236,16 +237,52 @@ def _json_default(value):
 
 @main.command()
 @click.argument("statement")
-@click.option("--limit", "-n", type=int, default=0, help="At most this many rows (0: all).")
+@click.option(
+    "--max-rows",
+    "--limit",
+    "-n",
+    "max_rows",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_ROWS,
+    show_default=True,
+    help="Stop after this many rows, saying so on stderr (0: no cap, with --format csv or json).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_TIME_LIMIT_S,
+    show_default=True,
+    help="Stop the statement after this many seconds (0: no limit).",
+)
 @FORMAT
 @click.pass_context
-def sql(ctx, statement, limit, fmt) -> None:
-    """Run a read-only SQL statement against the catalog."""
-    names, rows = _catalog(ctx).sql(statement, limit=limit or None)
-    if not names:
-        click.echo("(no result)")
-        return
-    emit_rows(names, rows, fmt)
+def sql(ctx, statement, max_rows, timeout, fmt) -> None:
+    """Run one read-only SQL statement against the catalog (the database itself refuses writes).
+
+    csv and json rows are written as they arrive; Ctrl-C stops the statement at once.
+    """
+    from .readonly import Cancel, cancel_on_sigint
+
+    if max_rows == 0 and fmt == "table":
+        raise click.ClickException("ztfcat sql: --max-rows 0 (no cap) needs --format csv or json")
+    catalog = _catalog(ctx)
+    try:
+        with (
+            cancel_on_sigint(Cancel()) as cancel,
+            catalog.sql_stream(statement, max_rows=max_rows, timeout=timeout, cancel=cancel) as result,
+        ):
+            if not result.columns:
+                click.echo("(no result)")
+                return
+            emit_rows(result.columns, result if fmt != "table" else list(result), fmt)
+        if result.truncated:
+            click.echo(f"ztfcat sql: truncated at {max_rows} rows (--max-rows)", err=True)
+    except QueryInterruptedError as exc:
+        click.echo(f"ztfcat sql: {exc}", err=True)
+        ctx.exit(130)
+    except ZtfcatError as exc:
+        raise click.ClickException(f"ztfcat sql: {exc}") from exc
+
 
 
 @main.group()
@@ -352,11 +389,12 @@ def columns(ctx, table, search, fmt) -> None:
 
 def _register_commands() -> None:
     """Commands of the other areas live beside the library modules they call."""
-    from . import cli_archive, cli_explore, cli_transfer
+    from . import cli_archive, cli_explore, cli_transfer, cli_web
 
     cli_archive.register(main)
     cli_explore.register(main)
     cli_transfer.register(main)
+    cli_web.register(main)
 
 
 _register_commands()

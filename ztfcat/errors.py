@@ -53,3 +53,15 @@ class ManifestFormatError(ZtfcatError, ValueError):
 
 class SettingError(ZtfcatError, ValueError):
     """A setting (argument or ``ZTFCAT_*`` environment variable) that is not a usable value."""
+
+
+class ReadOnlyViolationError(InvalidQueryError):
+    """Ad-hoc SQL tried to write, attach, vacuum or otherwise change the catalog, and the database refused."""
+
+
+class QueryTimeoutError(InvalidQueryError):
+    """Ad-hoc SQL ran past its time limit and was stopped."""
+
+
+class QueryInterruptedError(ZtfcatError):
+    """Ad-hoc SQL was stopped by Ctrl-C (or another canceller) before it finished."""
