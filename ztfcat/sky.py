@@ -302,3 +302,59 @@ def parse_position(ra: Any, dec: Any = None) -> tuple[float, float]:
         raise InvalidQueryError(f"position ({ra_deg}, {dec_deg}) is not a valid ICRS position")
     ra_deg %= 360.0
     return (0.0 if ra_deg == 360.0 else ra_deg), dec_deg
+
+
+def cover_pixels(ra: Any, dec: Any, radius_deg: float, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nested pixels at ``order`` that may hold a point within ``radius_deg`` of each of many positions.
+
+    The many-cone form of the descent behind :func:`cone_ranges`, vectorised over positions so that a
+    cross-match of a long list costs a few numpy passes per order instead of one Python descent per
+    row.  It keeps every pixel whose centre is within ``radius + R(order)`` of a position, with the same
+    proven bound ``R``, so the pixels returned for a position always contain its whole cone (padded by
+    a few mas); they are a superset, and the rows they select still need an exact distance check.
+
+    Parameters
+    ----------
+    ra, dec : array_like
+        Positions in degrees (ICRS), already validated (finite, ``|dec| <= 90``).
+    radius_deg : float
+        One radius for all positions, degrees.
+    order : int
+        HEALPix order of the pixels returned, 0 to :data:`HPX_ORDER`.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        ``(position, pixel)``: the index of the position in the input and a nested pixel at ``order``,
+        sorted by pixel then position, each pair once.
+    """
+    ra_arr = np.mod(np.asarray(ra, dtype=float).reshape(-1), 360.0)
+    dec_arr = np.asarray(dec, dtype=float).reshape(-1)
+    radius = float(radius_deg) + _PAD_DEG
+    n = ra_arr.size
+    position = np.repeat(np.arange(n, dtype=np.int64), 12)
+    pixels = np.tile(np.arange(12, dtype=np.int64), n)
+    for level in range(order + 1):
+        bound = math.degrees(_PIXRAD_NSIDE / (1 << level))
+        lon, lat = _centres(pixels, level)
+        near = np.asarray(separation_deg(ra_arr[position], dec_arr[position], lon, lat)) <= radius + bound
+        position, pixels = position[near], pixels[near]
+        if level < order:
+            position = np.repeat(position, 4)
+            pixels = (pixels[:, None] * 4 + np.arange(4, dtype=np.int64)).ravel()
+    keys = np.lexsort((position, pixels))
+    return position[keys], pixels[keys]
+
+
+def pixel_ranges(pixels: np.ndarray, order: int) -> np.ndarray:
+    """Sorted, disjoint half-open ``hpx`` ranges (an ``(n, 2)`` int64 array) covering nested ``pixels``.
+
+    Touching ranges are joined, so sibling pixels become one index range scan.
+    """
+    shift = 2 * (HPX_ORDER - int(order))
+    unique = np.unique(np.asarray(pixels, dtype=np.int64))
+    if unique.size == 0:
+        return np.empty((0, 2), dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, np.diff(unique) != 1])
+    ends = np.r_[starts[1:], unique.size] - 1
+    return np.stack([unique[starts] << shift, (unique[ends] + 1) << shift], axis=1)
