@@ -321,10 +321,11 @@ def layout(ctx, target) -> None:
 
 def _register_commands() -> None:
     """Commands of the other areas live beside the library modules they call."""
-    from . import cli_archive, cli_explore, cli_transfer
+    from . import cli_archive, cli_explore, cli_science, cli_transfer
 
     cli_archive.register(main)
     cli_explore.register(main)
+    cli_science.register(main)
     cli_transfer.register(main)
 
 
