@@ -124,6 +124,12 @@ def _from_table(table: Any, header: Any, where: str) -> _Map:
         return _Map(order, ipix, density)
     if not table.colnames:
         raise InvalidQueryError(f"{where}: not a HEALPix map (a table without columns)")
+    if str(header.get("ORDERING", "")).strip().upper() == "RANGE" and "RANGE" in by_upper:
+        # A MOC 2.0 file (what mocpy writes): flattened [lo, hi) pairs of order-29 cells.
+        ranges = np.asarray(table[by_upper["RANGE"]], dtype=np.int64).reshape(-1)
+        if ranges.size % 2 or (ranges.size and (ranges.min() < 0 or ranges.max() > 12 << (2 * HPX_ORDER))):
+            raise InvalidQueryError(f"{where}: not a MOC (RANGE values are not [lo, hi) pairs at order 29)")
+        return _Map(np.full(ranges.size // 2, -1, dtype=np.int64), ranges.reshape(-1, 2), None)
     pixels = None
     if str(header.get("INDXSCHM", "")).strip().upper() == "EXPLICIT" and "PIXEL" in by_upper:
         pixels = np.asarray(table[by_upper["PIXEL"]])
