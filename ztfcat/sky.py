@@ -313,6 +313,10 @@ def cover_pixels(ra: Any, dec: Any, radius_deg: float, order: int) -> tuple[np.n
     proven bound ``R``, so the pixels returned for a position always contain its whole cone (padded by
     a few mas); they are a superset, and the rows they select still need an exact distance check.
 
+    The distance test is a dot product of unit vectors against ``cos(radius + R + 1e-7 rad)``: three
+    multiplications instead of Vincenty's trigonometry, with the extra 20 mas far above the rounding of
+    the dot product (about 1e-16 against a step of ``sin(angle) * 1e-7``), so it can only keep more.
+
     Parameters
     ----------
     ra, dec : array_like
@@ -328,16 +332,19 @@ def cover_pixels(ra: Any, dec: Any, radius_deg: float, order: int) -> tuple[np.n
         ``(position, pixel)``: the index of the position in the input and a nested pixel at ``order``,
         sorted by pixel then position, each pair once.
     """
-    ra_arr = np.mod(np.asarray(ra, dtype=float).reshape(-1), 360.0)
-    dec_arr = np.asarray(dec, dtype=float).reshape(-1)
-    radius = float(radius_deg) + _PAD_DEG
-    n = ra_arr.size
+    from astropy_healpix import healpix_to_xyz
+
+    lon = np.radians(np.asarray(ra, dtype=float).reshape(-1))
+    lat = np.radians(np.asarray(dec, dtype=float).reshape(-1))
+    px, py, pz = np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)
+    radius = math.radians(float(radius_deg) + _PAD_DEG) + 1e-7
+    n = lon.size
     position = np.repeat(np.arange(n, dtype=np.int64), 12)
     pixels = np.tile(np.arange(12, dtype=np.int64), n)
     for level in range(order + 1):
-        bound = math.degrees(_PIXRAD_NSIDE / (1 << level))
-        lon, lat = _centres(pixels, level)
-        near = np.asarray(separation_deg(ra_arr[position], dec_arr[position], lon, lat)) <= radius + bound
+        threshold = math.cos(min(math.pi, radius + _PIXRAD_NSIDE / (1 << level)))
+        cx, cy, cz = healpix_to_xyz(pixels, 1 << level, order="nested")
+        near = px[position] * cx + py[position] * cy + pz[position] * cz >= threshold
         position, pixels = position[near], pixels[near]
         if level < order:
             position = np.repeat(position, 4)

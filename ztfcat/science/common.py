@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import BigInteger, Column, Connection, MetaData, Table, and_, insert, select, text
+from sqlalchemy import BigInteger, Column, Connection, MetaData, Table, and_, select, text
 
 from ..errors import InvalidQueryError, ZtfcatError
 from ..tables import alerts
@@ -87,11 +87,12 @@ def rows_in_ranges(conn: Connection, ranges: np.ndarray, columns: Sequence[Any],
     temp.drop(conn, checkfirst=True)
     temp.create(conn)
     try:
-        values = ranges.tolist()
+        # Straight through the driver's executemany: building a dict per range costs more than the join.
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        sql = f"INSERT INTO ztfcat_xm_ranges (lo, hi) VALUES ({mark}, {mark})"  # noqa: S608 - placeholders only
+        values = [tuple(r) for r in ranges.tolist()]
         for start in range(0, len(values), _INSERT_BATCH):
-            conn.execute(
-                insert(temp), [{"lo": lo, "hi": hi} for lo, hi in values[start : start + _INSERT_BATCH]]
-            )
+            conn.exec_driver_sql(sql, values[start : start + _INSERT_BATCH])
         inner = and_(alerts.c.hpx >= temp.c.lo, alerts.c.hpx < temp.c.hi, *clauses)
         if conn.dialect.name == "sqlite":
             query = (
