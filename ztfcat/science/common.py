@@ -1,4 +1,4 @@
-"""What the science queries share: time windows, optional dependencies and the range join.
+"""What the science queries share: time windows and the range join.
 
 The range join is how a query over many sky pixels stays a handful of statements: the pixels' ``hpx``
 ranges go into a temporary table and one join reads every alert inside any of them through the B-tree
@@ -7,7 +7,6 @@ index on ``alerts.hpx`` (one index range scan per range), instead of one query p
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -15,21 +14,11 @@ from typing import Any
 import numpy as np
 from sqlalchemy import BigInteger, Column, Connection, MetaData, Table, and_, select, text
 
-from ..errors import InvalidQueryError, ZtfcatError
+from ..errors import InvalidQueryError
 from ..tables import alerts
 
 #: Rows per INSERT batch into the temporary range table.
 _INSERT_BATCH = 20_000
-
-
-def require(module: str, purpose: str):
-    """Import an optional dependency of the ``science`` extra, or fail in one line naming the extra."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ZtfcatError(
-            f"{purpose} needs {module}, which is not installed: pip install 'ztfcat[science]'"
-        ) from exc
 
 
 def check_window(jd: Any, name: str = "jd") -> tuple[float | None, float | None] | None:
