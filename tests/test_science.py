@@ -332,7 +332,10 @@ def test_skymap_window_new_objects_and_detections(sky, tmp_path):
             dict(objectId=str(o), candid=10**15 + k, jd=JD0 - 1.0, fid=1, magpsf=18.0, diffmaglim=20.5)
             for k, o in enumerate(earlier_hist)
         ]
-        rows += [dict(objectId=str(o), candid=None, jd=JD0 - 2.0, fid=2, magpsf=None, diffmaglim=20.0) for o in limit_only]
+        rows += [
+            dict(objectId=str(o), candid=None, jd=JD0 - 2.0, fid=2, magpsf=None, diffmaglim=20.0)
+            for o in limit_only
+        ]
         conn.execute(
             insert(prv_candidates),
             [
@@ -566,3 +569,18 @@ def test_cli_xmatch_skymap_objects(catalog, nights, tmp_path):
     assert result.exit_code == 0, result.output
     listed = Table.read(result.stdout, format="ascii.csv")
     assert sorted(listed["objectId"]) == sorted(stored_objects(catalog.engine))
+
+
+def test_upgrading_an_older_catalog_fills_its_objects(catalog, nights):
+    from ztfcat.db import current_revision, upgrade
+    from ztfcat.tables import HEAD_REVISION
+
+    for night in nights:
+        catalog.ingest(night.path)
+    engine = catalog.engine
+    with engine.begin() as conn:  # the catalog as revision 0001 left it: no objects table
+        objects.drop(conn)
+        conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+    assert upgrade(engine) == HEAD_REVISION == current_revision(engine)
+    assert len(stored_objects(engine)) == len({o for n in nights for o in n.object_ids})
+    assert_objects_match(engine)
