@@ -247,13 +247,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
     parser.add_argument("--postgres-url", default=None, help="also run on a scratch database of this server")
     parser.add_argument("--million-csv", action="store_true", help="also time a 1,000,000-row CSV by the CLI")
+    parser.add_argument("--no-sqlite", action="store_true", help="only the PostgreSQL run")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     headers = ("method", "seconds", "x crossmatch", "pairs / answer")
     data_dir = args.work / f"xmatch-{args.alerts}"
     url = f"sqlite:///{data_dir / 'catalog.sqlite'}"
-    print(f"SQLite, {args.alerts} alerts, {args.positions} positions, radius {args.radius} arcsec")
-    print(table(run(url, data_dir, args), headers))
+    if not args.no_sqlite:
+        print(f"SQLite, {args.alerts} alerts, {args.positions} positions, radius {args.radius} arcsec")
+        print(table(run(url, data_dir, args), headers), flush=True)
     if args.postgres_url:
         with scratch_postgres(args.postgres_url, "ztfcat_xmatch_bench") as pg_url:
             print(

@@ -91,6 +91,9 @@ def rows_in_ranges(conn: Connection, ranges: np.ndarray, columns: Sequence[Any],
             )
         else:
             conn.execute(text("ANALYZE ztfcat_xm_ranges"))
+            # The estimate (a share of the table per range) is far above the real few rows, and would
+            # buy each chunk a JIT compilation that costs more than the join itself.
+            conn.execute(text("SET LOCAL jit = off"))
             lateral = select(*columns).where(inner).lateral("ztfcat_xm_hit")
             query = select(*lateral.c).select_from(temp).join(lateral, text("true"))
         return conn.execute(query).all()

@@ -30,8 +30,8 @@ from ..sky import _PIXRAD_NSIDE, HPX_ORDER, cover_pixels, parse_radius, pixel_ra
 from ..tables import alerts
 from .common import check_window, rows_in_ranges, window_clauses
 
-#: Input rows matched at a time: bounds memory (about 100 MB at the peak of the descent).
-CHUNK_SIZE = 50_000
+#: Input rows matched at a time: bounds memory (about 50 MB at the peak of the descent).
+CHUNK_SIZE = 20_000
 # The pixels are chosen so that their centre-to-corner bound R(order) is at least this many radii:
 # coarser means fewer pixels per position (often one and its neighbours), finer means fewer candidate
 # rows; past a few radii the extra rows are negligible against the index probes.
