@@ -82,6 +82,8 @@ def upgrade() -> None:
     op.create_index(op.f("ix_objects_first_jd_peak_mag"), "objects", ["first_jd", "peak_mag"], unique=False)
     op.create_index(op.f("ix_objects_last_jd"), "objects", ["last_jd"], unique=False)
     op.create_index(op.f("ix_objects_peak_mag"), "objects", ["peak_mag"], unique=False)
+    # Filled with today's code: right while ``objects`` keeps these columns; a later revision that
+    # changes them must fill its own columns instead of relying on this call.
     from ztfcat.science.objects import refresh_objects
 
     refresh_objects(op.get_bind(), None)
