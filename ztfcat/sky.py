@@ -304,6 +304,22 @@ def parse_position(ra: Any, dec: Any = None) -> tuple[float, float]:
     return (0.0 if ra_deg == 360.0 else ra_deg), dec_deg
 
 
+# Levels whose every pixel centre is kept as unit vectors once computed (order 7: 196,608 pixels, 4.7 MB),
+# so the coarse half of a many-cone descent is a gather instead of a HEALPix computation.
+_CACHED_LEVELS = 7
+_UNIT_CENTRES: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def _unit_centres(level: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit vectors of the centres of every nested pixel at ``level`` (computed on first use)."""
+    if level not in _UNIT_CENTRES:
+        from astropy_healpix import healpix_to_xyz
+
+        xyz = healpix_to_xyz(np.arange(12 << (2 * level), dtype=np.int64), 1 << level, order="nested")
+        _UNIT_CENTRES[level] = tuple(np.ascontiguousarray(c, dtype=np.float64) for c in xyz)
+    return _UNIT_CENTRES[level]
+
+
 def cover_pixels(ra: Any, dec: Any, radius_deg: float, order: int) -> tuple[np.ndarray, np.ndarray]:
     """Nested pixels at ``order`` that may hold a point within ``radius_deg`` of each of many positions.
 
@@ -343,7 +359,10 @@ def cover_pixels(ra: Any, dec: Any, radius_deg: float, order: int) -> tuple[np.n
     pixels = np.tile(np.arange(12, dtype=np.int64), n)
     for level in range(order + 1):
         threshold = math.cos(min(math.pi, radius + _PIXRAD_NSIDE / (1 << level)))
-        cx, cy, cz = healpix_to_xyz(pixels, 1 << level, order="nested")
+        if level <= _CACHED_LEVELS:
+            cx, cy, cz = (column[pixels] for column in _unit_centres(level))
+        else:
+            cx, cy, cz = healpix_to_xyz(pixels, 1 << level, order="nested")
         near = px[position] * cx + py[position] * cy + pz[position] * cz >= threshold
         position, pixels = position[near], pixels[near]
         if level < order:
@@ -359,7 +378,10 @@ def pixel_ranges(pixels: np.ndarray, order: int) -> np.ndarray:
     Touching ranges are joined, so sibling pixels become one index range scan.
     """
     shift = 2 * (HPX_ORDER - int(order))
-    unique = np.unique(np.asarray(pixels, dtype=np.int64))
+    values = np.asarray(pixels, dtype=np.int64).reshape(-1)
+    if values.size > 1 and not bool(np.all(values[1:] >= values[:-1])):
+        values = np.sort(values)
+    unique = values[np.r_[True, values[1:] != values[:-1]]] if values.size else values
     if unique.size == 0:
         return np.empty((0, 2), dtype=np.int64)
     starts = np.flatnonzero(np.r_[True, np.diff(unique) != 1])
