@@ -79,11 +79,20 @@ def rows_in_ranges(conn: Connection, ranges: np.ndarray, columns: Sequence[Any],
         # Straight through the driver's executemany: building a dict per range costs more than the join.
         mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
         sql = f"INSERT INTO ztfcat_xm_ranges (lo, hi) VALUES ({mark}, {mark})"  # noqa: S608 - placeholders only
-        values = ranges.tolist()
         cursor = conn.connection.cursor()  # the same DB-API connection, so the same transaction
         try:
-            for start in range(0, len(values), _INSERT_BATCH):
-                cursor.executemany(sql, values[start : start + _INSERT_BATCH])
+            if conn.dialect.name == "postgresql":
+                # One statement with two arrays: psycopg's executemany is a round trip per row.
+                for start in range(0, len(ranges), _INSERT_BATCH):
+                    part = ranges[start : start + _INSERT_BATCH]
+                    cursor.execute(
+                        "INSERT INTO ztfcat_xm_ranges (lo, hi) SELECT * FROM unnest(%s::bigint[], %s::bigint[])",
+                        (part[:, 0].tolist(), part[:, 1].tolist()),
+                    )
+            else:
+                values = ranges.tolist()
+                for start in range(0, len(values), _INSERT_BATCH):
+                    cursor.executemany(sql, values[start : start + _INSERT_BATCH])
         finally:
             cursor.close()
         inner = and_(alerts.c.hpx >= temp.c.lo, alerts.c.hpx < temp.c.hi, *clauses)
