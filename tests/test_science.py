@@ -590,3 +590,24 @@ def test_upgrading_an_older_catalog_fills_its_objects(catalog, nights):
     assert upgrade(engine) == HEAD_REVISION == current_revision(engine)
     assert len(stored_objects(engine)) == len({o for n in nights for o in n.object_ids})
     assert_objects_match(engine)
+
+
+def test_crossmatch_is_a_few_statements_per_chunk_not_one_per_row(sky):
+    from sqlalchemy import event
+
+    qra, qdec = query_positions(sky, n=1000, seed=9)
+    statements = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    engine = sky["catalog"].engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        result = sky["catalog"].crossmatch(Table({"ra": qra, "dec": qdec}), 5.0, chunk_size=500)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert_same(as_pairs(result), brute_pairs(sky, qra, qdec, 5.0))
+    # per chunk: drop-if-exists check, create, (analyze, jit off), the join, drop; the ranges go in
+    # through the driver in one batch
+    assert len(statements) <= 2 * 8, statements
