@@ -15,6 +15,7 @@ from ztfcat.tables import (
     fp_hists,
     history_rebuilds,
     ingest_errors,
+    objects,
     prv_candidates,
     releases,
 )
@@ -50,6 +51,7 @@ def snapshot(catalog) -> dict:
             (r.candid, names[r.release_id], r.blob_path, r.blob_offset, r.blob_size)
             for r in conn.execute(select(alert_releases))
         )
+        state["objects"] = _sorted(tuple(r) for r in conn.execute(select(objects)))
         for table in (prv_candidates, fp_hists):  # surrogate keys differ between two runs
             cols = [c for c in table.c if c.name != "id"]
             state[table.name] = _sorted(tuple(r) for r in conn.execute(select(*cols)))

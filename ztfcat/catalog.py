@@ -31,6 +31,7 @@ from .tables import (
     fp_hists,
     history_rebuilds,
     ingest_errors,
+    objects,
     prv_candidates,
     releases,
     remote_files,
@@ -267,6 +268,7 @@ class Catalog:
             if nights is None and names is None:
                 with self.engine.begin() as conn:
                     for table in (
+                        objects,
                         fp_hists,
                         prv_candidates,
                         history_rebuilds,
@@ -482,6 +484,42 @@ class Catalog:
         from .conesearch import cone_search
 
         return cone_search(self.engine, ra, dec, radius, *conditions, columns=columns, limit=limit, **filters)
+
+    # -- science (ztfcat.science) -----------------------------------------------------------------
+    def crossmatch(self, positions, radius, *conditions: str, nearest: bool = False, jd=None, **options):
+        """Every alert (or the nearest) within ``radius`` of each row of a list of positions.
+
+        ``positions``: an astropy Table, a pandas DataFrame, a SkyCoord or a CSV path (columns ``ra``/``dec``
+        or ``ra_col=``/``dec_col=``); a number radius is arcseconds.  One row per pair, the input's
+        columns carried through, ``separation`` in arcsec.  See :func:`ztfcat.science.crossmatch.crossmatch`.
+        """
+        from .science.crossmatch import crossmatch
+
+        return crossmatch(self.engine, positions, radius, *conditions, nearest=nearest, jd=jd, **options)
+
+    def skymap_search(self, skymap, credible: float = 0.9, *conditions: str, jd=None, **options):
+        """Alerts inside the ``credible`` region of a HEALPix / multi-order sky map or a MOC, in a window.
+
+        See :func:`ztfcat.science.skymap.skymap_search` (``new_only``, ``min_detections``, filters).
+        """
+        from .science.skymap import skymap_search
+
+        return skymap_search(self.engine, skymap, credible, *conditions, jd=jd, **options)
+
+    def objects(self, *conditions: str, **options):
+        """Objects at a glance: rows of the ``objects`` table matching conditions on its columns.
+
+        See :func:`ztfcat.science.objects.query_objects`.
+        """
+        from .science.objects import query_objects
+
+        return query_objects(self.engine, *conditions, **options)
+
+    def refresh_objects(self, object_ids=None) -> int:
+        """Recompute the ``objects`` rows of these objectIds (all when None) from alerts and history."""
+        from .science.objects import refresh_objects
+
+        return refresh_objects(self.engine, object_ids)
 
     def export_raw(
         self, *conditions: str, to_dir=None, to_tar=None, overwrite: bool = False, progress=None, **filters

@@ -389,10 +389,11 @@ def columns(ctx, table, search, fmt) -> None:
 
 def _register_commands() -> None:
     """Commands of the other areas live beside the library modules they call."""
-    from . import cli_archive, cli_explore, cli_transfer, cli_web
+    from . import cli_archive, cli_explore, cli_science, cli_transfer, cli_web
 
     cli_archive.register(main)
     cli_explore.register(main)
+    cli_science.register(main)
     cli_transfer.register(main)
     cli_web.register(main)
 

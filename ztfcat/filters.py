@@ -233,6 +233,8 @@ def _keyword(name: str, value: Any) -> ColumnElement[bool]:
         if len(value) != 2:
             raise InvalidQueryError(f"{name}=(low, high) takes two values, got {value!r}")
         lo, hi = value
+        if lo is not None and hi is not None and lo > hi:
+            raise InvalidQueryError(f"{name}=({lo}, {hi}) is the wrong way round: the start is after the end")
         conds = [c for c in (lo is not None and col >= lo, hi is not None and col <= hi) if c is not False]
         return and_(*conds) if conds else col.is_not(None)
     if isinstance(value, list | set | frozenset):

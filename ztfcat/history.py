@@ -287,9 +287,12 @@ def rebuild_objects(engine: Engine, data_dir: Path, object_ids: Sequence[str]) -
     """Derive the light curves of ``object_ids`` again from the alerts that remain in the catalog, and
     take them off ``history_rebuilds``.
 
-    Each chunk of objects is one transaction: their rows deleted, re-derived and the rebuild marks
-    removed commit together, so a kill leaves either the old state (still marked) or the new one.
+    Each chunk of objects is one transaction: their rows deleted and re-derived commit together; then
+    their ``objects`` rows are computed again, and only then are the rebuild marks removed, so a kill
+    at any instant leaves them marked and the next run does the chunk again (each step can repeat).
     """
+    from .science.objects import refresh_objects
+
     bulk = BulkWriter(engine)
     try:
         for start in range(0, len(object_ids), REBUILD_CHUNK):
@@ -300,8 +303,10 @@ def rebuild_objects(engine: Engine, data_dir: Path, object_ids: Sequence[str]) -
             bulk.execute_core(delete(prv_candidates).where(prv_candidates.c.objectId.in_(chunk)))
             bulk.execute_core(delete(fp_hists).where(fp_hists.c.objectId.in_(chunk)))
             _insert_points(bulk, points)
-            bulk.execute_core(delete(history_rebuilds).where(history_rebuilds.c.objectId.in_(chunk)))
             bulk.commit()
+            refresh_objects(engine, chunk)
+            with engine.begin() as conn:
+                conn.execute(delete(history_rebuilds).where(history_rebuilds.c.objectId.in_(chunk)))
     except BaseException:
         bulk.rollback()
         raise

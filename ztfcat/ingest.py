@@ -537,6 +537,7 @@ def _ingest_locked(engine, data_dir, source, name, layout, origin, progress, for
         )
         for candid, reason in history.derive_history(engine, data_dir, release_id, done=done):
             report.errors.append((f"{candid}.avro", f"history not read: {reason}"))
+        _refresh_objects(engine, release_id)
         report.status = "complete"
         _set(engine, release_id, status="complete", finished_at=_now())
     except BaseException as exc:
@@ -557,6 +558,22 @@ def _ingest_locked(engine, data_dir, source, name, layout, origin, progress, for
     finally:
         report.seconds = time.perf_counter() - started
     return report
+
+
+def _refresh_objects(engine: Engine, release_id: int) -> None:
+    """The ``objects`` rows of every object the release holds an alert of, computed again."""
+    from .science.objects import refresh_objects
+
+    with engine.connect() as conn:
+        object_ids = list(
+            conn.execute(
+                select(alerts.c.objectId)
+                .join(alert_releases, alert_releases.c.candid == alerts.c.candid)
+                .where(alert_releases.c.release_id == release_id)
+                .distinct()
+            ).scalars()
+        )
+    refresh_objects(engine, object_ids)
 
 
 def _unknown_fields(report: IngestReport) -> str | None:

@@ -30,7 +30,7 @@ from sqlalchemy.types import TypeEngine
 from .fields import FIELDS
 
 #: The Alembic revision these tables describe; a catalog stamped with another one must be upgraded.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 metadata = MetaData(
     naming_convention={
@@ -223,3 +223,55 @@ FROM prv_candidates
 
 event.listen(metadata, "after_create", DDL(LIGHTCURVES_VIEW))
 event.listen(metadata, "before_drop", DDL("DROP VIEW IF EXISTS lightcurves"))
+
+# -- objects at a glance (ztfcat.science.objects) ---------------------------------------------------
+#: Candidate fields the ``objects`` table copies from each object's latest alert: solar-system and
+#: nearest PS1 / Gaia source fields.  ``drb`` and ``rb`` are copied too, as ``latest_drb``/``latest_rb``.
+OBJECT_CANDIDATE_FIELDS: tuple[str, ...] = (
+    "ssnamenr",
+    "ssdistnr",
+    "ssmagnr",
+    "objectidps1",
+    "distpsnr1",
+    "sgscore1",
+    "sgmag1",
+    "srmag1",
+    "simag1",
+    "szmag1",
+    "neargaia",
+    "neargaiabright",
+    "maggaia",
+    "maggaiabright",
+)
+#: Bands of the per-band columns: ZTF filter id -> suffix.
+OBJECT_BANDS: dict[int, str] = {1: "g", 2: "r", 3: "i"}
+
+objects = Table(
+    "objects",
+    metadata,
+    Column("objectId", String(32), primary_key=True),
+    Column("ra", Float(precision=53), comment="mean of the detections (unit-vector mean, deg)"),
+    Column("dec", Float(precision=53), comment="mean of the detections (unit-vector mean, deg)"),
+    Column("first_jd", Float(precision=53), comment="first detection"),
+    Column("last_jd", Float(precision=53), comment="last detection"),
+    Column("ndet", Integer, nullable=False, comment="detections: alerts and history, each candid once"),
+    Column("nlim", Integer, nullable=False, comment="upper limits in the history"),
+    Column("n_alerts", Integer, nullable=False, comment="alerts of the object in the catalog"),
+    Column("peak_mag", Float(precision=53), comment="brightest magpsf of any band"),
+    *(
+        Column(f"{kind}_{band}", Float(precision=53), comment=f"{kind.replace('_', ' ')} in {band}")
+        for band in OBJECT_BANDS.values()
+        for kind in ("peak_mag", "latest_mag", "latest_jd")
+    ),
+    Column("latest_candid", BigInteger, comment="the object's latest alert"),
+    Column("latest_drb", Float(precision=53), comment="drb of the latest alert"),
+    Column("latest_rb", Float(precision=53), comment="rb of the latest alert"),
+    *(
+        Column(name, _AVRO_TYPES[FIELDS["candidate"][name][0]], comment="from the latest alert")
+        for name in OBJECT_CANDIDATE_FIELDS
+    ),
+    Index(None, "first_jd", "peak_mag"),
+    Index(None, "last_jd"),
+    Index(None, "peak_mag"),
+    comment="one row per object, kept by ztfcat.science.objects.refresh_objects",
+)
