@@ -45,6 +45,7 @@ def random_sky(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray
 def build(url: str, data_dir: Path, n: int, seed: int = 0) -> None:
     """Fill a fresh catalog with ``n`` bare alerts (uniform sky), in batches straight through the driver."""
     from ztfcat import Catalog
+    from ztfcat.ingest import night_observed
     from ztfcat.sky import hpx_index
     from ztfcat.tables import releases
 
@@ -67,8 +68,8 @@ def build(url: str, data_dir: Path, n: int, seed: int = 0) -> None:
     fid = rng.integers(1, 3, n)
     mag = rng.uniform(15, 21, n)
     mark = "?" if engine.dialect.name == "sqlite" else "%s"
-    names = 'candid, "objectId", schemavsn, release_id, blob_path, blob_size, hpx, ra, dec, jd, fid, magpsf'
-    sql = f"INSERT INTO alerts ({names}) VALUES ({', '.join([mark] * 12)})"  # noqa: S608 - placeholders only
+    names = 'candid, "objectId", schemavsn, release_id, blob_path, blob_size, hpx, ra, dec, jd, fid, magpsf, night'
+    sql = f"INSERT INTO alerts ({names}) VALUES ({', '.join([mark] * 13)})"  # noqa: S608 - placeholders only
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
@@ -91,6 +92,7 @@ def build(url: str, data_dir: Path, n: int, seed: int = 0) -> None:
                         float(jd[i]),
                         int(fid[i]),
                         float(mag[i]),
+                        night_observed(float(jd[i])).isoformat(),
                     )
                     for i in range(start, stop)
                 ],

@@ -10,6 +10,7 @@ from sqlalchemy import insert, text
 
 from ztfcat.conesearch import cone_query, cone_search
 from ztfcat.errors import InvalidQueryError
+from ztfcat.ingest import night_observed
 from ztfcat.sky import hpx_index, separation_deg
 from ztfcat.tables import alerts, releases
 
@@ -57,6 +58,7 @@ def fill(engine, ra: np.ndarray, dec: np.ndarray, rng: np.random.Generator) -> n
                     "ra": float(r),
                     "dec": float(d),
                     "jd": 2458849.5 + i * 1e-4,
+                    "night": night_observed(2458849.5 + i * 1e-4),
                     "fid": int(f),
                 }
                 for i, (c, h, r, d, f) in enumerate(zip(candid, hpx, ra, dec, fid, strict=True))

@@ -21,6 +21,7 @@ from sqlalchemy import insert, select, text
 
 from tests.test_conesearch import random_sky
 from ztfcat.errors import InvalidQueryError
+from ztfcat.ingest import night_observed
 from ztfcat.science.objects import refresh_objects
 from ztfcat.sky import hpx_index
 from ztfcat.synthetic import make_night
@@ -58,6 +59,7 @@ def fill(engine, ra, dec, rng, n_objects=None):
                     "ra": float(ra[i]),
                     "dec": float(dec[i]),
                     "jd": float(jd[i]),
+                    "night": night_observed(float(jd[i])),
                     "fid": int(fid[i]),
                     "magpsf": float(15 + i % 7),
                 }
@@ -345,7 +347,7 @@ def test_skymap_window_new_objects_and_detections(sky, tmp_path):
         conn.execute(
             insert(prv_candidates),
             [
-                dict(r, release_id=sky["release_id"], alert_candid=int(sky["candid"][0]), pid=k)
+                dict(r, alert_candid=int(sky["candid"][0]), alert_jd=float(sky["jd"][0]), pid=k)
                 for k, r in enumerate(rows)
             ],
         )
@@ -584,9 +586,9 @@ def test_upgrading_an_older_catalog_fills_its_objects(catalog, nights):
     for night in nights:
         catalog.ingest(night.path)
     engine = catalog.engine
-    with engine.begin() as conn:  # the catalog as revision 0001 left it: no objects table
+    with engine.begin() as conn:  # the catalog as revision 0002 left it: no objects table
         objects.drop(conn)
-        conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+        conn.execute(text("UPDATE alembic_version SET version_num = '0002'"))
     assert upgrade(engine) == HEAD_REVISION == current_revision(engine)
     assert len(stored_objects(engine)) == len({o for n in nights for o in n.object_ids})
     assert_objects_match(engine)
