@@ -189,16 +189,16 @@ def test_truncation_at_any_offset_is_an_error_or_a_clean_prefix(fmt):
 
 def test_truncated_gzip_stream_is_reported():
     packed = gzip.compress(build([("a.avro", b"a" * 5000)]))
-    with GzipStream(io.BytesIO(packed[: len(packed) // 2]), "half.tar.gz") as stream:
-        with pytest.raises(IngestError, match="half.tar.gz"):
-            list(iter_members(stream))
-            stream.drain()
+    stream = GzipStream(io.BytesIO(packed[: len(packed) // 2]), "half.tar.gz")
+    with stream, pytest.raises(IngestError, match="half.tar.gz"):
+        list(iter_members(stream))
+        stream.drain()
 
 
 def test_not_gzip_is_reported():
-    with GzipStream(io.BytesIO(build([("a.avro", b"a")])), "plain.tar.gz") as stream:
-        with pytest.raises(IngestError, match="plain.tar.gz is not a gzip file"):
-            list(iter_members(stream))
+    stream = GzipStream(io.BytesIO(build([("a.avro", b"a")])), "plain.tar.gz")
+    with stream, pytest.raises(IngestError, match="plain.tar.gz is not a gzip file"):
+        list(iter_members(stream))
 
 
 # --- hostile headers -------------------------------------------------------------------------------
@@ -249,7 +249,9 @@ def test_negative_base256_size_is_an_error_not_a_memory_bomb(gz):
 )
 def test_bad_size_fields_name_the_member(field, reason):
     raw = header(b"bad.avro", field) + bytes(BLOCK) + END
-    with pytest.raises(IngestError, match=rf"test\.tar: corrupt tar header of 'bad\.avro' at byte 0 \({reason}"):
+    with pytest.raises(
+        IngestError, match=rf"test\.tar: corrupt tar header of 'bad\.avro' at byte 0 \({reason}"
+    ):
         lean(raw)
 
 
@@ -269,7 +271,9 @@ def test_long_name_and_pax_headers_are_capped(kind, size):
     raw = header(b"././@LongLink", base256(size), kind) + bytes(2 << 20)
 
     def run():
-        with pytest.raises(IngestError, match=rf"'\./\./@LongLink' at byte 0 \(a '{kind.decode()}' header of"):
+        with pytest.raises(
+            IngestError, match=rf"'\./\./@LongLink' at byte 0 \(a '{kind.decode()}' header of"
+        ):
             lean(raw)
 
     assert _peak_mb(run) < 2
@@ -307,7 +311,10 @@ def test_a_long_name_at_the_cap_is_read():
 )
 def test_malformed_pax_records_name_the_member(body, reason):
     raw = pax_block(body, name=b"PaxHeader/alert.avro") + member(b"alert.avro", b"data") + END
-    with pytest.raises(IngestError, match=r"test\.tar: corrupt (pax|tar) header (of )?'PaxHeader/alert\.avro'|test\.tar: corrupt tar header of 'alert\.avro'") as info:
+    with pytest.raises(
+        IngestError,
+        match=r"test\.tar: corrupt (pax|tar) header (of )?'PaxHeader/alert\.avro'|test\.tar: corrupt tar header of 'alert\.avro'",
+    ) as info:
         lean(raw)
     assert reason in str(info.value)
     assert "\n" not in str(info.value)
@@ -322,7 +329,9 @@ def test_non_utf8_pax_values_are_kept_as_tarfile_keeps_them():
 def test_bad_checksum_names_the_member():
     block = bytearray(header(b"flipped.avro", octal(4)))
     block[0] ^= 0x20
-    with pytest.raises(IngestError, match=r"corrupt tar header of 'Flipped\.avro' at byte 0 \(checksum mismatch\)"):
+    with pytest.raises(
+        IngestError, match=r"corrupt tar header of 'Flipped\.avro' at byte 0 \(checksum mismatch\)"
+    ):
         lean(bytes(block) + b"data" + bytes(508) + END)
 
 
