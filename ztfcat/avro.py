@@ -24,7 +24,7 @@ MAGIC = b"Obj\x01"
 _HISTORY_FIELDS = ("prv_candidates", "fp_hists")
 _REQUIRED = ("objectId", "candid", "candidate")
 #: A ZTF packet inflates to about 100 KB; more than this from one container is a deflate bomb.
-MAX_INFLATED = 64 << 20
+MAX_INFLATED = 32 << 20
 #: Splitting a multi-record container copies its header (~23 KB of schema) into every packet: these
 #: bound the records and bytes one container may turn into, whatever its block counts claim.
 MAX_RECORDS = 100_000
@@ -227,15 +227,22 @@ def _inflate(block: bytes | memoryview, codec: str, budget: int = MAX_INFLATED) 
         return block
     if codec == "deflate":
         inflater = zlib.decompressobj(-15)
+        out = bytearray()
+        pending = bytes(block)
         try:
-            out = inflater.decompress(bytes(block), budget + 1)
+            while not inflater.eof:  # 1 MiB at a time: one large call would double its buffer past the cap
+                piece = inflater.decompress(pending, 1 << 20)
+                pending = inflater.unconsumed_tail
+                out += piece
+                if len(out) > budget:
+                    raise AlertDecodeError(f"deflate blocks inflate to more than {MAX_INFLATED >> 20} MiB")
+                if not piece and not pending:
+                    raise AlertDecodeError(
+                        "deflate block does not inflate: it ends before its last deflate block"
+                    )
         except zlib.error as exc:
             raise AlertDecodeError(f"deflate block does not inflate: {exc}") from exc
-        if len(out) > budget:
-            raise AlertDecodeError(f"deflate blocks inflate to more than {MAX_INFLATED >> 20} MiB")
-        if not inflater.eof:
-            raise AlertDecodeError("deflate block does not inflate: it ends before its last deflate block")
-        return out
+        return bytes(out)
     raise AlertDecodeError(f"unsupported Avro codec {codec!r}")
 
 
