@@ -91,6 +91,32 @@ def member(name: bytes, data: bytes, kind: bytes = b"0") -> bytes:
 
 
 END = bytes(2 * BLOCK)
+LONG = "ztf_public_20180819/" + "sub-directory/" * 8 + "1234567890123456789.avro"  # 150 characters
+
+
+def rich(fmt: int) -> list:
+    """Members of every kind a tarball may hold; the names suit every format ``fmt`` can write."""
+    members = [
+        ("a.avro", b"alpha" * 100),
+        ("sub/dir/b.avro", bytes(range(256)) * 3),
+        ("zero.avro", b""),
+        ("exactly-one-block.avro", b"x" * BLOCK),
+        special("sub", tarfile.DIRTYPE),
+        special("sym.avro", tarfile.SYMTYPE, "a.avro"),
+        special("hard.avro", tarfile.LNKTYPE, "a.avro"),
+        special("fifo", tarfile.FIFOTYPE),
+        special("dev", tarfile.CHRTYPE),
+        ("c.avro", b"gamma"),
+    ]
+    if fmt == tarfile.USTAR_FORMAT:
+        members.append((LONG, b"ustar splits a long path into prefix and name"))
+    else:
+        members += [
+            ("d/" + "é" * 60 + "/" + "long-name-" * 12 + ".avro", b"non-ascii and long"),
+            ("Ω/ünïcødé.avro", b"short non-ascii"),
+            (LONG + "/" + "x" * 120, b"longer than ustar can hold"),
+        ]
+    return members
 
 
 def reference(raw: bytes) -> list[tuple[str, bytes]]:
