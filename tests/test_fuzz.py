@@ -30,7 +30,7 @@ from ztfcat.errors import AlertDecodeError, IngestError
 from ztfcat.tarstream import MAX_META, GzipStream, PlainStream
 
 hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is in the test extra")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 LONG_RUN = int(os.environ.get("ZTFCAT_FUZZ_EXAMPLES", "0"))
@@ -153,7 +153,7 @@ def mutated_tar(draw) -> bytes:
         elif op == "block" and len(raw) >= 2 * BLOCK:  # a header repeated elsewhere
             src = draw(st.sampled_from(headers))
             raw[pos : pos + BLOCK] = raw[src : src + BLOCK]
-    if draw(st.booleans()):  # most damage should get past the checksum, to reach the fields
+    if draw(st.integers(0, 4)):  # most damage should get past the checksum, to reach the fields
         for at in headers:
             if at + BLOCK <= len(raw):
                 raw[at : at + BLOCK] = with_checksum(raw[at : at + BLOCK])
@@ -167,11 +167,18 @@ def mutated_avro(draw) -> bytes:
         start = read_header(bytes(raw)).data_start
     except AlertDecodeError:
         start = 40
-    hot = [4, 5, 6, 7, 20, start - 17, start - 16, start - 1, start, start + 1, start + 4, len(raw) - 16]
-    for _ in range(draw(st.integers(1, 5))):
-        op = draw(st.sampled_from(["byte", "byte", "varint", "insert", "delete", "truncate"]))
-        pos = draw(st.sampled_from(hot) | st.integers(0, len(raw))) + draw(st.integers(-3, 3))
-        pos = min(max(pos, 0), len(raw))
+    hot = [4, 5, 6, 20, start - 17, start - 16, start - 1, start, start + 1, start + 4, len(raw) - 16]
+    for _ in range(draw(st.integers(1, 3))):
+        op = draw(
+            st.sampled_from(
+                ["byte"] * 4 + ["body"] * 3 + ["varint", "varint", "insert", "delete", "truncate"]
+            )
+        )
+        if op == "body" and start + 1 < len(raw) - 16:  # inside the record: decoding, not framing
+            raw[draw(st.integers(start + 1, len(raw) - 17))] = draw(st.integers(0, 255))
+            continue
+        pos = draw(st.sampled_from(hot)) + draw(st.integers(-3, 3)) if draw(st.booleans()) else None
+        pos = min(max(pos if pos is not None else draw(st.integers(4, len(raw))), 4), len(raw))
         if op == "byte" and pos < len(raw):
             raw[pos] = draw(st.sampled_from([0, 1, 2, 0x7F, 0x80, 0x81, 0xFF]) | st.integers(0, 255))
         elif op == "varint":
@@ -246,8 +253,13 @@ def check_tar(raw: bytes) -> list:
     for _, data, size in found:
         assert data is None or len(data) == size <= MAX_SIZE
     ref = tarfile_members(raw)
+    event(f"lean {'fails: ' + str(exc).split('(')[-1][:22] if exc else 'reads'}")
+    event(f"tarfile {'fails' if ref is None else 'reads'}")
     if ref is not None:  # tarfile stops silently at damage the lean reader reports: compare the prefix
         common = min(len(found), len(ref))
+        event(
+            "compared: " + ("none" if not common else "some" if common < max(len(ref), len(found)) else "all")
+        )
         ours = [(name, data if data is not None else size) for name, data, size in found[:common]]
         theirs = [(name, data if len(data) <= MAX_SIZE else len(data)) for name, data in ref[:common]]
         assert ours == theirs
@@ -263,7 +275,8 @@ def check_avro(raw: bytes) -> None:
     try:
         header = read_header(raw)
         blocks = [(count, bytes(block)) for count, block in _blocks(raw, header)]
-    except AlertDecodeError:
+    except AlertDecodeError as exc:
+        event(f"framing fails: {str(exc)[:30]}")
         header = blocks = None
     try:
         ref_header, ref_start = fastavro_header(raw)
@@ -280,6 +293,8 @@ def check_avro(raw: bytes) -> None:
             assert blocks == ref_blocks
     if found is not None:
         assert blocks is not None and sum(count for count, _ in blocks) == len(found)
+    event(f"alerts {'decode' if found else 'fail'}; framing {'ok' if blocks is not None else 'fails'}")
+    event(f"fastavro header {'ok' if ref_header is not None else 'fails'}")
 
 
 # --- properties ------------------------------------------------------------------------------------

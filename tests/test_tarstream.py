@@ -16,6 +16,7 @@ import tracemalloc
 
 import pytest
 
+from tests.avrocraft import packet
 from tests.tarcraft import (
     BLOCK,
     END,
@@ -188,16 +189,17 @@ def _peak_mb(func) -> float:
     return peak / 1e6
 
 
+@pytest.mark.parametrize("field", [base256(-(1 << 60)), b"\xc0" + (1).to_bytes(11, "big")], ids=["ff", "c0"])
 @pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
-def test_negative_base256_size_is_an_error_not_a_memory_bomb(gz):
+def test_negative_base256_size_is_an_error_not_a_memory_bomb(gz, field):
     """Issue 10, item 4: read(negative) read the whole rest of the stream; a 1 MB tarball took 2.2 GB."""
     filler = member(b"filler.avro", bytes(16 << 20))  # what the bomb used to swallow whole
-    raw = member(b"ok.avro", b"ok") + header(b"bomb.avro", base256(-(1 << 60))) + filler + END
+    raw = member(b"ok.avro", b"ok") + header(b"bomb.avro", field) + filler + END
     packed = gzip.compress(raw)
     found = []
 
     def run():
-        with pytest.raises(IngestError, match=r"'bomb\.avro' at byte 1024 \(negative size -\d+\)"):
+        with pytest.raises(IngestError, match=r"'bomb\.avro' at byte 1024 \((negative size -\d+|bad number)"):
             if gz:
                 with GzipStream(io.BytesIO(packed), "bomb.tar.gz") as stream:
                     found.extend(iter_members(stream))
@@ -219,6 +221,7 @@ def test_negative_base256_size_is_an_error_not_a_memory_bomb(gz):
         (b"000_0000017\0", "bad number"),
         (b"0000000001x\0", "bad number"),
         (b"\x81" + bytes(11), "bad number"),
+        (b"\xc0" + (1).to_bytes(11, "big"), "bad number"),  # the old reader's -1: read(-1) took it all
     ],
 )
 def test_bad_size_fields_name_the_member(field, reason):
@@ -343,3 +346,35 @@ def test_real_tarballs_read_as_tarfile_reads_them(shared_alerts):
             stream.drain()
         assert ours == ref, path.name
         assert ours, path.name
+
+
+# --- through an ingest -----------------------------------------------------------------------------
+
+
+def test_an_ingest_of_the_bomb_fails_its_tarball_with_one_line(tmp_path):
+    """What ``ingest`` makes of it: the release fails with the reader's one-line reason; nothing of it
+    stays visible; a member merely too large to hold is a per-member error instead."""
+    from ztfcat import Catalog
+
+    alert = packet()
+    ok = member(b"1.avro", alert)
+    bomb = tmp_path / "ztf_public_20180903.tar.gz"
+    bomb.write_bytes(gzip.compress(ok + header(b"2.avro", base256(-(1 << 60))) + bytes(1 << 20) + END))
+    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.sqlite'}", tmp_path / "data")
+    try:
+        with pytest.raises(IngestError) as info:
+            catalog.ingest(bomb)
+        assert str(info.value) == (
+            "ztf_public_20180903.tar.gz: corrupt tar header of '2.avro' at byte "
+            f"{len(ok)} (negative size -{1 << 60})"
+        )
+        release = catalog.release(bomb.name)
+        assert release.status == "failed" and release.error == str(info.value)
+        assert release.n_alerts == 0
+        big = tmp_path / "ztf_public_20180904.tar.gz"
+        big.write_bytes(gzip.compress(ok + header(b"3.avro", octal(65 << 20)) + bytes(65 << 20) + END, 1))
+        report = catalog.ingest(big)
+        assert report.status == "complete" and report.n_alerts == 1
+        assert report.errors == [("3.avro", f"{65 << 20} bytes: too large for an alert packet")]
+    finally:
+        catalog.close()
