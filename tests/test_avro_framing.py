@@ -307,6 +307,7 @@ def _sample(shared_alerts, per_version: int = 12) -> list:
     return paths
 
 
+@pytest.mark.shared
 def test_real_packets_of_every_version_agree_with_fastavro(shared_alerts):
     paths = _sample(shared_alerts)
     assert len({p.parent.name for p in paths}) >= 10
@@ -322,6 +323,7 @@ def test_real_packets_of_every_version_agree_with_fastavro(shared_alerts):
         assert repr(decoder.full(data)) == repr(ref)
 
 
+@pytest.mark.shared
 def test_the_multi_record_file_splits_into_fastavros_records(shared_alerts):
     data = (shared_alerts / "multi-record" / "avro_multi_alerts_other.avro").read_bytes()
     _agrees_with_fastavro(data)
@@ -333,6 +335,7 @@ def test_the_multi_record_file_splits_into_fastavros_records(shared_alerts):
     assert [record["candid"] for _, _, record in found] == [r["candid"] for r in ref]
 
 
+@pytest.mark.shared
 def test_damaged_packets_fail_cleanly_or_agree_with_fastavro(shared_alerts):
     damaged = sorted((shared_alerts / "damaged").glob("*.avro"))
     assert damaged

@@ -337,6 +337,7 @@ def _tarballs(shared_alerts):
     return found
 
 
+@pytest.mark.shared
 def test_real_tarballs_read_as_tarfile_reads_them(shared_alerts):
     for path in _tarballs(shared_alerts):
         with tarfile.open(path, "r:gz") as tf:

@@ -1,9 +1,12 @@
-"""One streaming pass over a ``.tar.gz``: inflate in a background thread, frame tar members by hand.
+"""One streaming pass over a ``.tar.gz``: inflate in a child process, frame tar members by hand.
 
 Inflating (isal) runs in a child process on the other core while the caller decodes alerts.
 Tar framing is a lean 512-byte header reader: ``tarfile`` costs five times as much per member and keeps
 a ``TarInfo`` for every member it has seen, a leak on a night of 400,000 alerts.  Memory stays bounded
-by the queue of inflated chunks, whatever the tarball size.
+by the pipe of inflated bytes and the member size limit, whatever the tarball size and whatever its
+headers claim: sizes are validated (a negative or impossible size is a corrupt header, not a read of
+everything) and long-name and pax headers are capped (``MAX_META``).  ``tests/test_tarstream.py`` holds
+the reader to ``tarfile`` on ustar, GNU and pax archives; ``tests/test_fuzz.py`` fuzzes it.
 """
 
 from __future__ import annotations
