@@ -252,10 +252,11 @@ def _checksum_ok(header: bytes) -> bool:
         expected = _number(header[148:156])
     except _Corrupt:
         return False
-    rest = header[:148] + b"        " + header[156:]
-    unsigned = sum(rest)
-    signed = unsigned - 256 * sum(1 for byte in rest if byte > 127)
-    return expected in (unsigned, signed)
+    unsigned = sum(header[:148]) + 8 * 32 + sum(header[156:])
+    if expected == unsigned:
+        return True
+    high = sum(1 for byte in header[:148] + header[156:] if byte > 127)  # rare: only on a mismatch
+    return expected == unsigned - 256 * high
 
 
 def _pax_records(data: bytes) -> dict[str, str]:
