@@ -119,10 +119,16 @@ def rich(fmt: int) -> list:
     return members
 
 
-def reference(raw: bytes) -> list[tuple[str, bytes]]:
-    """What ``tarfile`` reads: every regular, non-sparse member's name and bytes, in order."""
-    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tf:
-        return [(m.name, tf.extractfile(m).read()) for m in tf if m.isreg() and not m.issparse()]
+def reference(raw: bytes, fileobj=None) -> list[tuple[str, bytes]]:
+    """What ``tarfile`` reads: every regular, non-sparse member's name and bytes, in order (names with
+    bytes that are not UTF-8 escaped as :func:`iter_members` gives them)."""
+    with tarfile.open(fileobj=fileobj or io.BytesIO(raw), mode="r:") as tf:
+        return [(escaped(m.name), tf.extractfile(m).read()) for m in tf if m.isreg() and not m.issparse()]
+
+
+def escaped(name: str) -> str:
+    """``tarfile``'s name (lone surrogates for bytes that are not UTF-8) as ``iter_members`` spells it."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def lean(raw: bytes, gz: bool = False, max_size: int = 64 << 20, wanted=lambda name: True) -> list:

@@ -297,10 +297,16 @@ def test_malformed_pax_records_name_the_member(body, reason):
     assert "\n" not in str(info.value)
 
 
-def test_non_utf8_pax_values_are_kept_as_tarfile_keeps_them():
+def test_names_that_are_not_utf8_are_escaped():
     raw = pax_block(b"16 path=\xff\xfe.avro\n") + member(b"x.avro", b"data") + END
     assert [(n, d) for n, d, _ in lean(raw)] == reference(raw)
-    assert lean(raw)[0][0] == b"\xff\xfe.avro".decode("utf-8", "surrogateescape")
+    assert lean(raw)[0][0] == "\\xff\\xfe.avro"
+    header_name = member(b"caf\xe9-latin1.avro", b"data") + END
+    assert (
+        [(n, d) for n, d, _ in lean(header_name)]
+        == reference(header_name)
+        == [("caf\\xe9-latin1.avro", b"data")]
+    )
 
 
 def test_bad_checksum_names_the_member():
@@ -377,5 +383,23 @@ def test_an_ingest_of_the_bomb_fails_its_tarball_with_one_line(tmp_path):
         report = catalog.ingest(big)
         assert report.status == "complete" and report.n_alerts == 1
         assert report.errors == [("3.avro", f"{65 << 20} bytes: too large for an alert packet")]
+    finally:
+        catalog.close()
+
+
+def test_an_ingest_records_a_member_whose_name_is_not_utf8(tmp_path):
+    """Found by hand next to the fuzzer: a lone surrogate in a member's name reached the database in
+    its error row, and the whole tarball failed with a raw ``UnicodeEncodeError``."""
+    from ztfcat import Catalog
+
+    night = tmp_path / "ztf_public_20180907.tar.gz"
+    night.write_bytes(
+        gzip.compress(member(b"bad\xff.avro", b"junk") + member(b"ok\xfe.avro", packet()) + END)
+    )
+    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.sqlite'}", tmp_path / "data")
+    try:
+        report = catalog.ingest(night)
+        assert report.status == "complete" and report.n_alerts == 1
+        assert report.errors == [("bad\\xff.avro", "not an Avro object container file (bad magic bytes)")]
     finally:
         catalog.close()

@@ -280,7 +280,7 @@ def _pax_records(data: bytes) -> dict[str, str]:
         key, equals, value = data[space + 1 : end - 1].partition(b"=")
         if not equals or not key:
             raise _Corrupt(f"pax record at byte {pos} has no keyword=value")
-        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        records[_decode(key)] = _decode(value)
         pos = end
     size = records.get("size")
     if size is not None and (not size.isascii() or not size.isdigit()):
@@ -289,7 +289,14 @@ def _pax_records(data: bytes) -> dict[str, str]:
 
 
 def _text(field: bytes) -> str:
-    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    return _decode(field.split(b"\0", 1)[0])
+
+
+def _decode(raw: bytes) -> str:
+    """UTF-8, with bytes that are not shown as ``\\xNN``: ``tarfile`` keeps them as lone surrogates,
+    which no database, JSON encoder or terminal accepts (an error naming such a member failed its whole
+    ingest with a raw ``UnicodeEncodeError``)."""
+    return raw.decode("utf-8", "backslashreplace")
 
 
 class PlainStream:
@@ -337,7 +344,8 @@ def iter_members(
     ``data`` is None when ``wanted(name)`` is false or the member is larger than ``max_size``: its bytes
     are skipped, never held.  Directories, links, sparse files and other special members are passed
     over (links are never followed).  Names, sizes and bytes are those ``tarfile`` gives for ustar, GNU
-    (``L`` long names, base-256 sizes) and pax (``x`` and global ``g`` headers) archives.
+    (``L`` long names, base-256 sizes) and pax (``x`` and global ``g`` headers) archives, except that
+    bytes of a name that are not UTF-8 come as ``\\xNN`` escapes, not lone surrogates.
 
     Raises
     ------
