@@ -136,7 +136,7 @@ def check_tar(raw: bytes, event: Callable[[str], None] = _quiet) -> list:
     for _, data, size in found:
         assert data is None or len(data) == size <= MAX_SIZE
     ref = tarfile_members(raw)
-    event(f"lean {'fails: ' + str(exc).split('(')[-1][:22] if exc else 'reads'}")
+    event(f"lean {'fails: ' + _reason(exc) if exc else 'reads'}")
     event(f"tarfile {'fails' if ref is None else 'reads'}")
     if ref is not None:  # tarfile stops silently at damage the lean reader reports: compare the prefix
         common = min(len(found), len(ref))
@@ -149,6 +149,13 @@ def check_tar(raw: bytes, event: Callable[[str], None] = _quiet) -> list:
     return found
 
 
+_REASONS = ("checksum", "truncated", "negative", "impossible", "bad number", "pax", "at most", "lacks")
+
+
+def _reason(exc: Exception) -> str:
+    return next((reason for reason in _REASONS if reason in str(exc)), type(exc).__name__)
+
+
 def check_avro(raw: bytes, event: Callable[[str], None] = _quiet) -> None:
     try:
         found = AlertDecoder().members_alerts(raw)
@@ -159,7 +166,7 @@ def check_avro(raw: bytes, event: Callable[[str], None] = _quiet) -> None:
         header = read_header(raw)
         blocks = [(count, bytes(block)) for count, block in _blocks(raw, header)]
     except AlertDecodeError as exc:
-        event(f"framing fails: {str(exc)[:30]}")
+        event(f"framing fails: {str(exc).split(':')[0][:32]}")
         header = blocks = None
     try:
         ref_header, ref_start = fastavro_header(raw)
