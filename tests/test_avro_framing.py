@@ -351,3 +351,66 @@ def test_damaged_packets_fail_cleanly_or_agree_with_fastavro(shared_alerts):
         ref = fastavro_records(data)
         assert [record["candid"] for _, _, record in found] == [r["candid"] for r in ref]
     assert failed
+
+
+def _with_array(items) -> bytes:
+    fields = [
+        {"name": "objectId", "type": "string"},
+        {"name": "x", "type": {"type": "array", "items": items}},
+        {"name": "candid", "type": "long"},
+        {
+            "name": "candidate",
+            "type": {"type": "record", "name": "c", "fields": [{"name": "jd", "type": "double"}]},
+        },
+    ]
+    return json.dumps({"type": "record", "name": "a", "fields": fields}).encode()
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        "null",
+        {"type": "null"},
+        {"type": "record", "name": "e", "fields": []},
+        {"type": "record", "name": "n", "fields": [{"name": "a", "type": "null"}]},
+        {"type": "fixed", "name": "f", "size": 0},
+        {
+            "type": "record",
+            "name": "o",
+            "fields": [{"name": "i", "type": {"type": "record", "name": "z", "fields": []}}],
+        },
+    ],
+)
+def test_arrays_of_items_that_take_no_bytes_are_refused(items):
+    """Found next to the fuzzer: a 335-byte packet whose array of nulls claimed 10**12 items took memory
+    until it ran out (fastavro reads no byte per item)."""
+    body = encode_long(0) + encode_long(10**12) + encode_long(0) + encode_long(0) + bytes(8)
+    data = container(_meta(_with_array(items)), [(1, body)])
+
+    def run():
+        with pytest.raises(AlertDecodeError, match="array 'x' holds items of no bytes"):
+            AlertDecoder().members_alerts(data)
+
+    assert _peak_mb(run) < 5
+
+
+def test_a_named_reference_to_an_empty_record_is_refused():
+    fields = [
+        {"name": "objectId", "type": "string"},
+        {"name": "e", "type": {"type": "record", "name": "empty", "fields": []}},
+        {"name": "x", "type": {"type": "array", "items": "empty"}},
+        {"name": "candid", "type": "long"},
+        {"name": "candidate", "type": {"type": "record", "name": "c", "fields": []}},
+    ]
+    schema = json.dumps({"type": "record", "name": "a", "namespace": "ns", "fields": fields}).encode()
+    with pytest.raises(AlertDecodeError, match="array 'x' holds items of no bytes"):
+        AlertDecoder().members_alerts(container(_meta(schema), [(1, b"\x00" * 8)]))
+
+
+@pytest.mark.parametrize("items", ["int", ["null", "int"], {"type": "enum", "name": "one", "symbols": ["a"]}])
+def test_arrays_of_items_of_a_byte_or_more_are_read(items):
+    body = encode_long(0) + encode_long(3) + b"\x00" * 3 + encode_long(0) + encode_long(7) + bytes(8)
+    data = container(_meta(_with_array(items)), [(1, body)])
+    ((_, _, record),) = AlertDecoder().members_alerts(data)
+    assert record["candid"] == 7 and len(record["x"]) == 3
+    assert record == next(iter(fastavro.reader(io.BytesIO(data))))

@@ -159,8 +159,58 @@ def _parse(schema_json: bytes) -> ParsedSchema:
         history = fastavro.parse_schema({**schema, "fields": schema["fields"][:last_history]})
     except Exception as exc:  # fastavro raises several unrelated types for a bad schema
         raise AlertDecodeError(f"the embedded schema cannot be parsed: {exc}") from exc
+    empty = _empty_items(full)
+    if empty:
+        raise AlertDecodeError(
+            f"the embedded schema's array {empty!r} holds items of no bytes: a few bytes could claim endless items"
+        )
     version = str(schema.get("version", "")) or "unknown"
     return ParsedSchema(version, full, prefix, history, unknown)
+
+
+def _empty_items(parsed: Any) -> str | None:
+    """The name of an array whose items can take zero bytes (``null``, an empty record...), if any.
+
+    fastavro fills such an array with as many items as its block count says, reading nothing: a
+    335-byte packet claiming 10**12 nulls took memory until it ran out (measured).  ZTF's arrays hold
+    records of many fields; any other item takes at least a byte, so the packet's size bounds the rest.
+    """
+    named: dict[str, Any] = {}
+    arrays: list[tuple[str, Any]] = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, list):
+            for branch in node:
+                walk(branch, where)
+        elif isinstance(node, dict):
+            if node.get("type") in ("record", "error", "enum", "fixed") and isinstance(node.get("name"), str):
+                named[node["name"]] = node
+            if node.get("type") == "array":
+                arrays.append((where, node.get("items")))
+            for field_ in node.get("fields") or ():
+                if isinstance(field_, dict):
+                    walk(field_.get("type"), str(field_.get("name")))
+            for key in ("items", "values"):
+                walk(node.get(key), where)
+            if isinstance(node.get("type"), dict | list):
+                walk(node["type"], where)
+
+    def empty(node: Any, seen: frozenset[str]) -> bool:
+        if isinstance(node, str):
+            if node == "null":
+                return True
+            return node in named and node not in seen and empty(named[node], seen | {node})
+        if not isinstance(node, dict):
+            return False  # a union writes its branch index, a primitive at least a byte
+        kind = node.get("type")
+        if kind in ("record", "error"):
+            return all(empty(f.get("type"), seen) for f in node.get("fields") or () if isinstance(f, dict))
+        if kind == "fixed":
+            return node.get("size") == 0
+        return isinstance(kind, str | dict) and kind not in ("array", "map", "enum") and empty(kind, seen)
+
+    walk(parsed, "")
+    return next((where for where, items in arrays if empty(items, frozenset())), None)
 
 
 def _record_type(avro_type: Any) -> dict | None:
