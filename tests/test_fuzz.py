@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 
+import fastavro
 import pytest
 
+from tests.avrocraft import container
 from tests.fuzzcheck import MAX_SIZE, avro_seeds, check_avro, check_tar, header_offsets, tar_seeds
 from tests.tarcraft import BLOCK, base256, until_error, with_checksum
 from ztfcat import synthetic
-from ztfcat.avro import read_header
+from ztfcat.avro import AlertDecoder, read_header
 from ztfcat.errors import AlertDecodeError, IngestError
 from ztfcat.tarstream import MAX_META, GzipStream, PlainStream
 
@@ -178,6 +181,68 @@ def test_fuzz_avro_framing(raw):
 @given(st.binary(max_size=200).map(lambda tail: b"Obj\x01" + tail))
 def test_fuzz_avro_arbitrary_headers(raw):
     check_avro(raw, event)
+
+
+PRIMITIVES = ["null", "boolean", "int", "long", "float", "double", "bytes", "string"]
+
+
+def _record(name: int, types: list) -> dict:
+    return {
+        "type": "record",
+        "name": f"r{name}",
+        "fields": [{"name": f"f{i}", "type": t} for i, t in enumerate(types)],
+    }
+
+
+AVRO_TYPES = st.recursive(
+    st.sampled_from(PRIMITIVES),
+    lambda inner: st.one_of(
+        st.lists(  # a union: no union directly inside, no two branches of one kind
+            inner.filter(lambda t: not isinstance(t, list)),
+            min_size=1,
+            max_size=3,
+            unique_by=lambda t: (
+                t if isinstance(t, str) else t["type"] if t["type"] in ("array", "map") else repr(t)
+            ),
+        ),
+        st.builds(lambda items: {"type": "array", "items": items}, inner),
+        st.builds(lambda values: {"type": "map", "values": values}, inner),
+        st.builds(_record, st.integers(0, 10**9), st.lists(inner, max_size=3)),
+        st.builds(lambda n: {"type": "fixed", "name": f"x{n}", "size": n % 5}, st.integers(0, 10**9)),
+    ),
+    max_leaves=10,
+)
+
+
+@examples(ci=150)
+@given(
+    st.tuples(AVRO_TYPES, AVRO_TYPES, st.lists(AVRO_TYPES, max_size=4), st.lists(AVRO_TYPES, max_size=2)),
+    st.integers(1, 3),
+    st.binary(max_size=400) | st.integers(0, 400).map(bytes),  # zeros: the least of every type
+)
+def test_fuzz_avro_arbitrary_writer_schemas(types, count, body):
+    """Writer schemas are the packet's own: any shape must end in a record or an AlertDecodeError."""
+    object_id, candid, candidate, extra = types
+    fields = [
+        {"name": "objectId", "type": object_id},
+        *({"name": f"before{i}", "type": t} for i, t in enumerate(extra)),
+        {"name": "candid", "type": candid},
+        {"name": "candidate", "type": _record(-1, candidate)},
+    ]
+    schema = json.dumps({"type": "record", "name": "alert", "fields": fields}).encode()
+    data = container({"avro.schema": schema, "avro.codec": b"null"}, [(count, body)])
+    try:
+        found = AlertDecoder().members_alerts(data)
+    except AlertDecodeError as exc:
+        event(f"fails: {str(exc).split(':')[0][:40]}")
+        return
+    event("decodes")
+    assert len(found) == count
+    try:
+        ref = list(fastavro.reader(io.BytesIO(data)))
+    except Exception:  # the fields after candidate, which the ingest never reads, may not decode
+        return
+    assert [repr(record["candid"]) for _, _, record in found] == [repr(r["candid"]) for r in ref]
 
 
 # --- what the fuzzer found -------------------------------------------------------------------------
