@@ -293,7 +293,7 @@ def _text(field: bytes) -> str:
 
 
 def _decode(raw: bytes) -> str:
-    """UTF-8, with bytes that are not shown as ``\\xNN``: ``tarfile`` keeps them as lone surrogates,
+    """UTF-8, any byte that is not UTF-8 shown as ``\\xNN``: ``tarfile`` keeps them as lone surrogates,
     which no database, JSON encoder or terminal accepts (an error naming such a member failed its whole
     ingest with a raw ``UnicodeEncodeError``)."""
     return raw.decode("utf-8", "backslashreplace")
@@ -374,7 +374,7 @@ def iter_members(
         kind = header[156:157]
         try:
             size = _size(_number(header[124:136]))
-            if "size" in pax:
+            if "size" in pax:  # a global header's size is not applied: tarfile frames by the header's
                 size = _size(int(pax["size"]))
             if kind in (b"L", b"K", b"x", b"g", b"X") and size > MAX_META:
                 raise _Corrupt(f"a {kind.decode('latin-1')!r} header of {size} bytes (at most {MAX_META})")
