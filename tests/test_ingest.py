@@ -576,3 +576,15 @@ def test_a_broken_stream_with_early_history_leaves_nothing(catalog, tmp_path, mo
     state = snapshot(catalog)
     assert state["alerts"] == [] and state["prv_candidates"] == [] and state["fp_hists"] == []
     assert state["files"] == []
+
+
+def test_a_member_far_larger_than_any_alert_is_a_bad_member(catalog, tmp_path):
+    """Decoding a packet's history takes ~20x its size in memory: a hostile 5 MB member must not get
+    that far (the largest real packet is 170 KB)."""
+    import os
+
+    spec = make_night(tmp_path / "ztf_public_20300103.tar.gz", n_alerts=2, seed=12)
+    members = [*tar_members(spec.path).items(), ("huge.avro", os.urandom(5 << 20))]
+    report = catalog.ingest(write_tarball(tmp_path / "ztf_public_20300104.tar.gz", members))
+    assert report.status == "complete" and report.n_alerts == 2
+    assert [m for m, r in report.errors if "too large" in r] == ["huge.avro"]

@@ -24,6 +24,12 @@ from .rowdecode import KNOWN_TOP_FIELDS, DecodedAlert, Path, RowPlan, compile_pl
 MAGIC = b"Obj\x01"
 _HISTORY_FIELDS = ("prv_candidates", "fp_hists")
 _REQUIRED = ("objectId", "candid", "candidate")
+#: A ZTF packet inflates to about 100 KB; more than this from one container is a deflate bomb.
+MAX_INFLATED = 32 << 20
+#: Splitting a multi-record container copies its header (~23 KB of schema) into every packet: these
+#: bound the records and bytes one container may turn into, whatever its block counts claim.
+MAX_RECORDS = 100_000
+MAX_SPLIT = 128 << 20
 
 
 @dataclass(frozen=True)
@@ -48,22 +54,22 @@ class ParsedSchema:
     unknown_top_fields: tuple[str, ...] = field(default=())
 
 
-def _read_long(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
-    """Avro's zig-zag varint."""
+def _read_long(buf: bytes | memoryview, pos: int, where: str = "the Avro header") -> tuple[int, int]:
+    """Avro's zig-zag varint: at most 10 bytes, as a 64-bit long takes."""
     shift = 0
     result = 0
     while True:
         try:
             byte = buf[pos]
         except IndexError:
-            raise AlertDecodeError("the Avro header is truncated") from None
+            raise AlertDecodeError(f"{where} is truncated") from None
         pos += 1
         result |= (byte & 0x7F) << shift
         if not byte & 0x80:
             return (result >> 1) ^ -(result & 1), pos
         shift += 7
-        if shift > 70:
-            raise AlertDecodeError("the Avro header holds a malformed number")
+        if shift >= 70:
+            raise AlertDecodeError(f"{where} holds a malformed number (a varint of more than 10 bytes)")
 
 
 def _read_bytes(buf: bytes | memoryview, pos: int) -> tuple[bytes, int]:
@@ -96,7 +102,12 @@ def read_header(data: bytes | memoryview) -> Header:
         raise AlertDecodeError("the Avro header is truncated")
     if "avro.schema" not in meta:
         raise AlertDecodeError("the Avro header has no schema")
-    codec = meta.get("avro.codec", b"null").decode() or "null"
+    try:
+        codec = meta.get("avro.codec", b"null").decode() or "null"
+    except UnicodeDecodeError:
+        raise AlertDecodeError(
+            f"the Avro header names a codec that is not text: {meta['avro.codec']!r}"
+        ) from None
     return Header(meta["avro.schema"], codec, sync, pos + 16)
 
 
@@ -140,11 +151,14 @@ class SchemaCache:
 def _parse(schema_json: bytes) -> ParsedSchema:
     try:
         schema = json.loads(schema_json)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested thousands deep
         raise AlertDecodeError(f"the embedded schema is not JSON: {exc}") from exc
     if not isinstance(schema, dict) or schema.get("type") != "record":
         raise AlertDecodeError("the embedded schema is not an Avro record")
-    names = [f["name"] for f in schema.get("fields", [])]
+    fields = schema.get("fields")
+    if not isinstance(fields, list) or not all(isinstance(f, dict) and "type" in f for f in fields):
+        raise AlertDecodeError("the embedded schema's fields are not a list of typed fields")
+    names = [f.get("name") for f in fields]
     missing = [n for n in _REQUIRED if n not in names]
     if missing:
         raise AlertDecodeError(
@@ -154,8 +168,13 @@ def _parse(schema_json: bytes) -> ParsedSchema:
     upto_candidate = names.index("candidate") + 1
     last_history = max([names.index(n) + 1 for n in _HISTORY_FIELDS if n in names] or [upto_candidate])
     candidate_type = _record_type(schema["fields"][upto_candidate - 1]["type"])
-    candidate_names = [f["name"] for f in candidate_type.get("fields", [])] if candidate_type else []
-    unknown = tuple(n for n in candidate_names if n not in FIELDS["candidate"])
+    candidate_fields = candidate_type.get("fields") if candidate_type else None
+    candidate_names = (
+        [f.get("name") for f in candidate_fields if isinstance(f, dict)]
+        if isinstance(candidate_fields, list)
+        else []
+    )
+    unknown = tuple(n for n in candidate_names if isinstance(n, str) and n not in FIELDS["candidate"])
     unknown_top = tuple(n for n in names if n not in KNOWN_TOP_FIELDS)
     try:
         full = fastavro.parse_schema(schema)
@@ -163,8 +182,58 @@ def _parse(schema_json: bytes) -> ParsedSchema:
         history = fastavro.parse_schema({**schema, "fields": schema["fields"][:last_history]})
     except Exception as exc:  # fastavro raises several unrelated types for a bad schema
         raise AlertDecodeError(f"the embedded schema cannot be parsed: {exc}") from exc
+    empty = _empty_items(full)
+    if empty:
+        raise AlertDecodeError(
+            f"the embedded schema's array {empty!r} holds items of no bytes: a few bytes could claim endless items"
+        )
     version = str(schema.get("version", "")) or "unknown"
     return ParsedSchema(version, full, prefix, history, unknown, unknown_top)
+
+
+def _empty_items(parsed: Any) -> str | None:
+    """The name of an array whose items can take zero bytes (``null``, an empty record...), if any.
+
+    fastavro fills such an array with as many items as its block count says, reading nothing: a
+    335-byte packet claiming 10**12 nulls took memory until it ran out (measured).  ZTF's arrays hold
+    records of many fields; any other item takes at least a byte, so the packet's size bounds the rest.
+    """
+    named: dict[str, Any] = {}
+    arrays: list[tuple[str, Any]] = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, list):
+            for branch in node:
+                walk(branch, where)
+        elif isinstance(node, dict):
+            if node.get("type") in ("record", "error", "enum", "fixed") and isinstance(node.get("name"), str):
+                named[node["name"]] = node
+            if node.get("type") == "array":
+                arrays.append((where, node.get("items")))
+            for field_ in node.get("fields") or ():
+                if isinstance(field_, dict):
+                    walk(field_.get("type"), str(field_.get("name")))
+            for key in ("items", "values"):
+                walk(node.get(key), where)
+            if isinstance(node.get("type"), dict | list):
+                walk(node["type"], where)
+
+    def empty(node: Any, seen: frozenset[str]) -> bool:
+        if isinstance(node, str):
+            if node == "null":
+                return True
+            return node in named and node not in seen and empty(named[node], seen | {node})
+        if not isinstance(node, dict):
+            return False  # a union writes its branch index, a primitive at least a byte
+        kind = node.get("type")
+        if kind in ("record", "error"):
+            return all(empty(f.get("type"), seen) for f in node.get("fields") or () if isinstance(f, dict))
+        if kind == "fixed":
+            return node.get("size") == 0
+        return isinstance(kind, str | dict) and kind not in ("array", "map", "enum") and empty(kind, seen)
+
+    walk(parsed, "")
+    return next((where for where, items in arrays if empty(items, frozenset())), None)
 
 
 def _record_type(avro_type: Any) -> dict | None:
@@ -178,7 +247,11 @@ def _record_type(avro_type: Any) -> dict | None:
     return None
 
 
-def _write_long(value: int) -> bytes:
+def encode_long(value: int) -> bytes:
+    """Avro's zig-zag varint of a long; the one encoder (:mod:`ztfcat.synthetic` writes with it too)."""
+    small = _SMALL_LONGS.get(value)
+    if small is not None:
+        return small
     value = (value << 1) ^ (value >> 63)
     out = bytearray()
     while value & ~0x7F:
@@ -188,31 +261,61 @@ def _write_long(value: int) -> bytes:
     return bytes(out)
 
 
+_SMALL_LONGS = {n: bytes(((n << 1) ^ (n >> 63),)) for n in range(-64, 64)}
+
+
 def _blocks(data: bytes | memoryview, header: Header) -> list[tuple[int, bytes | memoryview]]:
-    """Every data block as (record count, decompressed bytes), checking each sync marker."""
+    """Every data block as (record count, decompressed bytes), checking each sync marker.
+
+    Whatever the counts and sizes claim, what comes out is bounded: ``MAX_INFLATED`` bytes inflated,
+    and, for a container to be split, ``MAX_RECORDS`` records and ``MAX_SPLIT`` bytes of packets.
+    """
     blocks = []
     pos = header.data_start
+    inflated = records = 0
     while pos < len(data):
-        count, pos = _read_long(data, pos)
-        size, pos = _read_long(data, pos)
+        count, pos = _read_long(data, pos, "a data block's header")
+        size, pos = _read_long(data, pos, "a data block's header")
         end = pos + size
         if count < 0 or size < 0 or end + 16 > len(data):
             raise AlertDecodeError("truncated: a data block ends past the end of the file")
         if bytes(data[end : end + 16]) != header.sync:
             raise AlertDecodeError("expected sync marker not found after a data block")
-        blocks.append((count, _inflate(data[pos:end], header.codec)))
+        block = _inflate(data[pos:end], header.codec, MAX_INFLATED - inflated)
+        inflated += len(block)
+        records += count
+        if records > 1 and (records > MAX_RECORDS or records * header.data_start + inflated > MAX_SPLIT):
+            raise AlertDecodeError(
+                f"claims {records} records: more than one container may hold "
+                f"({MAX_RECORDS} records, {MAX_SPLIT >> 20} MiB once split)"
+            )
+        blocks.append((count, block))
         pos = end + 16
     return blocks
 
 
-def _inflate(block: bytes | memoryview, codec: str) -> bytes | memoryview:
+def _inflate(block: bytes | memoryview, codec: str, budget: int = MAX_INFLATED) -> bytes | memoryview:
+    """A block's bytes decompressed, never more than ``budget`` of them (a deflate bomb stops here)."""
     if codec == "null":
         return block
     if codec == "deflate":
+        inflater = zlib.decompressobj(-15)
+        out = bytearray()
+        pending = bytes(block)
         try:
-            return zlib.decompress(bytes(block), -15)
+            while not inflater.eof:  # 1 MiB at a time: one large call would double its buffer past the cap
+                piece = inflater.decompress(pending, 1 << 20)
+                pending = inflater.unconsumed_tail
+                out += piece
+                if len(out) > budget:
+                    raise AlertDecodeError(f"deflate blocks inflate to more than {MAX_INFLATED >> 20} MiB")
+                if not piece and not pending:
+                    raise AlertDecodeError(
+                        "deflate block does not inflate: it ends before its last deflate block"
+                    )
         except zlib.error as exc:
             raise AlertDecodeError(f"deflate block does not inflate: {exc}") from exc
+        return bytes(out)
     raise AlertDecodeError(f"unsupported Avro codec {codec!r}")
 
 
@@ -251,7 +354,7 @@ class AlertDecoder:
                     packer = zlib.compressobj(wbits=-15)
                     record = packer.compress(record) + packer.flush()
                 packets.append(
-                    b"".join((head, _write_long(1), _write_long(len(record)), record, header.sync))
+                    b"".join((head, encode_long(1), encode_long(len(record)), record, header.sync))
                 )
         return packets
 

@@ -72,7 +72,7 @@ _RA, _DEC = ALERT_COLUMNS.index("ra"), ALERT_COLUMNS.index("dec")
 ERROR_COLUMNS = ("release_id", "member", "reason")
 BATCH = 256
 EARLY_HISTORY_BYTES = 64 << 20  # ~1,300 alerts: below, the final pass alone is quicker
-MAX_MEMBER = 64 << 20
+MAX_MEMBER = 4 << 20  # 25x the largest real packet; decoding one amplifies memory about 20x
 _SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _NIGHT = re.compile(r"(?<!\d)(\d{8})(?!\d)")
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ztfcat.avro import encode_long as _varint  # the one zig-zag encoder
 from ztfcat.fields import FIELDS, KNOWN_VERSIONS, TOP_FIELDS, VERSION_FIELDS
 
 __all__ = [
@@ -213,23 +214,6 @@ def _schema_json(version: str) -> str:
 # --------------------------------------------------------------------------------------------------------
 # Avro binary encoding
 # --------------------------------------------------------------------------------------------------------
-
-
-def _varint(n: int) -> bytes:
-    """Zig-zag varint of a long, as Avro encodes ``int`` and ``long``."""
-    small = _SMALL_VARINTS.get(n)
-    if small is not None:
-        return small
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-_SMALL_VARINTS = {n: bytes(((n << 1) ^ (n >> 63),)) for n in range(-64, 64)}
 
 
 def _enc_string(s: str) -> bytes:

@@ -1,9 +1,12 @@
-"""One streaming pass over a ``.tar.gz``: inflate in a background thread, frame tar members by hand.
+"""One streaming pass over a ``.tar.gz``: inflate in a child process, frame tar members by hand.
 
 Inflating (isal) runs in a child process on the other core while the caller decodes alerts.
 Tar framing is a lean 512-byte header reader: ``tarfile`` costs five times as much per member and keeps
 a ``TarInfo`` for every member it has seen, a leak on a night of 400,000 alerts.  Memory stays bounded
-by the queue of inflated chunks, whatever the tarball size.
+by the pipe of inflated bytes and the member size limit, whatever the tarball size and whatever its
+headers claim: sizes are validated (a negative or impossible size is a corrupt header, not a read of
+everything) and long-name and pax headers are capped (``MAX_META``).  ``tests/test_tarstream.py`` holds
+the reader to ``tarfile`` on ustar, GNU and pax archives; ``tests/test_fuzz.py`` fuzzes it.
 """
 
 from __future__ import annotations
@@ -204,100 +207,244 @@ def inflate_stdio(chunk_size: int = 1 << 20) -> None:
         os._exit(3)
 
 
-def _octal(field: bytes, name: str, offset: int) -> int:
-    if field and field[0] & 0x80:  # GNU base-256 for sizes of 8 GiB and more
-        value = int.from_bytes(field[1:], "big")
-        return -value if field[0] & 0x40 else value
-    text = field.split(b"\0", 1)[0].strip()
-    try:
-        return int(text, 8) if text else 0
-    except ValueError:
-        raise IngestError(f"{name}: corrupt tar header at byte {offset} (bad number {text!r})") from None
+#: Header types after which ``tarfile`` expects no data blocks, whatever the size field says.
+_NO_DATA = frozenset((b"1", b"2", b"3", b"4", b"5", b"6"))
+#: Regular files: the only members whose bytes are ever handed out.
+_REGULAR = frozenset((b"0", b"\0", b"7"))
+#: GNU long names and pax headers are read whole to learn the next member's name; a path is at most a
+#: few KiB, so 1 MiB is generous and keeps a header claiming gigabytes from being held.
+MAX_META = 1 << 20
+#: No tar member is 8 EiB: a larger size (base-256 allows 2**88) is a corrupt or hostile header.
+MAX_SIZE = (1 << 63) - 1
+
+
+class _Corrupt(Exception):
+    """A header field that does not parse; turned into an :class:`IngestError` naming the member."""
+
+
+def _number(field: bytes) -> int:
+    """A numeric header field: octal digits, or GNU base-256 (``0x80`` positive, ``0xff`` negative).
+
+    Mirrors ``tarfile.nti`` but refuses what it only tolerates: signs, ``0o`` and ``_`` in the octal text
+    (``int(text, 8)`` takes them).
+    """
+    if field[:1] == b"\x80":
+        return int.from_bytes(field[1:], "big")
+    if field[:1] == b"\xff":  # two's complement: always negative
+        return int.from_bytes(field[1:], "big") - (1 << (8 * (len(field) - 1)))
+    text = field.split(b"\0", 1)[0].strip(b" ")
+    if text.strip(b"01234567"):
+        raise _Corrupt(f"bad number {text!r}")
+    return int(text, 8) if text else 0
+
+
+def _size(value: int) -> int:
+    if value < 0:
+        raise _Corrupt(f"negative size {value}")
+    if value > MAX_SIZE:
+        raise _Corrupt(f"impossible size {value}")
+    return value
 
 
 def _checksum_ok(header: bytes) -> bool:
-    stored = header[148:156].split(b"\0", 1)[0].strip()
+    """Both the unsigned sum POSIX asks for and the signed one old Unix tars wrote, as ``tarfile``."""
     try:
-        expected = int(stored, 8)
-    except ValueError:
+        expected = _number(header[148:156])
+    except _Corrupt:
         return False
-    actual = sum(header[:148]) + 8 * 32 + sum(header[156:])
-    return actual == expected
+    unsigned = sum(header[:148]) + 8 * 32 + sum(header[156:])
+    if expected == unsigned:
+        return True
+    high = sum(1 for byte in header[:148] + header[156:] if byte > 127)  # rare: only on a mismatch
+    return expected == unsigned - 256 * high
 
 
 def _pax_records(data: bytes) -> dict[str, str]:
+    """``"%d %s=%s\n"`` records (length, keyword, value), strictly: ``tarfile`` stops silently at the
+    first record it cannot read and keeps the member, which would let a damaged header rename it."""
     records = {}
     pos = 0
     while pos < len(data):
-        space = data.find(b" ", pos)
-        if space < 0:
-            break
-        length = int(data[pos:space])
-        if length <= 0:
-            break
-        key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
-        records[key.decode("utf-8", "replace")] = value.decode("utf-8", "surrogateescape")
-        pos += length
+        if not data[pos:].strip(b"\0"):
+            break  # NUL padding some writers leave after the last record
+        space = data.find(b" ", pos, pos + 21)
+        digits = data[pos:space] if space > pos else b""
+        if not digits or digits.strip(b"0123456789"):
+            raise _Corrupt(f"pax record at byte {pos} has no length")
+        length = int(digits)
+        end = pos + length
+        if end > len(data) or length <= len(digits) + 1:
+            raise _Corrupt(f"pax record at byte {pos} claims {length} bytes")
+        if data[end - 1 : end] != b"\n":
+            raise _Corrupt(f"pax record at byte {pos} does not end with a newline")
+        key, equals, value = data[space + 1 : end - 1].partition(b"=")
+        if not equals or not key:
+            raise _Corrupt(f"pax record at byte {pos} has no keyword=value")
+        records[_decode(key)] = _decode(value)
+        pos = end
+    size = records.get("size")
+    if size is not None and (not size.isascii() or not size.isdigit()):
+        raise _Corrupt(f"pax size {size!r} is not a number")
     return records
 
 
+def _text(field: bytes) -> str:
+    return _decode(field.split(b"\0", 1)[0])
+
+
+def _decode(raw: bytes) -> str:
+    """UTF-8, any byte that is not UTF-8 shown as ``\\xNN``: ``tarfile`` keeps them as lone surrogates,
+    which no database, JSON encoder or terminal accepts (an error naming such a member failed its whole
+    ingest with a raw ``UnicodeEncodeError``)."""
+    return raw.decode("utf-8", "backslashreplace")
+
+
+class PlainStream:
+    """An uncompressed tar stream, with the ``name``/``read``/``skip`` that :func:`iter_members` uses.
+
+    Parameters
+    ----------
+    source : binary file object
+        Anything with ``read(n)``; a short read (a socket) is read again until ``n`` bytes or the end.
+    name : str
+        Named in every error.
+    """
+
+    def __init__(self, source: BinaryIO, name: str) -> None:
+        self.name = name
+        self._source = source
+
+    def read(self, n: int) -> bytes:
+        """Exactly ``n`` bytes, or fewer only at the end of the stream."""
+        parts = []
+        while n > 0:
+            chunk = self._source.read(n)
+            if not chunk:
+                break
+            parts.append(chunk)
+            n -= len(chunk)
+        return b"".join(parts)
+
+    def skip(self, n: int) -> int:
+        """Discard ``n`` bytes, 1 MiB at a time; returns how many were there."""
+        skipped = 0
+        while skipped < n:
+            got = len(self.read(min(n - skipped, 1 << 20)))
+            if not got:
+                break
+            skipped += got
+        return skipped
+
+
 def iter_members(
-    stream: GzipStream, wanted=lambda name: True, max_size: int = 64 << 20
+    stream: GzipStream | PlainStream, wanted=lambda name: True, max_size: int = 64 << 20
 ) -> Iterator[tuple[str, bytes | None, int]]:
     """Yield ``(name, data, size)`` for every regular file member, in tarball order.
 
     ``data`` is None when ``wanted(name)`` is false or the member is larger than ``max_size``: its bytes
-    are skipped, never held.  Directories, links and other special members are passed over.
+    are skipped, never held.  Directories, links, sparse files and other special members are passed
+    over (links are never followed).  Names, sizes and bytes are those ``tarfile`` gives for ustar, GNU
+    (``L`` long names, base-256 sizes) and pax (``x`` and global ``g`` headers) archives, except that
+    bytes of a name that are not UTF-8 come as ``\\xNN`` escapes, not lone surrogates.
+
+    Raises
+    ------
+    IngestError
+        The archive cannot be framed past some header: truncated, a bad checksum, a negative or
+        impossible size, a malformed pax record, a long-name or pax header over ``MAX_META``.  The
+        message names the tarball, the member and the byte offset of its header.
     """
     offset = 0
     long_name: str | None = None
     pax: dict[str, str] = {}
+    global_pax: dict[str, str] = {}
     while True:
         header = stream.read(BLOCK)
-        if not header:
-            return  # no end-of-archive blocks: tolerated, as GNU tar does
-        if len(header) < BLOCK:
+        if len(header) < BLOCK and header:
             raise IngestError(f"{stream.name} is truncated inside a tar header at byte {offset}")
-        if header == ZERO_BLOCK:
+        if not header or header == ZERO_BLOCK:  # no end-of-archive blocks is tolerated, as by GNU tar
+            if long_name is not None or pax:
+                raise IngestError(f"{stream.name} ends at byte {offset} after a header of a member it lacks")
             return
+        name = _text(header[:100])
         if not _checksum_ok(header):
-            raise IngestError(f"{stream.name}: corrupt tar header at byte {offset} (checksum mismatch)")
-        size = _octal(header[124:136], stream.name, offset)
+            raise IngestError(
+                f"{stream.name}: corrupt tar header of {name!r} at byte {offset} (checksum mismatch)"
+            )
         kind = header[156:157]
-        name = header[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-        if header[257:262] == b"ustar":
-            prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-            if prefix:
-                name = f"{prefix}/{name}"
-        if "size" in pax:
-            size = int(pax["size"])
+        try:
+            size = _size(_number(header[124:136]))
+            if "size" in pax:  # a global header's size is not applied: tarfile frames by the header's
+                size = _size(int(pax["size"]))
+            if kind in (b"L", b"K", b"x", b"g", b"X") and size > MAX_META:
+                raise _Corrupt(f"a {kind.decode('latin-1')!r} header of {size} bytes (at most {MAX_META})")
+        except _Corrupt as exc:
+            raise IngestError(
+                f"{stream.name}: corrupt tar header of {name!r} at byte {offset} ({exc})"
+            ) from None
+        at = offset
         offset += BLOCK
         padded = size + (-size) % BLOCK
-        if kind in (b"L", b"x", b"g"):
-            meta = stream.read(padded)[:size]
-            if len(meta) < size:
-                raise IngestError(f"{stream.name} is truncated inside a tar member at byte {offset}")
-            if kind == b"L":
-                long_name = meta.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-            elif kind == b"x":
-                pax = _pax_records(meta)
+        if kind in (b"L", b"K", b"x", b"g", b"X"):
+            block = stream.read(padded)
+            if len(block) < padded:
+                raise IngestError(f"{stream.name} is truncated inside the tar header {name!r} at byte {at}")
+            meta = block[:size]
             offset += padded
+            if kind == b"L":
+                long_name = _text(block)  # up to the first NUL, padding included, as tarfile reads it
+            elif kind != b"K":
+                try:
+                    records = _pax_records(meta)
+                except _Corrupt as exc:
+                    raise IngestError(
+                        f"{stream.name}: corrupt pax header {name!r} at byte {at} ({exc})"
+                    ) from None
+                if kind == b"g":
+                    global_pax.update(records)
+                else:
+                    pax = {**global_pax, **records}
             continue
-        name = pax.get("path", long_name or name)
+        if kind == b"\0" and name.endswith("/"):
+            kind = b"5"  # old V7 tar: a directory is a regular file whose name ends with a slash
+        prefix = _text(header[345:500])  # ustar; zero in GNU headers, as tarfile assumes
+        if prefix and kind != b"S":
+            name = f"{prefix}/{name}"
+        info = pax or global_pax
+        if "path" in info:
+            name = info["path"].rstrip("/")
+        elif long_name is not None:
+            name = long_name
+        sparse = kind == b"S" or any(key.startswith("GNU.sparse.") for key in info)
         long_name, pax = None, {}
-        if kind not in (b"0", b"\0", b"7"):
+        if kind == b"S" and header[482]:
+            offset += _skip_sparse_extensions(stream, name, at)
+        if kind in _NO_DATA:
+            continue
+        if kind not in _REGULAR or sparse:
             if stream.skip(padded) < padded:
                 raise IngestError(f"{stream.name} is truncated inside member {name!r}")
             offset += padded
             continue
         if size <= max_size and wanted(name):
             data = stream.read(size)
-            if len(data) < size:
+            if len(data) < size or stream.skip(padded - size) < padded - size:
                 raise IngestError(f"{stream.name} is truncated inside member {name!r}")
-            stream.skip(padded - size)
         else:
             data = None
             if stream.skip(padded) < padded:
                 raise IngestError(f"{stream.name} is truncated inside member {name!r}")
         offset += padded
         yield name, data, size
+
+
+def _skip_sparse_extensions(stream, name: str, at: int) -> int:
+    """Pass the extension blocks of an old GNU sparse header (each says whether another follows)."""
+    skipped = 0
+    while True:
+        block = stream.read(BLOCK)
+        skipped += len(block)
+        if len(block) < BLOCK:
+            raise IngestError(f"{stream.name} is truncated inside the sparse map of {name!r} at byte {at}")
+        if not block[504]:
+            return skipped

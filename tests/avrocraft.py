@@ -1,0 +1,75 @@
+"""Avro containers for the tests of the framing in ``ztfcat.avro``: synthetic alerts, hand-built
+containers, and fastavro as the reference reader of headers and blocks."""
+
+from __future__ import annotations
+
+import io
+
+import fastavro
+import numpy as np
+from fastavro.read import HEADER_SCHEMA
+
+from ztfcat import synthetic
+from ztfcat.avro import MAGIC, encode_long
+
+SYNC = bytes(range(16))
+
+
+def alert(candid: int = 1_000_000_001, version: str = "4.02", n_prv: int = 2, cutouts: bool = False) -> dict:
+    """One synthetic alert record of ``version``."""
+    rng = np.random.default_rng(candid)
+    return synthetic.make_alert(
+        rng,
+        version=version,
+        object_id="ZTF18aaaaaaa",
+        candid=candid,
+        jd=2458350.5 + candid % 100 / 1000,
+        ra=10.0,
+        dec=20.0,
+        n_prv=n_prv,
+        n_fp=1,
+        cutouts=cutouts,
+    )
+
+
+def packet(candid: int = 1_000_000_001, version: str = "4.02", **options) -> bytes:
+    """One alert as ZTF ships it (codec null, schema embedded), written by :mod:`ztfcat.synthetic`."""
+    return synthetic.alert_bytes(alert(candid, version, **options), version)
+
+
+def written(records: list[dict], codec: str = "null", version: str = "4.02", **options) -> bytes:
+    """A container of ``records`` written by ``fastavro.writer`` (the reference writer)."""
+    buf = io.BytesIO()
+    fastavro.writer(buf, synthetic.writer_schema(version), records, codec=codec, **options)
+    return buf.getvalue()
+
+
+def long_bytes(value: int) -> bytes:
+    return encode_long(value)
+
+
+def container(meta: dict[str, bytes], blocks: list[tuple[int, bytes]], sync: bytes = SYNC) -> bytes:
+    """A container assembled by hand, so its counts, sizes and markers can say anything."""
+    parts = [MAGIC, encode_long(len(meta))] if meta else [MAGIC]
+    for key, value in meta.items():
+        parts += [encode_long(len(key)), key.encode(), encode_long(len(value)), value]
+    parts += [b"\x00", sync]
+    for count, data in blocks:
+        parts += [encode_long(count), encode_long(len(data)), data, sync]
+    return b"".join(parts)
+
+
+def fastavro_header(data: bytes) -> tuple[dict, int]:
+    """The header as fastavro decodes it (the Avro spec's own header schema) and where blocks start."""
+    stream = io.BytesIO(data)
+    header = fastavro.schemaless_reader(stream, HEADER_SCHEMA)
+    return header, stream.tell()
+
+
+def fastavro_blocks(data: bytes) -> list[tuple[int, bytes]]:
+    """Every block as fastavro's ``block_reader`` frames it: (record count, decompressed bytes)."""
+    return [(b.num_records, b.bytes_.getvalue()) for b in fastavro.block_reader(io.BytesIO(data))]
+
+
+def fastavro_records(data: bytes) -> list[dict]:
+    return list(fastavro.reader(io.BytesIO(data)))
