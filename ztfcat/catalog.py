@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import Engine, and_, delete, func, insert, select
+from sqlalchemy import Engine, and_, delete, func, select
 
 from . import settings
 from .avro import AlertDecoder
@@ -97,9 +97,17 @@ class Catalog:
         return self._layout
 
     def _remember_layout(self, layout: str) -> None:
+        """Store the catalog's layout: an upsert, so two first ingests at once cannot collide on the key."""
+        if is_sqlite(self.engine):
+            from sqlalchemy.dialects.sqlite import insert as upsert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        statement = upsert(catalog_settings).values(key="layout", value=layout)
+        statement = statement.on_conflict_do_update(
+            index_elements=[catalog_settings.c.key], set_={"value": statement.excluded.value}
+        )
         with self.engine.begin() as conn:
-            conn.execute(delete(catalog_settings).where(catalog_settings.c.key == "layout"))
-            conn.execute(insert(catalog_settings).values(key="layout", value=layout))
+            conn.execute(statement)
 
     def convert_layout(self, target: str, progress: Callable[[str, int], None] | None = None) -> int:
         """Move every release's packets to the ``target`` layout and make it the catalog's layout.

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import click
+from sqlalchemy.exc import DBAPIError
 
 from .catalog import Catalog
 from .errors import QueryInterruptedError, ZtfcatError
@@ -25,6 +26,9 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except ZtfcatError as exc:
             raise click.ClickException(str(exc)) from exc
+        except DBAPIError as exc:  # a catalog that opened but fails on reading (a corrupt page)
+            reason = str(exc.orig or exc).strip().splitlines()[0]
+            raise click.ClickException(f"the catalog database failed: {reason}") from exc
 
 
 @click.group(cls=_Group)
