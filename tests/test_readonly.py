@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -277,6 +278,15 @@ def test_an_uncapped_stream_keeps_memory_bounded(catalog, night):
         tracemalloc.stop()
     assert seen == wanted and not result.truncated
     assert peak < 20 * 2**20, f"{peak / 2**20:.1f} MiB for {wanted} rows streamed"
+
+
+def test_a_huge_value_is_refused_not_allocated(catalog, night):
+    sqlite_only(catalog)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB; SQLite's own malloc counts too
+    with pytest.raises(InvalidQueryError, match="too big"):
+        catalog.sql("SELECT length(randomblob(1000000000))")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024
+    assert catalog.sql("SELECT length(randomblob(1000000))")[1] == [(1000000,)]
 
 
 # -- the tokenizer ------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from .errors import InvalidQueryError, QueryInterruptedError, QueryTimeoutError,
 DEFAULT_MAX_ROWS = 10_000
 DEFAULT_TIME_LIMIT_S = 30.0
 FETCH_BATCH = 1000
+MAX_VALUE_BYTES = 16 * 2**20  # the largest string or blob one SQLite value may hold here
 PROGRESS_EVERY = 10_000  # SQLite VM instructions between deadline checks: ~0.1 ms of work
 
 # PRAGMAs that only read, and may name a table or index (``PRAGMA table_info(alerts)``).
@@ -293,6 +294,9 @@ def guard_sqlite(conn: sqlite3.Connection, *, time_limit_s: float | None, cancel
 
     conn.set_authorizer(authorize)
     conn.set_progress_handler(guard.progress, PROGRESS_EVERY)
+    # No single value (randomblob(1e9), a group_concat of everything) may take more than this: the
+    # default, 1 GB, would let one row exhaust memory.
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
     return guard
 
 
