@@ -156,6 +156,24 @@ def test_pg_data_modifying_cte_and_sequence_refused(catalog, night):
     assert dump(catalog) == before
 
 
+def test_pg_reader_url_is_where_ad_hoc_sql_connects(catalog, night, monkeypatch):
+    """ZTFCAT_SQL_DATABASE_URL (meant for a role with SELECT grants only) is the connection used."""
+    if catalog.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL roles")
+    user = catalog.engine.url.username
+    wrong = catalog.engine.url.set(password="not-the-password")
+    monkeypatch.setenv(readonly.READER_URL_VAR, wrong.render_as_string(hide_password=False))
+    with pytest.raises(InvalidQueryError, match="cannot connect") as caught:
+        catalog.sql("SELECT 1")
+    assert "not-the-password" not in str(caught.value) and "\n" not in str(caught.value)
+    right = catalog.engine.url.render_as_string(hide_password=False)
+    monkeypatch.setenv(readonly.READER_URL_VAR, right)
+    assert catalog.sql("SELECT current_user")[1] == [(user,)]
+    monkeypatch.setenv(readonly.READER_URL_VAR, "sqlite:///x.sqlite")
+    with pytest.raises(InvalidQueryError, match="must be a postgresql URL"):
+        catalog.sql("SELECT 1")
+
+
 def test_a_second_statement_is_refused(catalog, night):
     before = dump(catalog)
     for statement in (
