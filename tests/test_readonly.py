@@ -317,6 +317,10 @@ def test_single_statement_knows_literals_and_comments():
     assert one("SELECT $a$ ; $$ ; $a$", "postgresql") == "SELECT $a$ ; $$ ; $a$"
     assert one(r"SELECT E'\';'", "postgresql") == r"SELECT E'\';'"
     assert one("SELECT 1 /* /* ; */ ; */", "postgresql") == "SELECT 1"  # PostgreSQL comments nest
+    assert one("SELECT [;]") == "SELECT [;]"  # a SQLite identifier
+    with pytest.raises(InvalidQueryError, match="only one statement"):
+        one("SELECT (ARRAY[1])[1]; DELETE FROM alerts", "postgresql")
+    assert one("SELECT x[1] FROM t WHERE y = ']'", "postgresql") == "SELECT x[1] FROM t WHERE y = ']'"
     for two, dialect in (
         ("SELECT 1; SELECT 2", "sqlite"),
         ("SELECT 1 /* /* */ ; */ SELECT 2", "sqlite"),  # SQLite comments do not nest

@@ -81,7 +81,11 @@ class Catalog:
         """The SQLAlchemy engine, created (and the schema checked or created) on first use."""
         if self._engine is None:
             engine = make_engine(self.database_url)
-            ensure_schema(engine)
+            try:
+                ensure_schema(engine)
+            except BaseException:
+                engine.dispose()  # a refused catalog keeps no connection open to its file
+                raise
             self._engine = engine
         return self._engine
 

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
+import sqlite3
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,8 +77,8 @@ def make_engine(url: str) -> Engine:
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
+    _wal(cursor)
     for pragma in (
-        "journal_mode=WAL",
         "synchronous=NORMAL",
         "foreign_keys=ON",
         "busy_timeout=60000",
@@ -84,6 +87,24 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     ):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
+
+
+def _wal(cursor, patience_s: float = 60.0) -> None:
+    """Switch the file to WAL, waiting for other processes doing the same.
+
+    Changing the journal mode of a new file needs its exclusive lock, and SQLite answers "database is
+    locked" at once, without its busy handler, when another connection holds it: several processes
+    opening a new catalog together would fail.  Once the file is in WAL (persistent) this is a read.
+    """
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005 + random.random() * 0.02)
 
 
 def check_sqlite_file(path: str | os.PathLike[str]) -> None:

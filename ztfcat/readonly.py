@@ -360,9 +360,11 @@ def _tokens(sql: str, dialect: str) -> Iterator[tuple[str, int, int]]:
                 kind = "string"
             else:
                 kind, end = "other", pos + 1
+        elif kind == "ident" and dialect == "postgresql" and sql[pos] in "[`":
+            kind, end = "other", pos + 1  # brackets are array subscripts there, backticks operators
         elif kind == "string" and not found.group().endswith("'"):
             raise InvalidQueryError("SQL failed: unterminated string literal")
-        elif kind == "other" and sql[pos] in "'\"`[":
+        elif kind == "other" and sql[pos] in ("'\"" if dialect == "postgresql" else "'\"`["):
             raise InvalidQueryError("SQL failed: unterminated quoted string or identifier")
         yield kind, pos, end
         pos = end
