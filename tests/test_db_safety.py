@@ -6,6 +6,7 @@ of creation; each run is compared with a catalog created undisturbed (the refere
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import random
@@ -142,7 +143,8 @@ def test_killed_at_many_instants_the_next_open_works(database_url, tmp_path, ref
         child.start()
         assert ready.wait(30)
         time.sleep(duration * (i + rng.random()) / runs)  # spread over the whole creation
-        os.kill(child.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it finished first: fine, the open is then checked
+            os.kill(child.pid, signal.SIGKILL)
         child.join(30)
         if child.exitcode == -signal.SIGKILL:
             killed_midway += 1
@@ -153,6 +155,7 @@ def test_killed_at_many_instants_the_next_open_works(database_url, tmp_path, ref
         assert _open(database_url, data) == 0  # the next open works...
         assert schema(database_url) == reference  # ...and gives the full schema
         reset(database_url)
+    print(f"{killed_midway} of {runs} kills landed during a {duration:.3f} s creation")
     assert killed_midway >= runs // 3, f"only {killed_midway} of {runs} kills landed before the end"
 
 

@@ -355,6 +355,30 @@ def test_cli_errors_and_truncation(catalog, night):
     assert "default: 10000" in result.output and "default: 30" in result.output
 
 
+def _wait_until_running(proc, catalog, patience_s: float = 60) -> None:
+    """Until the child holds its second database connection: the statement's own, opened after the
+    catalog's (a Ctrl-C during the imports would be Python's, not ours)."""
+    fds = Path(f"/proc/{proc.pid}/fd")
+    if not fds.is_dir():
+        time.sleep(5)
+        return
+    sqlite = catalog.engine.dialect.name == "sqlite"
+    deadline = time.monotonic() + patience_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        links = []
+        for fd in list(fds.iterdir()) if fds.is_dir() else []:
+            with contextlib.suppress(OSError):
+                links.append(os.readlink(fd))
+        held = [
+            link
+            for link in links
+            if (link.endswith("catalog.sqlite") if sqlite else link.startswith("socket:"))
+        ]
+        if len(held) >= 2:
+            return
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_a_runaway_statement_at_once(catalog, night):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -365,7 +389,8 @@ def test_ctrl_c_stops_a_runaway_statement_at_once(catalog, night):
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(3)  # imports, then the statement is running
+    _wait_until_running(proc, catalog)
+    time.sleep(0.5)
     assert proc.poll() is None, proc.communicate()
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
