@@ -17,7 +17,6 @@ import contextlib
 import os
 import random
 import sqlite3
-import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,8 +51,6 @@ alembic_version = Table(
 
 #: Any constant will do: every ztfcat process creating a catalog on one server takes the same lock.
 _CREATE_LOCK_KEY = 0x7A7466636174  # "ztfcat"
-
-SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def make_engine(url: str) -> Engine:
@@ -99,6 +96,8 @@ def _wal(cursor, patience_s: float = 60.0) -> None:
     deadline = time.monotonic() + patience_s
     while True:
         try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return  # the usual case: no need to ask for the mode, and the lock, again
             cursor.execute("PRAGMA journal_mode=WAL")
             return
         except sqlite3.OperationalError as exc:
@@ -107,39 +106,27 @@ def _wal(cursor, patience_s: float = 60.0) -> None:
             time.sleep(0.005 + random.random() * 0.02)
 
 
-def check_sqlite_file(path: str | os.PathLike[str]) -> None:
-    """Refuse, in one line, a catalog file that is not SQLite or is shorter than its header says.
+def check_sqlite_size(conn: Connection, path: str | os.PathLike[str]) -> None:
+    """Refuse, in one line, a catalog file shorter than SQLite's own page count says it is.
 
-    Reads only the 100-byte header, so it costs nothing on a catalog of any size.  A missing or empty
-    file is fine: SQLite makes an empty file a new database (and a process opening a new catalog may
-    see the file another one has just created, still empty).
+    Costs two PRAGMAs and two ``stat`` calls, nothing on a catalog of any size.  The file is never
+    opened by a second descriptor: closing one would drop every POSIX lock this process holds on it,
+    and another process could then checkpoint and truncate the WAL under our connections.  Checked
+    only while the WAL is empty (a WAL can hold pages the file does not have yet); the page count is
+    read first, since pages leave the WAL only after they are written to the file.
     """
-    path = Path(path)
+    page_count = conn.exec_driver_sql("PRAGMA page_count").scalar() or 0
+    page_size = conn.exec_driver_sql("PRAGMA page_size").scalar() or 0
     try:
-        with open(path, "rb") as f:
-            header = f.read(100)
-        size = path.stat().st_size
+        if Path(f"{path}-wal").stat().st_size:
+            return
     except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise CatalogUnreadableError(f"cannot read the catalog {path}: {exc.strerror or exc}") from exc
-    if not header:
-        return
-    if len(header) < 100 or not header.startswith(SQLITE_HEADER):
+        pass
+    size = Path(path).stat().st_size
+    if size < page_count * page_size:
         raise CatalogUnreadableError(
-            f"the catalog {path} is not a SQLite database (its first bytes are not a SQLite header); "
-            "move it away to start a new catalog there"
-        )
-    page_size = struct.unpack(">H", header[16:18])[0]
-    page_size = 65536 if page_size == 1 else page_size
-    change_counter, n_pages = struct.unpack(">II", header[24:32])
-    valid_for = struct.unpack(">I", header[92:96])[0]
-    wal = Path(f"{path}-wal")
-    wal_holds_pages = wal.exists() and wal.stat().st_size > 0
-    if n_pages and change_counter == valid_for and not wal_holds_pages and size < n_pages * page_size:
-        raise CatalogUnreadableError(
-            f"the catalog {path} is truncated: {size} bytes where its header says "
-            f"{n_pages * page_size}; restore it from a copy, or move it away to start a new catalog"
+            f"the catalog {path} is truncated: {size} bytes where SQLite expects "
+            f"{page_count * page_size}; restore it from a copy, or move it away to start a new catalog"
         )
 
 
@@ -148,7 +135,7 @@ def _unreadable(engine: Engine, exc: DBAPIError) -> CatalogUnreadableError:
     reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
     lowered = reason.lower()
     if "not a database" in lowered:
-        reason = "it is not a SQLite database (corrupt, or another kind of file)"
+        reason = "it is not a SQLite database (corrupt, or another kind of file); move it away to start a new catalog"
     elif "malformed" in lowered or "corrupt" in lowered:
         reason = "the database file is corrupt (database disk image is malformed)"
     elif "readonly" in lowered or "read-only" in lowered or "unable to open" in lowered:
@@ -176,10 +163,11 @@ def _revision(conn: Connection) -> str | None:
 @contextlib.contextmanager
 def _opened(engine: Engine) -> Iterator[Connection]:
     """A connection to the catalog, with a file that cannot be a catalog refused in one line."""
-    if is_sqlite(engine) and engine.url.database and engine.url.database != ":memory:":
-        check_sqlite_file(engine.url.database)
+    path = engine.url.database if is_sqlite(engine) and engine.url.database != ":memory:" else None
     try:
         with engine.connect() as conn:
+            if path:
+                check_sqlite_size(conn, path)
             yield conn
     except DBAPIError as exc:
         if not is_sqlite(engine):
