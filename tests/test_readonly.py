@@ -295,7 +295,8 @@ def test_an_uncapped_stream_keeps_memory_bounded(catalog, night):
     finally:
         tracemalloc.stop()
     assert seen == wanted and not result.truncated
-    assert peak < 20 * 2**20, f"{peak / 2**20:.1f} MiB for {wanted} rows streamed"
+    print(f"{peak / 2**20:.2f} MiB traced peak for {wanted} rows streamed")
+    assert peak < 5 * 2**20, f"{peak / 2**20:.1f} MiB for {wanted} rows streamed"
 
 
 def test_a_huge_value_is_refused_not_allocated(catalog, night):
