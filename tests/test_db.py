@@ -7,7 +7,7 @@ import sys
 import zipfile
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect
 
 from ztfcat import Catalog, SchemaOutOfDateError
 from ztfcat.db import current_revision, make_engine, migrations_dir, upgrade
@@ -63,12 +63,15 @@ def test_migrations_build_the_same_schema_as_a_new_catalog(database_url, tmp_pat
     fresh.dispose()
 
 
-def test_an_older_catalog_is_refused_with_the_command_to_run(database_url, tmp_path):
+def test_an_older_catalog_is_refused_with_the_command_to_run(database_url, tmp_path, monkeypatch):
+    import ztfcat.db as dbmod
+
     cat = Catalog(database_url, tmp_path / "data")
     assert cat.count() == 0
-    with cat.engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
     cat.close()
+    # a ztfcat one migration ahead: the catalog at 0001 is older than it needs, and upgradable
+    monkeypatch.setattr(dbmod, "HEAD_REVISION", "0002")
+    monkeypatch.setattr(dbmod, "known_revisions", lambda: {"0001", "0002"})
     with pytest.raises(SchemaOutOfDateError, match="ztfcat db upgrade"):
         Catalog(database_url, tmp_path / "data").count()
 

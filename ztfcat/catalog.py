@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, and_, delete, func, insert, select
+from sqlalchemy import Engine, and_, delete, func, select
 
 from . import settings
 from .blobs import LAYOUTS, read_blob, remove_release
@@ -102,7 +102,11 @@ class Catalog:
         """The SQLAlchemy engine, created (and the schema checked or created) on first use."""
         if self._engine is None:
             engine = make_engine(self.database_url)
-            ensure_schema(engine)
+            try:
+                ensure_schema(engine)
+            except BaseException:
+                engine.dispose()  # a refused catalog keeps no connection open to its file
+                raise
             self._engine = engine
         return self._engine
 
@@ -118,9 +122,17 @@ class Catalog:
         return self._layout
 
     def _remember_layout(self, layout: str) -> None:
+        """Store the catalog's layout: an upsert, so two first ingests at once cannot collide on the key."""
+        if is_sqlite(self.engine):
+            from sqlalchemy.dialects.sqlite import insert as upsert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        statement = upsert(catalog_settings).values(key="layout", value=layout)
+        statement = statement.on_conflict_do_update(
+            index_elements=[catalog_settings.c.key], set_={"value": statement.excluded.value}
+        )
         with self.engine.begin() as conn:
-            conn.execute(delete(catalog_settings).where(catalog_settings.c.key == "layout"))
-            conn.execute(insert(catalog_settings).values(key="layout", value=layout))
+            conn.execute(statement)
 
     def convert_layout(self, target: str, progress: Callable[[str, int], None] | None = None) -> int:
         """Move every release's packets to the ``target`` layout and make it the catalog's layout.

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from sqlalchemy.exc import DBAPIError
 
 from . import __version__
 from .cli_output import emit_rows, emit_table, plain, plural
@@ -35,6 +36,9 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except ZtfcatError as exc:
             raise click.ClickException(str(exc)) from exc
+        except DBAPIError as exc:  # a catalog that opened but fails on reading (a corrupt page)
+            reason = str(exc.orig or exc).strip().splitlines()[0]
+            raise click.ClickException(f"the catalog database failed: {reason}") from exc
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)

@@ -19,6 +19,14 @@ class SchemaOutOfDateError(ZtfcatError):
     """The catalog's tables are older than this version of ztfcat; ``ztfcat db upgrade`` fixes it."""
 
 
+class SchemaTooNewError(ZtfcatError):
+    """The catalog was made or upgraded by a newer ztfcat; only upgrading ztfcat itself helps."""
+
+
+class CatalogUnreadableError(ZtfcatError):
+    """The catalog database cannot be opened: not a SQLite file, truncated, corrupt, or not writable."""
+
+
 class IngestError(ZtfcatError):
     """A tarball could not be ingested as a whole (not gzip, truncated, unreadable)."""
 

@@ -12,7 +12,8 @@ rules, and where each is enforced:
   transaction statement or loading function); the file is also opened ``mode=ro``.  PostgreSQL: a fresh
   connection whose session default is ``READ ONLY`` (so even a statement that ended the transaction would
   start another read-only one), used once and closed; only SELECT-like statements, EXPLAIN and SHOW.
-  The strongest PostgreSQL setup is a catalog URL whose role has only SELECT grants (see README).
+  The strongest PostgreSQL set-up also names, in ``ZTFCAT_SQL_DATABASE_URL``, a role with only SELECT
+  grants for these statements to connect as (see README).
 * **Bounded.**  A row cap (``max_rows``; rows are fetched in batches, so an endless result never piles up
   in memory) and a wall-clock time limit (SQLite: a progress handler; PostgreSQL: ``statement_timeout``).
 * **Stoppable.**  A :class:`Cancel` set from a SIGINT handler (:func:`cancel_on_sigint`) stops a running
@@ -23,6 +24,7 @@ rules, and where each is enforced:
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import signal
 import sqlite3
@@ -38,7 +40,10 @@ from .errors import InvalidQueryError, QueryInterruptedError, QueryTimeoutError,
 DEFAULT_MAX_ROWS = 10_000
 DEFAULT_TIME_LIMIT_S = 30.0
 FETCH_BATCH = 1000
-PROGRESS_EVERY = 10_000  # SQLite VM instructions between deadline checks: ~0.1 ms of work
+MAX_VALUE_BYTES = 16 * 2**20  # the largest string or blob one SQLite value may hold here
+PROGRESS_EVERY = 10_000
+#: PostgreSQL: connect ad-hoc SQL as this URL (a role with only SELECT grants) instead of the catalog's.
+READER_URL_VAR = "ZTFCAT_SQL_DATABASE_URL"  # SQLite VM instructions between deadline checks: ~0.1 ms of work
 
 # PRAGMAs that only read, and may name a table or index (``PRAGMA table_info(alerts)``).
 READ_PRAGMAS_WITH_ARGUMENT = frozenset(
@@ -293,6 +298,9 @@ def guard_sqlite(conn: sqlite3.Connection, *, time_limit_s: float | None, cancel
 
     conn.set_authorizer(authorize)
     conn.set_progress_handler(guard.progress, PROGRESS_EVERY)
+    # No single value (randomblob(1e9), a group_concat of everything) may take more than this: the
+    # default, 1 GB, would let one row exhaust memory.
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
     return guard
 
 
@@ -352,9 +360,11 @@ def _tokens(sql: str, dialect: str) -> Iterator[tuple[str, int, int]]:
                 kind = "string"
             else:
                 kind, end = "other", pos + 1
+        elif kind == "ident" and dialect == "postgresql" and sql[pos] in "[`":
+            kind, end = "other", pos + 1  # brackets are array subscripts there, backticks operators
         elif kind == "string" and not found.group().endswith("'"):
             raise InvalidQueryError("SQL failed: unterminated string literal")
-        elif kind == "other" and sql[pos] in "'\"`[":
+        elif kind == "other" and sql[pos] in ("'\"" if dialect == "postgresql" else "'\"`["):
             raise InvalidQueryError("SQL failed: unterminated quoted string or identifier")
         yield kind, pos, end
         pos = end
@@ -531,11 +541,24 @@ def _run_sqlite(engine, statement, params, max_rows, time_limit_s, cancel):
         raise translate(exc) from exc
 
 
+def _reader_url(engine) -> str:
+    """Where PostgreSQL ad-hoc SQL connects: ``ZTFCAT_SQL_DATABASE_URL`` (a role with SELECT grants
+    only, the strongest set-up), else the catalog's own URL; as a libpq URI."""
+    from sqlalchemy.engine import make_url
+
+    configured = os.environ.get(READER_URL_VAR) or None
+    url = make_url(configured) if configured else engine.url
+    if not url.drivername.startswith("postgresql"):
+        raise InvalidQueryError(f"{READER_URL_VAR} must be a postgresql URL, not {url.drivername}")
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 @contextlib.contextmanager
 def _run_postgres(engine, statement, params, max_rows, time_limit_s, cancel):
     import psycopg
     from psycopg import errors as pgerrors
     from sqlalchemy import text
+    from sqlalchemy.engine import make_url
 
     body = single_statement(statement, "postgresql")
     keyword = first_keyword(body, "postgresql")
@@ -552,7 +575,7 @@ def _run_postgres(engine, statement, params, max_rows, time_limit_s, cancel):
         query, args = str(compiled), {**compiled.params, **params}
     else:
         query, args = body, None
-    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    url = _reader_url(engine)
     deadline = time.monotonic() + time_limit_s if time_limit_s else None
 
     def translate(exc: Exception) -> Exception:
@@ -573,7 +596,9 @@ def _run_postgres(engine, statement, params, max_rows, time_limit_s, cancel):
     try:
         conn = psycopg.connect(url, autocommit=True)
     except psycopg.Error as exc:
-        raise InvalidQueryError(f"cannot connect to {engine.url.render_as_string()}: {exc}") from exc
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        where = make_url(url).render_as_string(hide_password=True)
+        raise InvalidQueryError(f"cannot connect to {where} for read-only SQL: {reason}") from exc
     with contextlib.ExitStack() as stack:
         stack.callback(conn.close)  # the session's settings die with it; it never returns to a pool
         if cancel is not None:
