@@ -134,20 +134,56 @@ def register(group: click.Group) -> None:
         type=click.Path(dir_okay=False),
         help="Write a new tarball (.tar.gz, .tgz or .tar) of <candid>.avro members.",
     )
-    @click.option("--overwrite", is_flag=True, help="Replace existing files.")
+    @click.option(
+        "--parquet",
+        type=click.Path(file_okay=False),
+        help="Write the whole catalog as typed Parquet datasets (alerts by night, light curves) in this new folder.",
+    )
+    @click.option(
+        "--hats",
+        type=click.Path(file_okay=False),
+        help="Build a HATS catalog of every alert in this new folder (for lsdb.read_hats), with hats-import on Dask.",
+    )
+    @click.option(
+        "--dask-scheduler",
+        metavar="ADDRESS",
+        help="With --hats: run on this Dask scheduler (tcp://host:8786) instead of a small local cluster.",
+    )
+    @click.option(
+        "--overwrite", is_flag=True, help="Replace existing files (or a non-empty --parquet/--hats folder)."
+    )
     @click.pass_context
     def export(
-        ctx, conditions, night, night_from, night_to, object_id, release, schemavsn, to_dir, to_tar, overwrite
-    ) -> None:
-        """Write the raw Avro packets of the selected alerts to a folder or a tarball.
+        ctx, conditions, night, night_from, night_to, object_id, release, schemavsn, to_dir, to_tar, parquet,
+        hats, dask_scheduler, overwrite,
+    ) -> None:  # fmt: skip
+        """Write the raw Avro packets of the selected alerts to a folder or a tarball, or the catalog as Parquet/HATS.
 
         The packets are the archive's own bytes; a .tar.gz made here can be ingested into another
-        catalog with `ztfcat ingest`.
+        catalog with `ztfcat ingest`.  --parquet and --hats export the whole catalog (no filters); a
+        HATS catalog is rebuilt whole on each export, so after new nights run it again with --overwrite.
         """
-        if (to_dir is None) == (to_tar is None):
-            raise click.UsageError("give one of --to-dir DIR or --to-tar FILE.tar.gz")
-        catalog = _catalog(ctx)
         filters = _filters(night, night_from, night_to, object_id, release, schemavsn)
+        if parquet or hats:
+            if to_dir or to_tar or conditions or filters:
+                raise click.UsageError(
+                    "--parquet and --hats export the whole catalog: no filters, --to-dir or --to-tar"
+                )
+            if dask_scheduler and not hats:
+                raise click.UsageError("--dask-scheduler goes with --hats")
+            catalog = _catalog(ctx)
+            if parquet:
+                click.echo(str(catalog.to_parquet(parquet, overwrite=overwrite)))
+            if hats:
+                click.echo(str(catalog.to_hats(hats, overwrite=overwrite, scheduler=dask_scheduler)))
+            return
+        if dask_scheduler:
+            raise click.UsageError("--dask-scheduler goes with --hats")
+        if (to_dir is None) == (to_tar is None):
+            raise click.UsageError(
+                "give one of --to-dir DIR or --to-tar FILE.tar.gz (or --parquet/--hats DIR)"
+            )
+        catalog = _catalog(ctx)
         total = catalog.count(*conditions, **filters)
         with click.progressbar(length=total, label="exporting", file=sys.stderr) as bar:
 

@@ -157,8 +157,7 @@ def iter_alert_batches(
         last = rows[-1][0]
         columns = list(zip(*rows, strict=True))
         arrays = [
-            pa.array(values, type=field.type)
-            for values, field in zip(columns[:n_data], schema, strict=False)
+            pa.array(values, type=field.type) for values, field in zip(columns[:n_data], schema, strict=False)
         ]
         arrays.append(pa.array(columns[n_data], type=pa.string()))
         if has_night:
