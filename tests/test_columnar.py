@@ -411,7 +411,7 @@ def test_hats_cone_search_and_crossmatch_agree_with_the_catalog(filled, tmp_path
     assert everything["magpsf"].dtype.pyarrow_dtype == pa.float32()
     assert everything["nid"].dtype.pyarrow_dtype == pa.int32()
 
-    cones = [*CONES, *[(float(r), float(d), 2 / 60) for r, d in zip(ra[::45], dec[::45], strict=True)]]
+    cones = [*CONES, *[(float(r), float(d), 2 / 60) for r, d in zip(ra[::90], dec[::90], strict=True)]]
     for ra0, dec0, radius in cones:
         ours = sorted(filled.cone_search(ra0, dec0, f"{radius} deg", columns=["candid"])["candid"])
         theirs = sorted(cat.cone_search(ra0, dec0, radius * 3600).compute()["candid"])
@@ -443,11 +443,11 @@ def test_hats_cone_search_and_crossmatch_agree_with_the_catalog(filled, tmp_path
         }
     )
     lsdb.from_dataframe(gaia, ra_column="ra", dec_column="dec", lowest_order=0, highest_order=5,
-                        partition_rows=40, margin_threshold=10.0).to_hats(tmp_path / "gaia", progress_bar=False)  # fmt: skip
+                        partition_rows=40, margin_threshold=10.0).write_catalog(tmp_path / "gaia", progress_bar=False)  # fmt: skip
     gaia_cat = lsdb.read_hats(tmp_path / "gaia")
     radius = 2.0
     matched = cat.crossmatch(
-        gaia_cat, radius_arcsec=radius, n_neighbors=1, suffixes=("_ztf", "_gaia")
+        gaia_cat, radius_arcsec=radius, n_neighbors=1, suffixes=("_ztf", "_gaia"), suffix_method="all_columns"
     ).compute()
     got = sorted(zip(matched["candid_ztf"], matched["source_id_gaia"], strict=True))
     # Brute force: the nearest Gaia source within the radius of each alert.
