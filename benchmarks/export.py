@@ -11,7 +11,8 @@ RSS (the Dask workers of ``--hats`` are processes of their own and not counted):
 - ``ztfcat export --parquet DIR``: alerts by night and the light-curve tables;
 - ``ztfcat export --hats DIR``: staging Parquet, then hats-import on a 2-worker LocalCluster;
 
-and prints alerts/s and the bytes per alert of the Parquet datasets, the SQLite database file (tables
+and prints alerts/s of wall time and of CPU time (on a shared machine the wall time mostly measures
+the other load), and the bytes per alert of the Parquet datasets, the SQLite database file (tables
 and indexes, no packets) and the raw Avro packets.  Times are printed, never asserted.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -27,6 +29,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import DEFAULT_WORK, run_timed, table  # noqa: E402
+
+
+def timed_cpu(argv: list[str], env: dict):
+    """``run_timed`` plus the CPU seconds (user + system) of the child and every process it reaped."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = run_timed(argv, env=env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return result, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def dir_bytes(path: Path) -> int:
@@ -57,7 +67,9 @@ def prepared_catalog(work: Path, n_alerts: int) -> tuple[str, Path]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--alerts", type=int, default=20_000)
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORK)
     parser.add_argument("--database-url", help="export this catalog instead of a synthetic night")
@@ -81,19 +93,20 @@ def main() -> None:
     cli = [sys.executable, "-m", "ztfcat.cli", "export"]
 
     rows = []
-    parquet = run_timed([*cli, "--parquet", str(out / "parquet")], env=env)
-    rows.append(
-        ("export --parquet", f"{n_alerts / parquet.seconds:,.0f} alerts/s", f"{parquet.seconds:.1f} s",
-         f"{parquet.peak_rss_mb:.0f} MB")
-    )  # fmt: skip
+    runs = [("export --parquet", "--parquet", out / "parquet")]
     if not args.no_hats:
-        hats = run_timed([*cli, "--hats", str(out / "hats")], env=env)
+        runs.append(("export --hats (LocalCluster, 2 workers)", "--hats", out / "hats"))
+    for label, option, path in runs:
+        run, cpu = timed_cpu([*cli, option, str(path)], env)
         rows.append(
-            ("export --hats (LocalCluster, 2 workers)", f"{n_alerts / hats.seconds:,.0f} alerts/s",
-             f"{hats.seconds:.1f} s", f"{hats.peak_rss_mb:.0f} MB")
+            (label, f"{n_alerts / run.seconds:,.0f}", f"{run.seconds:.1f}", f"{cpu:.1f}",
+             f"{n_alerts / cpu:,.0f}" if cpu else "-", f"{run.peak_rss_mb:.0f} MB")
         )  # fmt: skip
-    print(f"{n_alerts} alerts, {counts['prv_candidates']} prv_candidates, {counts['fp_hists']} fp_hists; {url}")
-    print(table(rows, ("export", "rate", "wall", "peak RSS")))
+    print(
+        f"{n_alerts} alerts, {counts['prv_candidates']} prv_candidates, {counts['fp_hists']} fp_hists; {url}"
+    )
+    print(table(rows, ("export", "alerts/s", "wall s", "CPU s", "alerts/CPU-s", "peak RSS")))
+    print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
     sizes = [
         ("Parquet, all three datasets", dir_bytes(out / "parquet")),

@@ -28,6 +28,7 @@ from click.testing import CliRunner
 
 from tests.tarballs import write_tarball
 from tests.test_conesearch import random_sky
+from ztfcat import Catalog
 from ztfcat.blobs import read_blob
 from ztfcat.cli import main
 from ztfcat.errors import ZtfcatError
@@ -57,12 +58,25 @@ def sky_night(path: Path, night: str, n: int, seed: int, versions=("1.8", "3.3",
     return spec
 
 
-@pytest.fixture
-def filled(catalog, tmp_path):
-    """The catalog with two nights: 240 alerts of versions 1.8/3.3/4.02, then 120 of 4.02."""
+def fill(catalog, tmp_path):
+    """Two nights into ``catalog``: 240 alerts of versions 1.8/3.3/4.02, then 120 of 4.02."""
     catalog.ingest(sky_night(tmp_path / "ztf_public_20200101.tar.gz", "20200101", 240, seed=5).path)
     catalog.ingest(sky_night(tmp_path / "ztf_public_20200102.tar.gz", "20200102", 120, 6, ("4.02",)).path)
     return catalog
+
+
+@pytest.fixture
+def filled(catalog, tmp_path):
+    """The catalog, on each database, with :func:`fill`'s two nights."""
+    return fill(catalog, tmp_path)
+
+
+@pytest.fixture
+def filled_sqlite(tmp_path):
+    """The same on SQLite only, for tests of what does not depend on the database (kills, errors)."""
+    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.sqlite'}", tmp_path / "data")
+    yield fill(catalog, tmp_path)
+    catalog.close()
 
 
 @pytest.fixture(scope="module")
@@ -300,13 +314,20 @@ if __name__ == "__main__":
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["to_parquet", "to_hats"])
-def test_killed_export_leaves_nothing_lsdb_would_open(filled, tmp_path, method, client):
+def test_killed_export_leaves_nothing_lsdb_would_open(filled_sqlite, tmp_path, method, client):
     target = tmp_path / "out"
     script = tmp_path / "kill_me.py"
     script.write_text(KILL_SCRIPT)
     # Its own session, so the kill reaches the Dask workers it starts too.
     child = subprocess.Popen(
-        [sys.executable, str(script), filled.database_url, str(filled.data_dir), method, str(target)],
+        [
+            sys.executable,
+            str(script),
+            filled_sqlite.database_url,
+            str(filled_sqlite.data_dir),
+            method,
+            str(target),
+        ],
         start_new_session=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
@@ -326,25 +347,25 @@ def test_killed_export_leaves_nothing_lsdb_would_open(filled, tmp_path, method, 
         lsdb.read_hats(target)
     assert len(_partials(tmp_path)) == 1  # the killed build, hidden beside the target
     if method == "to_hats":
-        filled.to_hats(target, client=client)
+        filled_sqlite.to_hats(target, client=client)
         assert len(lsdb.read_hats(target).compute()) == 360
     else:
-        filled.to_parquet(target)
+        filled_sqlite.to_parquet(target)
     assert _partials(tmp_path) == []  # a new export clears the dead one's leftovers
 
 
-def test_missing_extra_is_one_line_naming_it(filled, tmp_path, monkeypatch):
+def test_missing_extra_is_one_line_naming_it(filled_sqlite, tmp_path, monkeypatch):
     for name in ("lsdb", "hats_import"):
         monkeypatch.setitem(sys.modules, name, None)  # what an install without the extra sees
     with pytest.raises(ZtfcatError, match=r"ztfcat\[hats\]"):
-        filled.to_hats(tmp_path / "hats")
+        filled_sqlite.to_hats(tmp_path / "hats")
     result = CliRunner().invoke(
         main,
         [
             "--database-url",
-            filled.database_url,
+            filled_sqlite.database_url,
             "--data-dir",
-            str(filled.data_dir),
+            str(filled_sqlite.data_dir),
             "export",
             "--hats",
             str(tmp_path / "h"),
@@ -358,10 +379,10 @@ def test_missing_extra_is_one_line_naming_it(filled, tmp_path, monkeypatch):
     assert not (tmp_path / "h").exists()
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     with pytest.raises(ZtfcatError, match=r"pyarrow.*ztfcat\[hats\]"):
-        filled.to_parquet(tmp_path / "p")
+        filled_sqlite.to_parquet(tmp_path / "p")
 
 
-def test_dead_scheduler_is_one_line_naming_it(filled, tmp_path, monkeypatch):
+def test_dead_scheduler_is_one_line_naming_it(filled_sqlite, tmp_path, monkeypatch):
     import ztfcat.columnar.hats as module
 
     monkeypatch.setattr(module, "CONNECT_TIMEOUT", 2)
@@ -369,10 +390,10 @@ def test_dead_scheduler_is_one_line_naming_it(filled, tmp_path, monkeypatch):
         s.bind(("127.0.0.1", 0))
         address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
     with pytest.raises(module.SchedulerError, match=f"Dask scheduler at {address}"):
-        filled.to_hats(tmp_path / "hats", scheduler=address)
+        filled_sqlite.to_hats(tmp_path / "hats", scheduler=address)
     result = CliRunner().invoke(
         main,
-        ["--database-url", filled.database_url, "--data-dir", str(filled.data_dir), "export", "--hats", str(tmp_path / "h"),
+        ["--database-url", filled_sqlite.database_url, "--data-dir", str(filled_sqlite.data_dir), "export", "--hats", str(tmp_path / "h"),
          "--dask-scheduler", address],
     )  # fmt: skip
     assert result.exit_code == 1 and address in result.output
@@ -482,3 +503,56 @@ def test_cli_hats_export_then_re_export(filled, tmp_path, client):
     assert result.exit_code == 0, result.output
     assert result.output.startswith("rebuilt HATS catalog") and "390 alerts" in result.output
     assert sorted(lsdb.read_hats(tmp_path / "h").compute()["candid"]) == filled.alert_ids()
+
+
+@pytest.mark.slow
+def test_hats_objects_with_nested_light_curves(filled, tmp_path, client):
+    from astropy.coordinates import SkyCoord
+    from sqlalchemy import select
+
+    from ztfcat.tables import fp_hists, prv_candidates
+
+    report = filled.to_hats(tmp_path / "objects", objects=True, client=client, page=50)
+    objects = lsdb.read_hats(tmp_path / "objects")
+    df = objects.compute()
+    with filled.engine.connect() as conn:
+        positions = conn.execute(select(alerts.c.objectId, alerts.c.ra, alerts.c.dec)).all()
+        points = conn.execute(
+            select(prv_candidates.c.objectId, prv_candidates.c.jd, prv_candidates.c.fid, prv_candidates.c.pid,
+                   prv_candidates.c.candid, prv_candidates.c.magpsf)
+        ).all()  # fmt: skip
+        forced = conn.execute(select(fp_hists.c.objectId, fp_hists.c.pid, fp_hists.c.fid)).all()
+    by_object: dict[str, list] = {}
+    for oid, r, d in positions:
+        by_object.setdefault(oid, []).append((r, d))
+    assert report.n_alerts == len(by_object) == len(df)
+    assert sorted(df["objectId"]) == sorted(by_object)
+
+    lc = df["lightcurve"].nest.to_flat()
+    fp = df["forced"].nest.to_flat()
+    assert lc["magpsf"].dtype.pyarrow_dtype == pa.float32()
+    oid_of = dict(zip(df.index, df["objectId"], strict=True))  # _healpix_29 -> objectId (unique here)
+    assert len(oid_of) == len(df)
+    got = sorted(
+        (oid_of[i], jd, fid, pid, None if cand is None or cand != cand else int(cand))
+        for i, jd, fid, pid, cand in zip(lc.index, lc["jd"], lc["fid"], lc["pid"], lc["candid"].astype(object),
+                                         strict=True)
+    )  # fmt: skip
+    assert got == sorted((o, jd, fid, pid, c) for o, jd, fid, pid, c, _m in points)
+    for _i, group in lc.groupby(level=0):
+        assert list(group["jd"]) == sorted(group["jd"])  # oldest first within each object
+    assert sorted(
+        (oid_of[i], p, f) for i, p, f in zip(fp.index, fp["pid"], fp["fid"], strict=True)
+    ) == sorted(tuple(r) for r in forced)
+
+    # Mean positions: astropy's mean of the unit vectors, right at the poles and across RA 0/360.
+    for oid, ra, dec in zip(df["objectId"], df["ra"], df["dec"], strict=True):
+        r, d = zip(*by_object[oid], strict=True)
+        mean = SkyCoord(r, d, unit="deg").cartesian.mean()
+        expected = SkyCoord(mean, representation_type="cartesian").spherical
+        assert float(separation_deg(ra, dec, expected.lon.deg, expected.lat.deg)) < 1e-9, oid
+    ra, dec = df["ra"].to_numpy(float), df["dec"].to_numpy(float)
+    for ra0, dec0, radius in CONES:
+        inside = np.asarray(separation_deg(ra0, dec0, ra, dec)) <= radius
+        theirs = sorted(objects.cone_search(ra0, dec0, radius * 3600).compute()["objectId"])
+        assert theirs == sorted(df["objectId"][inside]), (ra0, dec0)

@@ -448,17 +448,27 @@ class Catalog:
         return write_parquet(self.engine, target, overwrite=overwrite, progress=progress, **kwargs)
 
     def to_hats(
-        self, target, *, overwrite: bool = False, client=None, scheduler=None, progress=None, **kwargs
+        self,
+        target,
+        *,
+        overwrite: bool = False,
+        client=None,
+        scheduler=None,
+        progress=None,
+        objects: bool = False,
+        **kwargs,
     ):
         """Build a HATS catalog of every alert at ``target`` (for ``lsdb.read_hats``) with hats-import on Dask.
 
-        ``_healpix_29`` is the catalog's own ``hpx``.  Runs on ``client``, on the scheduler at
-        ``scheduler``, or on a small new ``LocalCluster``.  Needs ``ztfcat[hats]``.  Returns a
-        :class:`~ztfcat.columnar.hats.HatsReport`; see :mod:`ztfcat.columnar.hats`.
+        ``_healpix_29`` is the catalog's own ``hpx``.  ``objects=True`` builds the catalog of objects
+        instead: one row per objectId at its alerts' mean position, light curves nested.  Runs on
+        ``client``, on the scheduler at ``scheduler``, or on a small new ``LocalCluster``.  Needs
+        ``ztfcat[hats]``.  Returns a :class:`~ztfcat.columnar.hats.HatsReport`; see
+        :mod:`ztfcat.columnar.hats`.
         """
-        from .columnar.hats import write_hats
+        from .columnar.hats import write_hats, write_hats_objects
 
-        return write_hats(
+        return (write_hats_objects if objects else write_hats)(
             self.engine,
             target,
             overwrite=overwrite,

@@ -35,7 +35,17 @@ from sqlalchemy import Engine
 
 from ..errors import ZtfcatError
 from . import require
-from .parquet import PAGE, Progress, alerts_schema, dir_bytes, iter_alert_batches, write_dataset
+from .parquet import (
+    OBJECT_PAGE,
+    PAGE,
+    Progress,
+    alerts_schema,
+    dir_bytes,
+    iter_alert_batches,
+    iter_object_batches,
+    objects_schema,
+    write_dataset,
+)
 from .target import building
 
 #: Rows per HATS partition at most (hats-import's ``pixel_threshold``); pixels split past it.
@@ -119,21 +129,112 @@ def _checked(batches: Iterator[Any]) -> Iterator[Any]:
 class HatsReport:
     """What a HATS export built: rows, partitions, bytes, time, and where."""
 
-    n_alerts: int
+    n_alerts: int  # rows: alerts, or objects for the objects catalog
     n_partitions: int
     n_bytes: int
     seconds: float
     destination: Path
     replaced: bool
+    kind: str = "alerts"
 
     def __str__(self) -> str:
         rate = self.n_alerts / self.seconds if self.seconds > 0 else 0.0
         verb = "rebuilt" if self.replaced else "built"
         return (
-            f"{verb} HATS catalog {self.destination}: {self.n_alerts} alerts in {self.n_partitions} "
-            f"partitions ({self.n_bytes} bytes) in {self.seconds:.1f} s ({rate:.0f} alerts/s); "
+            f"{verb} HATS catalog {self.destination}: {self.n_alerts} {self.kind} in {self.n_partitions} "
+            f"partitions ({self.n_bytes} bytes) in {self.seconds:.1f} s ({rate:.0f} {self.kind}/s); "
             "new nights need a re-export with --overwrite, which rebuilds it whole"
         )
+
+
+def _build(
+    engine: Engine,
+    target: str | os.PathLike[str],
+    batches: Iterator[Any],
+    schema: Any,
+    *,
+    kind: str,
+    overwrite: bool,
+    client: Any,
+    scheduler: str | None,
+    pixel_threshold: int,
+    highest_order: int,
+    progress: Progress | None,
+) -> HatsReport:
+    """Stage ``batches`` as Parquet beside ``target``, run hats-import on them, rename the result into place."""
+    require()
+    from hats_import.catalog.arguments import ImportArguments
+    from hats_import.pipeline import pipeline_with_client
+
+    target = Path(target).absolute()
+    replaced = target.is_dir() and any(target.iterdir())
+    start = time.perf_counter()
+    counts: dict[str, int] = {}
+    with building(target, overwrite) as partial:
+        staging = partial / _STAGING
+
+        def counted():
+            for batch in batches:
+                counts[kind] = counts.get(kind, 0) + batch.num_rows
+                yield batch
+                if progress is not None:
+                    progress(kind, counts[kind])
+
+        write_dataset(counted(), schema, staging)
+        n_rows = counts.get(kind, 0)
+        if n_rows == 0:
+            raise ZtfcatError(
+                f"the catalog at {engine.url.render_as_string(hide_password=True)} has no {kind}"
+            )
+        # Alerts bring their own index (hpx, checked against hats'); objects' mean positions get hats'.
+        own_index = "_healpix_29" in schema.names
+        args = ImportArguments(
+            output_artifact_name=target.name,
+            output_path=partial,
+            input_path=staging,
+            file_reader="parquet",
+            catalog_type="source" if kind == "alerts" else "object",
+            ra_column="ra",
+            dec_column="dec",
+            use_healpix_29=own_index,
+            expected_total_rows=n_rows,
+            pixel_threshold=pixel_threshold,
+            highest_healpix_order=highest_order,
+            addl_hats_properties=(
+                {"hats_col_healpix": "_healpix_29", "hats_col_healpix_order": 29} if own_index else None
+            ),
+            tmp_dir=partial / _TMP,
+            dask_tmp=partial / _TMP,
+            resume=False,
+            progress_bar=False,
+        )
+        with contextlib.ExitStack() as stack:
+            if client is None:
+                client = stack.enter_context(dask_client(scheduler))
+            try:
+                pipeline_with_client(args, client)
+            except ZtfcatError:
+                raise
+            except Exception as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ZtfcatError(f"hats-import failed building {target}: {reason}") from exc
+        built = partial / target.name
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(partial / _TMP, ignore_errors=True)
+        for entry in list(built.iterdir()):  # the catalog's own files become the target's root
+            entry.rename(partial / entry.name)
+        built.rmdir()
+        n_partitions = sum(1 for _ in (partial / "dataset").rglob("Npix=*"))
+        n_bytes = dir_bytes(partial)
+    return HatsReport(
+        n_alerts=n_rows,
+        n_partitions=n_partitions,
+        n_bytes=n_bytes,
+        seconds=time.perf_counter() - start,
+        destination=target,
+        replaced=replaced,
+        kind=kind,
+    )
 
 
 def write_hats(
@@ -180,70 +281,50 @@ def write_hats(
         The ``ztfcat[hats]`` extra is not installed.
     """
     require()
-    from hats_import.catalog.arguments import ImportArguments
-    from hats_import.pipeline import pipeline_with_client
+    return _build(
+        engine,
+        target,
+        _checked(iter_alert_batches(engine, page=page, healpix_column=True)),
+        alerts_schema(healpix_column=True),
+        kind="alerts",
+        overwrite=overwrite,
+        client=client,
+        scheduler=scheduler,
+        pixel_threshold=pixel_threshold,
+        highest_order=highest_order,
+        progress=progress,
+    )
 
-    target = Path(target).absolute()
-    replaced = target.is_dir() and any(target.iterdir())
-    start = time.perf_counter()
-    counts: dict[str, int] = {}
-    with building(target, overwrite) as partial:
-        staging = partial / _STAGING
 
-        def counted():
-            for batch in _checked(iter_alert_batches(engine, page=page, healpix_column=True)):
-                counts["alerts"] = counts.get("alerts", 0) + batch.num_rows
-                yield batch
-                if progress is not None:
-                    progress("alerts", counts["alerts"])
+def write_hats_objects(
+    engine: Engine,
+    target: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    client: Any = None,
+    scheduler: str | None = None,
+    page: int = OBJECT_PAGE,
+    pixel_threshold: int = PIXEL_THRESHOLD,
+    highest_order: int = HIGHEST_ORDER,
+    progress: Progress | None = None,
+) -> HatsReport:
+    """Build a HATS catalog of objects with nested light curves at ``target`` (see :func:`objects_schema`).
 
-        write_dataset(counted(), alerts_schema(healpix_column=True), staging)
-        n_alerts = counts.get("alerts", 0)
-        if n_alerts == 0:
-            raise ZtfcatError(
-                f"the catalog at {engine.url.render_as_string(hide_password=True)} has no alerts"
-            )
-        args = ImportArguments(
-            output_artifact_name=target.name,
-            output_path=partial,
-            input_path=staging,
-            file_reader="parquet",
-            catalog_type="source",
-            ra_column="ra",
-            dec_column="dec",
-            use_healpix_29=True,
-            expected_total_rows=n_alerts,
-            pixel_threshold=pixel_threshold,
-            highest_healpix_order=highest_order,
-            addl_hats_properties={"hats_col_healpix": "_healpix_29", "hats_col_healpix_order": 29},
-            tmp_dir=partial / _TMP,
-            dask_tmp=partial / _TMP,
-            resume=False,
-            progress_bar=False,
-        )
-        with contextlib.ExitStack() as stack:
-            if client is None:
-                client = stack.enter_context(dask_client(scheduler))
-            try:
-                pipeline_with_client(args, client)
-            except ZtfcatError:
-                raise
-            except Exception as exc:
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise ZtfcatError(f"hats-import failed building {target}: {reason}") from exc
-        built = partial / target.name
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(partial / _TMP, ignore_errors=True)
-        for entry in list(built.iterdir()):  # the catalog's own files become the target's root
-            entry.rename(partial / entry.name)
-        built.rmdir()
-        n_partitions = sum(1 for _ in (partial / "dataset").rglob("Npix=*"))
-        n_bytes = dir_bytes(partial)
-    return HatsReport(
-        n_alerts=n_alerts,
-        n_partitions=n_partitions,
-        n_bytes=n_bytes,
-        seconds=time.perf_counter() - start,
-        destination=target,
-        replaced=replaced,
+    One row per objectId at the mean position of its alerts, with ``lightcurve`` (its prv_candidates
+    rows) and ``forced`` (its fp_hists rows) as nested columns, which lsdb reads as nested-pandas
+    columns.  Arguments and errors as :func:`write_hats`.
+    """
+    require()
+    return _build(
+        engine,
+        target,
+        iter_object_batches(engine, page=page),
+        objects_schema(),
+        kind="objects",
+        overwrite=overwrite,
+        client=client,
+        scheduler=scheduler,
+        pixel_threshold=pixel_threshold,
+        highest_order=highest_order,
+        progress=progress,
     )

@@ -318,3 +318,126 @@ def write_parquet(
         seconds=seconds,
         destination=Path(target).absolute(),
     )
+
+
+# -- objects with nested light curves ------------------------------------------------------------
+
+#: Objects per page of :func:`iter_object_batches` (their light curves come in the same page).
+OBJECT_PAGE = 2_000
+
+
+def objects_schema() -> pa.Schema:
+    """One row per object: its mean position, alert count and span, and two nested light curves.
+
+    ``lightcurve`` is the object's ``prv_candidates`` rows (detections and upper limits, oldest first)
+    and ``forced`` its ``fp_hists`` rows, each a list of structs typed as :func:`history_schema`.
+    """
+    import pyarrow as pa
+
+    def nested(table: Table) -> pa.DataType:
+        fields = [f for f in history_schema(table) if f.name != "objectId"]
+        return pa.list_(pa.struct(fields))
+
+    return pa.schema(
+        [
+            pa.field("objectId", pa.string(), nullable=False),
+            pa.field("ra", pa.float64(), nullable=False, metadata={"doc": "mean of the alerts' ra [deg]"}),
+            pa.field("dec", pa.float64(), nullable=False, metadata={"doc": "mean of the alerts' dec [deg]"}),
+            pa.field("n_alerts", pa.int32(), nullable=False),
+            pa.field("first_jd", pa.float64(), nullable=False),
+            pa.field("last_jd", pa.float64(), nullable=False),
+            pa.field("lightcurve", nested(prv_candidates)),
+            pa.field("forced", nested(fp_hists)),
+        ],
+        metadata={"ztfcat": "objects"},
+    )
+
+
+def _mean_position(ra: Any, dec: Any) -> tuple[float, float]:
+    """Mean direction of positions in degrees, by unit vectors: right across RA 0/360 and at the poles."""
+    import numpy as np
+
+    r, d = np.radians(np.asarray(ra, dtype=float)), np.radians(np.asarray(dec, dtype=float))
+    x, y, z = (np.cos(d) * np.cos(r)).sum(), (np.cos(d) * np.sin(r)).sum(), np.sin(d).sum()
+    mean_ra = float(np.degrees(np.arctan2(y, x))) % 360.0
+    mean_dec = float(np.degrees(np.arctan2(z, np.hypot(x, y))))
+    return (0.0 if mean_ra == 360.0 else mean_ra), mean_dec
+
+
+def _nested_column(engine: Engine, table: Table, object_ids: list[str], list_type: pa.DataType):
+    """The rows of ``table`` of ``object_ids``, oldest first, as one list-of-struct value per object."""
+    import numpy as np
+    import pyarrow as pa
+
+    schema = history_schema(table)
+    data = _data_columns(table)
+    packet = [alerts.c[name] for name in _PACKET_COLUMNS]
+    query = (
+        select(*data, releases.c.name, *packet)
+        .select_from(
+            table.join(releases, releases.c.id == table.c.release_id).outerjoin(
+                alerts, alerts.c.candid == table.c.alert_candid
+            )
+        )
+        .where(table.c.objectId.in_(object_ids))
+        .order_by(table.c.jd, table.c.id)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    flat = pa.Table.from_batches([_batch(rows, schema)], schema=schema)
+    position = {oid: i for i, oid in enumerate(object_ids)}
+    owner = np.array([position[r[0]] for r in rows], dtype=np.int64)
+    order = np.argsort(owner, kind="stable")  # by object, oldest first within each
+    counts = np.bincount(owner, minlength=len(object_ids))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    struct_type = list_type.value_type
+    taken = flat.take(pa.array(order)).drop_columns(["objectId"])
+    values = pa.StructArray.from_arrays(
+        [taken.column(f.name).combine_chunks() for f in struct_type], fields=list(struct_type)
+    )
+    return pa.ListArray.from_arrays(pa.array(offsets), values, type=list_type)
+
+
+def iter_object_batches(engine: Engine, *, page: int = OBJECT_PAGE) -> Iterator[pa.RecordBatch]:
+    """Every object, in objectId order, with its nested light curves (keyset pagination by objectId)."""
+    import pyarrow as pa
+    from sqlalchemy import func
+
+    schema = objects_schema()
+    last = None
+    while True:
+        ids = select(alerts.c.objectId).distinct().order_by(alerts.c.objectId).limit(page)
+        if last is not None:
+            ids = ids.where(alerts.c.objectId > last)
+        with engine.connect() as conn:
+            object_ids = list(conn.execute(ids).scalars())
+            if not object_ids:
+                return
+            spans = {
+                r[0]: r[1:]
+                for r in conn.execute(
+                    select(alerts.c.objectId, func.count(), func.min(alerts.c.jd), func.max(alerts.c.jd))
+                    .where(alerts.c.objectId.in_(object_ids))
+                    .group_by(alerts.c.objectId)
+                )
+            }
+            positions: dict[str, list] = {}
+            for oid, ra, dec in conn.execute(
+                select(alerts.c.objectId, alerts.c.ra, alerts.c.dec).where(alerts.c.objectId.in_(object_ids))
+            ):
+                positions.setdefault(oid, []).append((ra, dec))
+        last = object_ids[-1]
+        means = [_mean_position(*zip(*positions[oid], strict=True)) for oid in object_ids]
+        arrays = [
+            pa.array(object_ids, pa.string()),
+            pa.array([m[0] for m in means], pa.float64()),
+            pa.array([m[1] for m in means], pa.float64()),
+            pa.array([spans[oid][0] for oid in object_ids], pa.int32()),
+            pa.array([spans[oid][1] for oid in object_ids], pa.float64()),
+            pa.array([spans[oid][2] for oid in object_ids], pa.float64()),
+            _nested_column(engine, prv_candidates, object_ids, schema.field("lightcurve").type),
+            _nested_column(engine, fp_hists, object_ids, schema.field("forced").type),
+        ]
+        yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+        if len(object_ids) < page:
+            return
