@@ -507,6 +507,7 @@ def test_cli_hats_export_then_re_export(filled, tmp_path, client):
 
 @pytest.mark.slow
 def test_hats_objects_with_nested_light_curves(filled, tmp_path, client):
+    import pandas as pd
     from astropy.coordinates import SkyCoord
     from sqlalchemy import select
 
@@ -534,8 +535,8 @@ def test_hats_objects_with_nested_light_curves(filled, tmp_path, client):
     oid_of = dict(zip(df.index, df["objectId"], strict=True))  # _healpix_29 -> objectId (unique here)
     assert len(oid_of) == len(df)
     got = sorted(
-        (oid_of[i], jd, fid, pid, None if cand is None or cand != cand else int(cand))
-        for i, jd, fid, pid, cand in zip(lc.index, lc["jd"], lc["fid"], lc["pid"], lc["candid"].astype(object),
+        (oid_of[i], jd, fid, pid, None if pd.isna(cand) else int(cand))
+        for i, jd, fid, pid, cand in zip(lc.index, lc["jd"], lc["fid"], lc["pid"], lc["candid"].tolist(),
                                          strict=True)
     )  # fmt: skip
     assert got == sorted((o, jd, fid, pid, c) for o, jd, fid, pid, c, _m in points)
@@ -548,7 +549,7 @@ def test_hats_objects_with_nested_light_curves(filled, tmp_path, client):
     # Mean positions: astropy's mean of the unit vectors, right at the poles and across RA 0/360.
     for oid, ra, dec in zip(df["objectId"], df["ra"], df["dec"], strict=True):
         r, d = zip(*by_object[oid], strict=True)
-        mean = SkyCoord(r, d, unit="deg").cartesian.mean()
+        mean = SkyCoord(np.array(r), np.array(d), unit="deg").cartesian.mean()
         expected = SkyCoord(mean, representation_type="cartesian").spherical
         assert float(separation_deg(ra, dec, expected.lon.deg, expected.lat.deg)) < 1e-9, oid
     ra, dec = df["ra"].to_numpy(float), df["dec"].to_numpy(float)

@@ -330,13 +330,15 @@ def objects_schema() -> pa.Schema:
     """One row per object: its mean position, alert count and span, and two nested light curves.
 
     ``lightcurve`` is the object's ``prv_candidates`` rows (detections and upper limits, oldest first)
-    and ``forced`` its ``fp_hists`` rows, each a list of structs typed as :func:`history_schema`.
+    and ``forced`` its ``fp_hists`` rows, each a struct of equal-length lists (one per column, typed as
+    :func:`history_schema`): the nested layout of nested-pandas, which lsdb loads column by column.
     """
     import pyarrow as pa
 
     def nested(table: Table) -> pa.DataType:
+        # A struct of equal-length lists, the layout nested-pandas and lsdb read (and load in part).
         fields = [f for f in history_schema(table) if f.name != "objectId"]
-        return pa.list_(pa.struct(fields))
+        return pa.struct([pa.field(f.name, pa.list_(f.type), metadata=f.metadata) for f in fields])
 
     return pa.schema(
         [
@@ -364,8 +366,8 @@ def _mean_position(ra: Any, dec: Any) -> tuple[float, float]:
     return (0.0 if mean_ra == 360.0 else mean_ra), mean_dec
 
 
-def _nested_column(engine: Engine, table: Table, object_ids: list[str], list_type: pa.DataType):
-    """The rows of ``table`` of ``object_ids``, oldest first, as one list-of-struct value per object."""
+def _nested_column(engine: Engine, table: Table, object_ids: list[str], struct_type: pa.DataType):
+    """The rows of ``table`` of ``object_ids``, oldest first, as one struct of lists per object."""
     import numpy as np
     import pyarrow as pa
 
@@ -390,12 +392,13 @@ def _nested_column(engine: Engine, table: Table, object_ids: list[str], list_typ
     order = np.argsort(owner, kind="stable")  # by object, oldest first within each
     counts = np.bincount(owner, minlength=len(object_ids))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    struct_type = list_type.value_type
     taken = flat.take(pa.array(order)).drop_columns(["objectId"])
-    values = pa.StructArray.from_arrays(
-        [taken.column(f.name).combine_chunks() for f in struct_type], fields=list(struct_type)
-    )
-    return pa.ListArray.from_arrays(pa.array(offsets), values, type=list_type)
+    offsets_array = pa.array(offsets, pa.int32())
+    lists = [
+        pa.ListArray.from_arrays(offsets_array, taken.column(f.name).combine_chunks(), type=f.type)
+        for f in struct_type
+    ]
+    return pa.StructArray.from_arrays(lists, fields=list(struct_type))
 
 
 def iter_object_batches(engine: Engine, *, page: int = OBJECT_PAGE) -> Iterator[pa.RecordBatch]:
