@@ -98,9 +98,11 @@ def _isnan(value) -> bool:
 
 
 def _same(avro_type: str, ours, theirs) -> bool:
-    """Parquet value equals the Avro value, float32 compared as float32 (NaN equal to NaN)."""
+    """Parquet value equals the Avro value, float32 compared bit for bit (NaN equal to NaN)."""
     if theirs is None:
         return ours is None
+    if avro_type in ("float", "double") and math.isnan(theirs) and ours is None:
+        return True  # SQLite stores a NaN as NULL (PostgreSQL keeps it), so the catalog has a null
     if avro_type == "float":
         return ours is not None and np.float32(ours).tobytes() == np.float32(theirs).tobytes()
     if avro_type == "double":
