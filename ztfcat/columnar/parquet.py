@@ -231,6 +231,9 @@ def write_dataset(
         max_rows_per_file=ROWS_PER_FILE,
         max_rows_per_group=min(ROWS_PER_FILE, 1 << 17),
         min_rows_per_group=min(PAGE, 1 << 17),
+        # Rows wait in memory per open file until a row group is full; candid order is about night
+        # order, so keeping few files open (closing one flushes it) bounds memory over many nights.
+        max_open_files=16,
         existing_data_behavior="error",
         create_dir=True,
         use_threads=False,  # files then hold rows in candid / id order
