@@ -13,6 +13,10 @@ The pipeline is the one hats-import documents: typed Parquet staging files (thos
 ``pipeline_with_client`` on a client: a small ``LocalCluster`` by default (2 single-threaded worker
 processes with bounded memory), or any running scheduler by address.
 
+:func:`write_hats_objects` builds the companion catalog of objects: one row per objectId at the mean
+position of its alerts, its light curve and forced photometry nested (structs of lists, the layout
+nested-pandas and lsdb use for nested data), positions indexed by hats itself.
+
 HATS partitions depend on every row (a pixel splits once it holds ``pixel_threshold`` rows), so new
 nights are not appended: re-running the export rebuilds the catalog from the database, beside the old
 one, which stays readable until the new one replaces it.  The report gives the time that took, which
