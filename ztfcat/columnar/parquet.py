@@ -229,8 +229,8 @@ def write_dataset(
         partitioning=partitioning,
         basename_template="part-{i}.parquet",
         max_rows_per_file=ROWS_PER_FILE,
-        max_rows_per_group=min(ROWS_PER_FILE, 1 << 17),
-        min_rows_per_group=min(PAGE, 1 << 17),
+        max_rows_per_group=min(ROWS_PER_FILE, 1 << 16),
+        min_rows_per_group=min(PAGE, 1 << 16),
         # Rows wait in memory per open file until a row group is full; candid order is about night
         # order, so keeping few files open (closing one flushes it) bounds memory over many nights.
         max_open_files=16,
