@@ -12,7 +12,7 @@ from tests.tarballs import tar_members, write_tarball
 from ztfcat import Catalog, ZtfcatError
 from ztfcat.ingest import release_lock
 from ztfcat.synthetic import make_night
-from ztfcat.tables import alerts
+from ztfcat.tables import alert_releases, alerts
 
 WORKER = """
 import sys
@@ -47,14 +47,19 @@ def test_parallel_workers_sharing_alerts_store_each_once(database_url, tmp_path)
     assert all(w.returncode == 0 for w in workers)
     expected = set(a.candids) | set(b.candids)
     assert set(catalog.alert_ids()) == expected and len(catalog.alert_ids()) == len(expected)
-    assert sum(n for n, _ in counts) == len(expected)  # every alert counted once, by one release
-    assert sum(d for _, d in counts) == 2 * len(shared)
+    # each release accounts for every alert of its tarball; none is repeated within a tarball
+    assert sorted(n for n, _ in counts) == sorted([len(members_a), len(members_b) + len(shared), len(shared)])
+    assert sum(d for _, d in counts) == 0
     with catalog.engine.connect() as conn:
         rows = conn.execute(select(alerts.c.candid, alerts.c.blob_path)).all()
+        copies = conn.execute(select(alert_releases.c.blob_path)).scalars().all()
     on_disk = {
         p.relative_to(catalog.data_dir).as_posix() for p in (catalog.data_dir / "alerts").rglob("*.avro")
     }
-    assert on_disk == {path for _, path in rows}  # no orphan packet, no row without one
+    assert on_disk == set(copies) and len(copies) == sum(n for n, _ in counts)  # no orphan, no loss
+    assert {path for _, path in rows} <= on_disk
+    # the row reads the copy of the first holding release by name: night A's, whoever came first
+    assert all(path.startswith("alerts/ztf_public_20181001/") for c, path in rows if c in set(a.candids))
     for candid, _ in rows[:50]:
         assert catalog.get_alert(candid)["candid"] == candid
     catalog.close()

@@ -557,6 +557,49 @@ class Catalog:
             **filters,
         )
 
+    def to_parquet(self, target, *, overwrite: bool = False, progress=None, **kwargs):
+        """Export the whole catalog as typed Parquet datasets in the new directory ``target``.
+
+        Alerts (every column typed as in Avro, partitioned by night) and the ``prv_candidates`` and
+        ``fp_hists`` light-curve tables, each row with its release and packet location; built beside
+        ``target`` and renamed into place.  Needs ``ztfcat[hats]``.  Returns a
+        :class:`~ztfcat.columnar.parquet.ParquetReport`; see :mod:`ztfcat.columnar.parquet`.
+        """
+        from .columnar.parquet import write_parquet
+
+        return write_parquet(self.engine, target, overwrite=overwrite, progress=progress, **kwargs)
+
+    def to_hats(
+        self,
+        target,
+        *,
+        overwrite: bool = False,
+        client=None,
+        scheduler=None,
+        progress=None,
+        objects: bool = False,
+        **kwargs,
+    ):
+        """Build a HATS catalog of every alert at ``target`` (for ``lsdb.read_hats``) with hats-import on Dask.
+
+        ``_healpix_29`` is the catalog's own ``hpx``.  ``objects=True`` builds the catalog of objects
+        instead: one row per objectId at its alerts' mean position, light curves nested.  Runs on
+        ``client``, on the scheduler at ``scheduler``, or on a small new ``LocalCluster``.  Needs
+        ``ztfcat[hats]``.  Returns a :class:`~ztfcat.columnar.hats.HatsReport`; see
+        :mod:`ztfcat.columnar.hats`.
+        """
+        from .columnar.hats import write_hats, write_hats_objects
+
+        return (write_hats_objects if objects else write_hats)(
+            self.engine,
+            target,
+            overwrite=overwrite,
+            client=client,
+            scheduler=scheduler,
+            progress=progress,
+            **kwargs,
+        )
+
     def plot_stamps(self, candid: int, fig=None):
         """The Science / Template / Difference cutouts of one alert, by candid, as a Figure."""
         from .plotting import plot_stamps

@@ -132,23 +132,80 @@ def register(group: click.Group) -> None:
         type=click.Path(dir_okay=False),
         help="Write a new tarball (.tar.gz, .tgz or .tar) of <candid>.avro members.",
     )
-    @click.option("--overwrite", is_flag=True, help="Replace existing files.")
+    @click.option(
+        "--parquet",
+        type=click.Path(file_okay=False),
+        help="Write the whole catalog as typed Parquet datasets (alerts by night, light curves) in this new folder.",
+    )
+    @click.option(
+        "--hats",
+        type=click.Path(file_okay=False),
+        help="Build a HATS catalog of every alert in this new folder (for lsdb.read_hats), with hats-import on Dask.",
+    )
+    @click.option(
+        "--hats-objects",
+        type=click.Path(file_okay=False),
+        help="Build a HATS catalog of objects (mean position, light curves nested) in this new folder.",
+    )
+    @click.option(
+        "--dask-scheduler",
+        metavar="ADDRESS",
+        help="With --hats: run on this Dask scheduler (tcp://host:8786) instead of a small local cluster.",
+    )
+    @click.option(
+        "--overwrite", is_flag=True, help="Replace existing files (or a non-empty --parquet/--hats folder)."
+    )
     @click.pass_context
     def export(
-        ctx, conditions, night, night_from, night_to, object_id, release, schemavsn, to_dir, to_tar, overwrite
-    ) -> None:
-        """Write the raw Avro packets of the selected alerts to a folder or a tarball.
+        ctx, conditions, night, night_from, night_to, object_id, release, schemavsn, to_dir, to_tar, parquet,
+        hats, hats_objects, dask_scheduler, overwrite,
+    ) -> None:  # fmt: skip
+        """Write the raw Avro packets of the selected alerts to a folder or a tarball, or the catalog as Parquet/HATS.
 
         The packets are the archive's own bytes; a .tar.gz made here can be ingested into another
-        catalog with `ztfcat ingest`.  An empty selection writes nothing and exits 1.  A progress bar
-        on a terminal.
+        catalog with `ztfcat ingest`; an empty selection writes nothing and exits 1; a progress bar on a
+        terminal.  --parquet and --hats export the whole catalog (no filters); a HATS catalog is rebuilt
+        whole on each export, so after new nights run it again with --overwrite.
         """
+        filters = _filters(night, night_from, night_to, object_id, release, schemavsn)
+        if parquet or hats or hats_objects:
+            if to_dir or to_tar or conditions or filters:
+                raise click.UsageError(
+                    "--parquet and --hats export the whole catalog: no filters, --to-dir or --to-tar"
+                )
+            if dask_scheduler and not (hats or hats_objects):
+                raise click.UsageError("--dask-scheduler goes with --hats")
+            catalog = _catalog(ctx)
+            if parquet:
+                click.echo(str(catalog.to_parquet(parquet, overwrite=overwrite)))
+            if hats or hats_objects:
+                from pathlib import Path
+
+                from .columnar import require
+                from .columnar.hats import dask_client
+                from .columnar.target import check_target
+
+                require()  # before a cluster is started: the extra, then the targets
+                for path in (hats, hats_objects):
+                    if path:
+                        check_target(Path(path).absolute(), overwrite)
+                with dask_client(dask_scheduler) as client:  # one cluster for both catalogs
+                    for path, objects in ((hats, False), (hats_objects, True)):
+                        if path:
+                            report = catalog.to_hats(
+                                path, overwrite=overwrite, client=client, objects=objects
+                            )
+                            click.echo(str(report))
+            return
+        if dask_scheduler:
+            raise click.UsageError("--dask-scheduler goes with --hats")
         if (to_dir is None) == (to_tar is None):
-            raise click.UsageError("give one of --to-dir DIR or --to-tar FILE.tar.gz")
+            raise click.UsageError(
+                "give one of --to-dir DIR or --to-tar FILE.tar.gz (or --parquet/--hats DIR)"
+            )
         from .cli_progress import Bar
 
         catalog = _catalog(ctx)
-        filters = _filters(night, night_from, night_to, object_id, release, schemavsn)
         total = catalog.count(*conditions, **filters)
         if total == 0:
             raise click.ClickException("no alerts match the selection; nothing exported")

@@ -18,7 +18,7 @@ def register(group: click.Group) -> None:
     @group.command()
     @click.option("--port", "-p", type=click.IntRange(0, 65535), default=8001, show_default=True,
                   help="Port to listen on (0: any free port).")  # fmt: skip
-    @click.option("--host", "-h", default="127.0.0.1", show_default=True,
+    @click.option("--host", default="127.0.0.1", show_default=True,
                   help="Interface to bind; 0.0.0.0 makes the catalog visible to the whole network.")  # fmt: skip
     @click.option("--open", "open_browser", is_flag=True, help="Open the home page in a web browser.")
     @click.option("--sql-time-limit-ms", type=click.IntRange(1), default=3000, show_default=True,

@@ -30,6 +30,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     union_all,
 )
 
@@ -177,6 +178,10 @@ def objects_select(ids: Sequence[str] | None):
     return query, list(values)
 
 
+#: Advisory lock key that serialises ``objects`` refreshes on PostgreSQL.
+OBJECTS_LOCK = 0x7A7463_02
+
+
 def refresh_objects(bind: Engine | Connection, object_ids: Iterable[str] | None = None) -> int:
     """Recompute the ``objects`` rows of ``object_ids`` (every object when None) from alerts and history.
 
@@ -206,6 +211,9 @@ def refresh_objects(bind: Engine | Connection, object_ids: Iterable[str] | None 
     conn = bind
     if conn.dialect.name == "sqlite":
         _sqlite_math(conn)
+    else:
+        # Two ingests sharing objects would each delete, then insert, the same rows: one at a time.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": OBJECTS_LOCK})
     if object_ids is None:
         conn.execute(delete(objects))
         query, names = objects_select(None)
