@@ -54,9 +54,12 @@ _AVRO_TYPES: dict[str, type[TypeEngine] | TypeEngine] = {
 
 
 def _field_columns(part: str, skip: tuple[str, ...] = ()) -> list[Column]:
-    """One nullable column per ZTF field of ``part``, typed as Avro declares it."""
+    """One nullable column per ZTF field of ``part``, typed as Avro declares it (``info["avro"]`` keeps
+    the Avro type itself: exports give an Avro ``float`` as float32 though the database holds a double)."""
     return [
-        Column(name, _AVRO_TYPES[avro_type], nullable=True, comment=doc[:200] or None)
+        Column(
+            name, _AVRO_TYPES[avro_type], nullable=True, comment=doc[:200] or None, info={"avro": avro_type}
+        )
         for name, (avro_type, _nullable, doc) in FIELDS[part].items()
         if name not in skip
     ]

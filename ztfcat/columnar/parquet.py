@@ -78,7 +78,9 @@ def _field(column) -> pa.Field:
     import pyarrow as pa
 
     metadata = {"doc": column.comment} if column.comment else None
-    return pa.field(column.name, arrow_type(column.type), nullable=column.nullable, metadata=metadata)
+    # Avro floats are doubles in the database (exact read-back) and float32 again here, as ZTF wrote them
+    kind = pa.float32() if column.info.get("avro") == "float" else arrow_type(column.type)
+    return pa.field(column.name, kind, nullable=column.nullable, metadata=metadata)
 
 
 def _data_columns(table: Table) -> list:
@@ -184,8 +186,9 @@ def iter_history_batches(engine: Engine, table: Table, *, page: int = PAGE) -> I
     query = (
         select(table.c.id, *data, releases.c.name, *packet)
         .select_from(
-            table.join(releases, releases.c.id == table.c.release_id).outerjoin(
-                alerts, alerts.c.candid == table.c.alert_candid
+            # a point's release is that of the alert whose copy it is (every alert_candid is an alert)
+            table.join(alerts, alerts.c.candid == table.c.alert_candid).join(
+                releases, releases.c.id == alerts.c.release_id
             )
         )
         .order_by(table.c.id)
@@ -380,8 +383,9 @@ def _nested_column(engine: Engine, table: Table, object_ids: list[str], struct_t
     query = (
         select(*data, releases.c.name, *packet)
         .select_from(
-            table.join(releases, releases.c.id == table.c.release_id).outerjoin(
-                alerts, alerts.c.candid == table.c.alert_candid
+            # a point's release is that of the alert whose copy it is (every alert_candid is an alert)
+            table.join(alerts, alerts.c.candid == table.c.alert_candid).join(
+                releases, releases.c.id == alerts.c.release_id
             )
         )
         .where(table.c.objectId.in_(object_ids))
