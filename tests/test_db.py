@@ -69,9 +69,10 @@ def test_an_older_catalog_is_refused_with_the_command_to_run(database_url, tmp_p
     cat = Catalog(database_url, tmp_path / "data")
     assert cat.count() == 0
     cat.close()
-    # a ztfcat one migration ahead: the catalog at 0001 is older than it needs, and upgradable
-    monkeypatch.setattr(dbmod, "HEAD_REVISION", "0002")
-    monkeypatch.setattr(dbmod, "known_revisions", lambda: {"0001", "0002"})
+    # a ztfcat one migration ahead: the catalog at today's head is older than it needs, and upgradable
+    known = dbmod.known_revisions()
+    monkeypatch.setattr(dbmod, "HEAD_REVISION", "9999")
+    monkeypatch.setattr(dbmod, "known_revisions", lambda: {*known, "9999"})
     with pytest.raises(SchemaOutOfDateError, match="ztfcat db upgrade"):
         Catalog(database_url, tmp_path / "data").count()
 

@@ -7,12 +7,12 @@ Progress bars live here; the library reports progress through callbacks.  Librar
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from sqlalchemy.exc import DBAPIError
 
 from . import __version__
 from .cli_output import emit_rows, emit_table, plain, plural
@@ -36,7 +36,12 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except ZtfcatError as exc:
             raise click.ClickException(str(exc)) from exc
-        except DBAPIError as exc:  # a catalog that opened but fails on reading (a corrupt page)
+        except Exception as exc:
+            # A catalog that opened but fails on reading (a corrupt page).  SQLAlchemy is looked up, not
+            # imported: --help and --version must not pay for it.
+            errors = sys.modules.get("sqlalchemy.exc")
+            if errors is None or not isinstance(exc, errors.DBAPIError):
+                raise
             reason = str(exc.orig or exc).strip().splitlines()[0]
             raise click.ClickException(f"the catalog database failed: {reason}") from exc
 
@@ -316,10 +321,10 @@ def info(ctx, as_json) -> None:
     """Where the catalog is and what it holds; never creates one (exit 1 where there is none)."""
     catalog = _catalog(ctx)
     if not catalog.exists():
-        raise click.ClickException(
-            f"no catalog at {catalog.database_url} (data dir {catalog.data_dir}); "
-            "make one with `ztfcat download`, `ztfcat ingest` or `ztfcat demo`"
-        )
+        where = f"no catalog at {catalog.database_url} (data dir {catalog.data_dir})"
+        if catalog.data_dir.is_dir() and not os.access(catalog.data_dir, os.W_OK):
+            raise click.ClickException(f"{where}, and the data dir is not writable: none can be made there")
+        raise click.ClickException(f"{where}; make one with `ztfcat download`, `ztfcat ingest` or `ztfcat demo`")
     facts = catalog.info()
     if as_json:
         click.echo(json.dumps(facts, default=str, indent=2))
