@@ -228,7 +228,12 @@ def _keyword(name: str, value: Any) -> ColumnElement[bool]:
         return alerts.c.candid.in_(
             select(alert_releases.c.candid).where(alert_releases.c.release_id.in_(chosen))
         )
-    col = column(name)
+    return keyword_match(column(name), name, value)
+
+
+def keyword_match(col, name: str, value: Any) -> ColumnElement[bool]:
+    """A keyword filter's value against a column: ``(lo, hi)`` an inclusive range (either end None),
+    a list any of, None is null, anything else equality; used for alerts and objects alike."""
     if isinstance(value, tuple):
         if len(value) != 2:
             raise InvalidQueryError(f"{name}=(low, high) takes two values, got {value!r}")

@@ -34,8 +34,7 @@ from sqlalchemy import (
     union_all,
 )
 
-from ..errors import InvalidQueryError
-from ..filters import column, parse_condition
+from ..filters import column, keyword_match, parse_condition
 from ..lightcurve import sql_column
 from ..tables import OBJECT_BANDS, OBJECT_CANDIDATE_FIELDS, alerts, objects, prv_candidates
 
@@ -234,20 +233,7 @@ def refresh_objects(bind: Engine | Connection, object_ids: Iterable[str] | None 
 
 
 def _keyword(name: str, value: Any):
-    col = column(name, objects)
-    if isinstance(value, tuple):
-        if len(value) != 2:
-            raise InvalidQueryError(f"{name}=(low, high) takes two values, got {value!r}")
-        lo, hi = value
-        if lo is not None and hi is not None and lo > hi:
-            raise InvalidQueryError(f"{name}=({lo}, {hi}) is the wrong way round: the start is after the end")
-        conds = [c for c in (lo is not None and col >= lo, hi is not None and col <= hi) if c is not False]
-        return and_(*conds) if conds else col.is_not(None)
-    if isinstance(value, list | set | frozenset):
-        return col.in_(list(value))
-    if value is None:
-        return col.is_(None)
-    return col == value
+    return keyword_match(column(name, objects), name, value)
 
 
 def query_objects(
