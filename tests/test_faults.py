@@ -159,3 +159,33 @@ def test_a_database_error_is_one_line_naming_the_release(catalog, tmp_path, monk
     message = str(caught.value)
     assert "\n" not in message and spec.path.name in message and "database is locked" in message
     assert catalog.count() == 0
+
+
+def test_ztfcat_repair_finishes_an_interrupted_ingest(database_url, tmp_path, monkeypatch):
+    """A release a killed ingest left behind is purged and marked failed by `ztfcat repair`, and the
+    light curves it touched are exactly those of the releases that remain."""
+    from click.testing import CliRunner
+
+    from tests.test_history import Killed, _kill_at_commit
+    from ztfcat.cli import main
+
+    first = make_night(tmp_path / "ztf_public_20240704.tar.gz", n_alerts=20, seed=44)
+    second = make_night(tmp_path / "ztf_public_20240705.tar.gz", n_alerts=20, seed=45)
+    data = tmp_path / "data"
+    with Catalog(database_url, data) as cat:
+        cat.delete()
+        cat.ingest(first.path)
+        reference = snapshot(cat)
+        with monkeypatch.context() as patch:
+            _kill_at_commit(patch, cat, 3)  # its release row and first batch are in
+            with pytest.raises(Killed):
+                cat.ingest(second.path)
+    with Catalog(database_url, data) as cat:
+        assert cat.release(second.path.name).status == "ingesting"
+    result = CliRunner().invoke(main, ["--data-dir", str(data), "--database-url", database_url, "repair"])
+    assert result.exit_code == 0, result.output
+    with Catalog(database_url, data) as cat:
+        assert cat.release(second.path.name).status == "failed"
+        got = snapshot(cat)
+    got["releases"] = [r for r in got["releases"] if r[0] != second.path.name]
+    assert got == reference

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from sqlalchemy import Engine, Table
+from sqlalchemy import Connection, Engine, Table
 
 #: Advisory lock key that serialises the "which alerts are new" check and insert across ingests.
 ALERT_INSERT_LOCK = 0x7A7463_01
@@ -39,11 +39,12 @@ class BulkWriter:
     ``on_conflict`` is ``"ignore"`` (keep the row already there) or an :class:`Upsert`.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, within: Connection | None = None) -> None:
         self.dialect = engine.dialect
         self.sqlite = engine.dialect.name == "sqlite"
-        self._fairy = engine.raw_connection()
-        self.connection = self._fairy.driver_connection
+        # ``within``: write on that SQLAlchemy connection's own DBAPI connection, in its transaction
+        self._fairy = engine.raw_connection() if within is None else None
+        self.connection = (self._fairy or within.connection).driver_connection
         self._quote = engine.dialect.identifier_preparer.quote
         self._statements: dict[tuple, str] = {}
         self._staged: set[str] = set()
@@ -192,5 +193,20 @@ class BulkWriter:
         self.connection.rollback()
 
     def close(self) -> None:
-        """Hand the connection back to the pool."""
-        self._fairy.close()
+        """Hand the connection back to the pool (one borrowed with ``within`` stays its owner's)."""
+        if self._fairy is not None:
+            self._fairy.close()
+
+
+def lock_alert_writes(conn: Connection) -> None:
+    """Begin ``conn``'s transaction as the one writer of alerts, memberships and light curves.
+
+    The ingest's batches take the same lock (:meth:`BulkWriter.begin_exclusive`), so a purge or a
+    rebuild that reads which alerts exist, then writes, cannot interleave with a batch that adds one:
+    SQLite's write lock taken up front (call first, before any statement), a transaction-level
+    advisory lock on PostgreSQL.
+    """
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (ALERT_INSERT_LOCK,))

@@ -302,6 +302,12 @@ class Catalog:
         repair(self.engine, self.data_dir)
         return len(chosen)
 
+    def pending_rebuilds(self) -> int:
+        """How many objects' light curves wait to be derived again (after a killed delete, or an
+        upgrade from a catalog whose light curves were lossy); :meth:`repair` does them."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(history_rebuilds)).scalar_one()
+
     def repair(self) -> None:
         """Finish what killed runs left behind: releases half deleted, light curves half rebuilt.
 

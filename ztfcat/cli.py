@@ -312,6 +312,26 @@ def upgrade(ctx) -> None:
     finally:
         engine.dispose()
     click.echo(f"catalog at {engine.url.render_as_string(hide_password=True)} is at revision {revision}")
+    pending = catalog.pending_rebuilds()
+    if pending:
+        click.echo(f"deriving the light curves of {plural(pending, 'object')} again from their packets ...")
+        catalog.repair()
+        click.echo("done")
+
+
+@main.command()
+@click.pass_context
+def repair(ctx) -> None:
+    """Finish what killed runs left: half-deleted releases, interrupted ingests, light curves to rebuild.
+
+    Every ingest and delete does this first; run it by hand after `ztfcat db upgrade` or a crash.
+    """
+    catalog = _catalog(ctx)
+    if not catalog.exists():
+        raise click.ClickException(f"no catalog at {catalog.database_url}; nothing to repair")
+    before = catalog.pending_rebuilds()
+    catalog.repair()
+    click.echo(f"repaired: {plural(before, 'light curve')} derived again; every release is complete or failed")
 
 
 @main.command()

@@ -33,12 +33,13 @@ from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import NamedTuple
 
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import Engine, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from .avro import AlertDecoder
 from .blobs import read_blob
-from .bulk import BulkWriter, Upsert
-from .errors import ZtfcatError
+from .bulk import BulkWriter, Upsert, lock_alert_writes
+from .errors import AlertDecodeError, ZtfcatError
 from .tables import (
     CANDIDATE_COLUMNS,
     FP_COLUMNS,
@@ -112,7 +113,7 @@ def _keep(best: dict, key, row: tuple, at_candid: int | None = None) -> None:
         best[key] = row
 
 
-def history_rows(data_dir: str, tasks: Sequence[Packet]) -> Points:
+def history_rows(data_dir: str, tasks: Sequence[Packet], strict: bool = False) -> Points:
     """Decode each packet's own candidate, ``prv_candidates`` and ``fp_hists`` into rows, merged by
     natural key with the precedence rule (so one statement never touches a key twice).
 
@@ -127,7 +128,12 @@ def history_rows(data_dir: str, tasks: Sequence[Packet]) -> Points:
     for task in tasks:
         try:
             decoded = decoder.rows(read_blob(root, task.path, task.offset, task.size))
-        except (ZtfcatError, OSError) as exc:  # AlertDecodeError (damage, a NUL byte) is a ZtfcatError
+        except AlertDecodeError as exc:  # damage, a NUL byte: the packet's history is not read
+            failures.append((task.candid, str(exc)))
+            continue
+        except (ZtfcatError, OSError) as exc:  # a missing or unreadable file
+            if strict:
+                raise ZtfcatError(f"the packet of alert {task.candid} cannot be read: {exc}") from exc
             failures.append((task.candid, str(exc)))
             continue
         head = (task.objectId, task.candid, task.jd)
@@ -143,23 +149,6 @@ def history_rows(data_dir: str, tasks: Sequence[Packet]) -> Points:
                 _keep(limits, (task.objectId, row[_PID], row[_FID]), row)
         for row in fp:
             _keep(forced, (task.objectId, row[_FP_PID], row[_FP_FID]), row)
-    return Points(list(detections.values()), list(limits.values()), list(forced.values()), failures)
-
-
-def _merge(parts: Iterable[Points]) -> Points:
-    """Several tasks' rows as one, still one row per key (tasks of one object may be separate)."""
-    detections: dict = {}
-    limits: dict = {}
-    forced: dict = {}
-    failures: list = []
-    for part in parts:
-        for row in part.detections:
-            _keep(detections, row[_CANDID], row, _CANDID)
-        for row in part.limits:
-            _keep(limits, (row[0], row[_PID], row[_FID]), row)
-        for row in part.forced:
-            _keep(forced, (row[0], row[_FP_PID], row[_FP_FID]), row)
-        failures.extend(part.failures)
     return Points(list(detections.values()), list(limits.values()), list(forced.values()), failures)
 
 
@@ -197,9 +186,8 @@ def store_history(url: str, data_dir: str, tasks: Sequence[Packet]) -> list[tupl
     return points.failures
 
 
-def packets(engine: Engine, *where) -> Iterator[Packet]:
-    """The packets of the alerts matching ``where``, in object order, streamed (flat memory)."""
-    query = (
+def _packets_query(*where):
+    return (
         select(
             alerts.c.candid,
             alerts.c.objectId,
@@ -211,8 +199,12 @@ def packets(engine: Engine, *where) -> Iterator[Packet]:
         .where(*where)
         .order_by(alerts.c.objectId, alerts.c.candid)
     )
+
+
+def packets(engine: Engine, *where) -> Iterator[Packet]:
+    """The packets of the alerts matching ``where``, in object order, streamed (flat memory)."""
     with engine.connect().execution_options(yield_per=CHUNK) as conn:
-        for row in conn.execute(query):
+        for row in conn.execute(_packets_query(*where)):
             yield Packet(*row)
 
 
@@ -287,46 +279,37 @@ def rebuild_objects(engine: Engine, data_dir: Path, object_ids: Sequence[str]) -
     """Derive the light curves of ``object_ids`` again from the alerts that remain in the catalog, and
     take them off ``history_rebuilds``.
 
-    Each chunk of objects is one transaction: their rows deleted and re-derived commit together; then
-    their ``objects`` rows are computed again, and only then are the rebuild marks removed, so a kill
-    at any instant leaves them marked and the next run does the chunk again (each step can repeat).
+    Each chunk of objects is one transaction under the alert-writes lock: which packets exist is read,
+    the objects' rows are deleted and derived again, their ``objects`` rows computed and their marks
+    removed, all or nothing.  An ingest adding an alert of one of them waits for it (or went before
+    it), so no point is lost between the read and the write; a kill leaves the marks for the next run.
+    A packet that cannot be read (a missing file, a disk error) stops the rebuild with the marks kept.
     """
     from .science.objects import refresh_objects
 
-    bulk = BulkWriter(engine)
-    try:
-        for start in range(0, len(object_ids), REBUILD_CHUNK):
-            chunk = list(object_ids[start : start + REBUILD_CHUNK])
-            points = _merge(
-                history_rows(str(data_dir), c) for c in _chunks(packets(engine, alerts.c.objectId.in_(chunk)))
-            )
+    for start in range(0, len(object_ids), REBUILD_CHUNK):
+        chunk = list(object_ids[start : start + REBUILD_CHUNK])
+        with engine.connect() as conn:
+            lock_alert_writes(conn)
+            tasks = [Packet(*row) for row in conn.execute(_packets_query(alerts.c.objectId.in_(chunk)))]
+            points = history_rows(str(data_dir), tasks, strict=True)
+            bulk = BulkWriter(engine, within=conn)
             bulk.execute_core(delete(prv_candidates).where(prv_candidates.c.objectId.in_(chunk)))
             bulk.execute_core(delete(fp_hists).where(fp_hists.c.objectId.in_(chunk)))
             _insert_points(bulk, points)
-            bulk.commit()
-            refresh_objects(engine, chunk)
-            with engine.begin() as conn:
-                conn.execute(delete(history_rebuilds).where(history_rebuilds.c.objectId.in_(chunk)))
-    except BaseException:
-        bulk.rollback()
-        raise
-    finally:
-        bulk.close()
+            refresh_objects(conn, chunk)
+            conn.execute(delete(history_rebuilds).where(history_rebuilds.c.objectId.in_(chunk)))
+            conn.commit()
 
 
 def mark_for_rebuild(conn, object_ids: Iterable[str]) -> None:
-    """Record, inside the caller's transaction, objects whose light curves must be derived again."""
+    """Record, inside the caller's transaction, objects whose light curves must be derived again
+    (an object marked already stays marked once)."""
+    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
     wanted = sorted(set(object_ids))
-    if not wanted:
-        return
-    known = set(
-        conn.execute(
-            select(history_rebuilds.c.objectId).where(history_rebuilds.c.objectId.in_(wanted))
-        ).scalars()
-    )
-    rows = [{"objectId": o} for o in wanted if o not in known]
-    if rows:
-        conn.execute(insert(history_rebuilds), rows)
+    for start in range(0, len(wanted), 5000):  # bounded statements, whatever the release's size
+        rows = [{"objectId": o} for o in wanted[start : start + 5000]]
+        conn.execute(dialect.insert(history_rebuilds).on_conflict_do_nothing(), rows)
 
 
 def finish_rebuilds(engine: Engine, data_dir: Path) -> int:

@@ -35,12 +35,12 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 import numpy as np
-from sqlalchemy import Engine, delete, func, insert, select, text, update
+from sqlalchemy import Engine, bindparam, delete, func, insert, select, text, update
 
 from . import history
 from .avro import AlertDecoder
 from .blobs import BlobWriter, remove_release
-from .bulk import BulkWriter
+from .bulk import BulkWriter, lock_alert_writes
 from .errors import AlertDecodeError, IngestError, ZtfcatError
 from .fields import KNOWN_VERSIONS
 from .rowdecode import DecodedAlert
@@ -384,7 +384,16 @@ def purge_release(engine: Engine, data_dir: Path, release_id: int, name: str) ->
     files go, and the marked light curves are derived again from the alerts that remain.  Each step
     can be repeated: a rerun after a kill ends in exactly the state of an uninterrupted one.
     """
-    with engine.begin() as conn:
+    with engine.connect() as conn:
+        lock_alert_writes(conn)  # no ingest batch adds a holder between the reads and the writes
+        # Every object the release's rows read a packet of is derived again: a moved alert's points
+        # may never have been derived (its old owner's ingest died before its history pass).
+        history.mark_for_rebuild(
+            conn,
+            conn.execute(
+                select(alerts.c.objectId).where(alerts.c.release_id == release_id).distinct()
+            ).scalars(),
+        )
         shared = conn.execute(
             select(
                 alert_releases.c.candid,
@@ -397,40 +406,54 @@ def purge_release(engine: Engine, data_dir: Path, release_id: int, name: str) ->
             .join(releases, releases.c.id == alert_releases.c.release_id)
             .join(alerts, alerts.c.candid == alert_releases.c.candid)
             .where(alerts.c.release_id == release_id, alert_releases.c.release_id != release_id)
-            .order_by(alert_releases.c.candid, releases.c.name)
         ).all()
         moved: dict[int, tuple] = {}
-        for candid, holder, _name, path, offset, size in shared:
-            moved.setdefault(candid, (holder, path, offset, size))  # the first holder by name
-        for candid, (holder, path, offset, size) in moved.items():
+        for candid, holder, holder_name, path, offset, size in shared:
+            # The next holder by name, compared as the ingest compares (code points, not a collation).
+            if candid not in moved or holder_name < moved[candid][0]:
+                moved[candid] = (holder_name, holder, path, offset, size)
+        if moved:
             conn.execute(
                 update(alerts)
-                .where(alerts.c.candid == candid)
-                .values(release_id=holder, blob_path=path, blob_offset=offset, blob_size=size)
+                .where(alerts.c.candid == bindparam("c"))
+                .values(
+                    release_id=bindparam("r"),
+                    blob_path=bindparam("p"),
+                    blob_offset=bindparam("o"),
+                    blob_size=bindparam("s"),
+                ),
+                [
+                    {"c": c, "r": holder, "p": path, "o": offset, "s": size}
+                    for c, (_name, holder, path, offset, size) in moved.items()
+                ],
             )
-        history.mark_for_rebuild(
-            conn,
-            conn.execute(
-                select(alerts.c.objectId).where(alerts.c.release_id == release_id).distinct()
-            ).scalars(),
-        )
         conn.execute(delete(alerts).where(alerts.c.release_id == release_id))
         for table in (alert_releases, ingest_errors):
             conn.execute(delete(table).where(table.c.release_id == release_id))
+        conn.commit()
     remove_release(data_dir, release_key(name))
     history.finish_rebuilds(engine, data_dir)
 
 
 def repair(engine: Engine, data_dir: Path) -> None:
-    """Finish what killed runs left: releases half deleted, light curves marked for a rebuild."""
+    """Finish what killed runs left: releases half deleted are deleted; releases a killed ingest left
+    ``ingesting`` or ``history`` are purged and marked ``failed`` (ingest them again); light curves
+    marked for a rebuild are derived again.  A release whose lock another process holds is that
+    process's to finish, and is left alone."""
     with engine.connect() as conn:
-        deleting = conn.execute(
-            select(releases.c.id, releases.c.name).where(releases.c.status == "deleting")
+        unfinished = conn.execute(
+            select(releases.c.id, releases.c.name, releases.c.status).where(
+                releases.c.status.in_(("deleting", "ingesting", "history"))
+            )
         ).all()
-    for row in deleting:
-        # A release another process holds is being handled right now: leave it to that process.
+    for row in unfinished:
         with contextlib.suppress(ZtfcatError), release_lock(engine, data_dir, row.name):
-            delete_release(engine, data_dir, row.name)
+            if row.status == "deleting":
+                delete_release(engine, data_dir, row.name)
+            else:
+                purge_release(engine, data_dir, row.id, row.name)
+                _set(engine, row.id, status="failed", n_alerts=0, finished_at=_now(),
+                     error="interrupted (the process was killed); ingest it again")  # fmt: skip
     history.finish_rebuilds(engine, data_dir)
 
 

@@ -106,9 +106,13 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("night", sa.Date(), nullable=True))
     if postgres:
         op.execute("UPDATE alerts SET night = DATE '2000-01-01' + floor(jd - 2451544.5)::int")
-        for name, (avro, _n, _doc) in FIELDS["candidate"].items():
-            if avro == "float":
-                op.alter_column("alerts", name, type_=sa.Float(precision=53))
+        # One ALTER TABLE for every column: PostgreSQL rewrites the table (and its indexes) once.
+        widen = ", ".join(
+            f'ALTER COLUMN "{name}" TYPE double precision'
+            for name, (avro, _n, _doc) in FIELDS["candidate"].items()
+            if avro == "float"
+        )
+        op.execute(f"ALTER TABLE alerts {widen}")
     else:
         op.execute("UPDATE alerts SET night = date(jd)")  # SQLite reads a number as a Julian day
     with op.batch_alter_table("alerts") as batch_op:
