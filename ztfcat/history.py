@@ -39,6 +39,7 @@ from .avro import AlertDecoder
 from .blobs import read_blob
 from .bulk import BulkWriter, Upsert
 from .errors import ZtfcatError
+from .rowdecode import DecodedAlert
 from .tables import (
     CANDIDATE_COLUMNS,
     FP_COLUMNS,
@@ -112,6 +113,45 @@ def _keep(best: dict, key, row: tuple, at_candid: int | None = None) -> None:
         best[key] = row
 
 
+class PointSet:
+    """Points of packets as they are decoded, merged by natural key with the precedence rule, so one
+    statement never touches a key twice.  Used by the history pass (:func:`history_rows`) and by the
+    main pass of an ingest, which hands over each packet's rows as it decodes them (no second read).
+    """
+
+    def __init__(self) -> None:
+        self.detections: dict = {}
+        self.limits: dict = {}
+        self.forced: dict = {}
+        self.failures: list[tuple[int, str]] = []
+
+    def add(self, candid: int, object_id: str, jd: float, decoded: DecodedAlert) -> None:
+        """One packet's own candidate, ``prv_candidates`` and ``fp_hists`` (``decoded`` with history)."""
+        head = (object_id, candid, jd)
+        candidate = decoded.candidate
+        own = (*head, *[candid if i == _SELF else None if i is None else candidate[i] for i in _OWN])
+        detections, limits, forced = self.detections, self.limits, self.forced
+        detections[candid] = own  # its own candidate outranks every copy
+        for point in decoded.prv or ():
+            row = (*head, *point)
+            if row[_CANDID] is not None:
+                _keep(detections, row[_CANDID], row, _CANDID)
+            else:
+                _keep(limits, (object_id, row[_PID], row[_FID]), row)
+        for point in decoded.fp or ():
+            row = (*head, *point)
+            _keep(forced, (object_id, row[_FP_PID], row[_FP_FID]), row)
+
+    def points(self) -> Points:
+        """Everything added so far, one row per key."""
+        return Points(
+            list(self.detections.values()),
+            list(self.limits.values()),
+            list(self.forced.values()),
+            self.failures,
+        )
+
+
 def history_rows(data_dir: str, tasks: Sequence[Packet]) -> Points:
     """Decode each packet's own candidate, ``prv_candidates`` and ``fp_hists`` into rows, merged by
     natural key with the precedence rule (so one statement never touches a key twice).
@@ -120,30 +160,15 @@ def history_rows(data_dir: str, tasks: Sequence[Packet]) -> Points:
     """
     decoder = AlertDecoder()
     root = Path(data_dir)
-    detections: dict = {}
-    limits: dict = {}
-    forced: dict = {}
-    failures: list[tuple[int, str]] = []
+    merged = PointSet()
     for task in tasks:
         try:
             decoded = decoder.rows(read_blob(root, task.path, task.offset, task.size))
         except (ZtfcatError, OSError) as exc:  # AlertDecodeError (damage, a NUL byte) is a ZtfcatError
-            failures.append((task.candid, str(exc)))
+            merged.failures.append((task.candid, str(exc)))
             continue
-        head = (task.objectId, task.candid, task.jd)
-        candidate = decoded.candidate
-        own = (*head, *[task.candid if i == _SELF else None if i is None else candidate[i] for i in _OWN])
-        prv = [(*head, *point) for point in decoded.prv or ()]
-        fp = [(*head, *point) for point in decoded.fp or ()]
-        detections[task.candid] = own  # its own candidate outranks every copy
-        for row in prv:
-            if row[_CANDID] is not None:
-                _keep(detections, row[_CANDID], row, _CANDID)
-            else:
-                _keep(limits, (task.objectId, row[_PID], row[_FID]), row)
-        for row in fp:
-            _keep(forced, (task.objectId, row[_FP_PID], row[_FP_FID]), row)
-    return Points(list(detections.values()), list(limits.values()), list(forced.values()), failures)
+        merged.add(task.candid, task.objectId, task.jd, decoded)
+    return merged.points()
 
 
 def _merge(parts: Iterable[Points]) -> Points:
@@ -163,7 +188,7 @@ def _merge(parts: Iterable[Points]) -> Points:
     return Points(list(detections.values()), list(limits.values()), list(forced.values()), failures)
 
 
-def _insert_points(bulk: BulkWriter, points: Points) -> None:
+def insert_points(bulk: BulkWriter, points: Points) -> None:
     """Upsert the rows, no commit.  With concurrent writers (PostgreSQL workers, parallel ingests that
     share objects), rows go in natural-key order so key locks are taken in one order: no deadlock."""
     detections, limits, forced = points.detections, points.limits, points.forced
@@ -190,7 +215,7 @@ def store_history(url: str, data_dir: str, tasks: Sequence[Packet]) -> list[tupl
     points = history_rows(data_dir, tasks)
     bulk = BulkWriter(engine)
     try:
-        _insert_points(bulk, points)
+        insert_points(bulk, points)
         bulk.commit()
     finally:
         bulk.close()
@@ -251,7 +276,7 @@ def derive_history(
 
     def store(result: Points | list) -> None:
         if isinstance(result, Points):
-            _insert_points(bulk, result)
+            insert_points(bulk, result)
             bulk.commit()
             result = result.failures
         failures.extend(result)
@@ -302,7 +327,7 @@ def rebuild_objects(engine: Engine, data_dir: Path, object_ids: Sequence[str]) -
             )
             bulk.execute_core(delete(prv_candidates).where(prv_candidates.c.objectId.in_(chunk)))
             bulk.execute_core(delete(fp_hists).where(fp_hists.c.objectId.in_(chunk)))
-            _insert_points(bulk, points)
+            insert_points(bulk, points)
             bulk.commit()
             refresh_objects(engine, chunk)
             with engine.begin() as conn:
@@ -410,7 +435,7 @@ class EarlyHistory:
         for future in [f for f in self._running if f.done()]:
             self._running.discard(future)
             candids, points = future.result()
-            _insert_points(bulk, points)
+            insert_points(bulk, points)
             self.done.update(candids)
         while len(self._running) < self.workers and self.pending:
             chunk: list[Packet] = []

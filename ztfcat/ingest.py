@@ -72,6 +72,9 @@ _RA, _DEC = ALERT_COLUMNS.index("ra"), ALERT_COLUMNS.index("dec")
 ERROR_COLUMNS = ("release_id", "member", "reason")
 BATCH = 256
 EARLY_HISTORY_BYTES = 64 << 20  # ~1,300 alerts: below, the final pass alone is quicker
+#: A local file's main pass decodes each packet's history too and stores its points with the batch, so
+#: no packet is read twice (docs/benchmarks.md); streams use :class:`history.EarlyHistory` instead.
+INLINE_HISTORY = True
 MAX_MEMBER = 4 << 20  # 25x the largest real packet; decoding one amplifies memory about 20x
 _SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _NIGHT = re.compile(r"(?<!\d)(\d{8})(?!\d)")
@@ -216,6 +219,8 @@ class _Writer(threading.Thread):
         self.progress = progress
         self.gz = gz
         self.error: BaseException | None = None
+        #: Alerts whose history was stored with their batch (decoded by the main pass).
+        self.done: set[int] = set()
 
     def run(self) -> None:
         bulk = None
@@ -231,14 +236,16 @@ class _Writer(threading.Thread):
             if bulk is not None:
                 bulk.close()
 
-    def _store(self, bulk: BulkWriter, rows: list, packets: list, errors: list) -> None:
+    def _store(self, bulk: BulkWriter, rows: list, packets: list, decoded: list, errors: list) -> None:
         bulk.begin_exclusive()
         release_id = rows[0][3] if rows else None
         candids = [row[0] for row in rows]
         owners = bulk.owners(candids)  # candid -> (owning release id, its name)
         members = bulk.existing(alert_releases, "candid", candids, release_id=release_id)
         fresh, taken, joined = [], [], []
-        for row, packet in zip(rows, packets, strict=True):
+        points = history.PointSet()
+        done = []
+        for row, packet, rows_of in zip(rows, packets, decoded, strict=True):
             candid = row[0]
             if candid in members:  # the same alert twice in one tarball
                 self.report.n_duplicates += 1
@@ -254,6 +261,11 @@ class _Writer(threading.Thread):
                 self.report.n_shared += 1
                 if self.report.release < owner[1]:
                     taken.append(row)  # this release's copy becomes the one the row reads
+                else:
+                    continue
+            if rows_of is not None:  # its points go in with its row; the history pass skips it
+                points.add(candid, row[1], row[_JD], rows_of)
+                done.append(candid)
         stored = fresh + taken
         if stored:
             ras = np.fromiter((r[_RA] for r in stored), float, len(stored))
@@ -266,10 +278,13 @@ class _Writer(threading.Thread):
         bulk.insert(alerts, ALERT_COLUMNS, stored)
         bulk.insert(alert_releases, MEMBER_COLUMNS, joined)
         bulk.insert(ingest_errors, ERROR_COLUMNS, errors)
+        if done:
+            history.insert_points(bulk, points.points())
         if self.early is not None:
             self.early.saw(history.Packet(r[0], r[1], r[_JD], r[_PATH], r[_OFFSET], r[_SIZE]) for r in stored)
             self.early.collect(bulk)
         bulk.commit()
+        self.done.update(done)
         self.report.n_alerts += len(joined)
         if self.progress:
             self.progress(self.report.n_alerts, self.gz.size)
@@ -306,14 +321,16 @@ def _main_pass(engine, data_dir, source, report, release_id, key, layout, progre
         gz = stack.enter_context(GzipStream(source, report.release))
         writer = _Writer(engine, blobs, report, progress, gz, early)
         writer.start()
+        inline = INLINE_HISTORY and early is None
         rows: list = []
         packets: list = []
+        decoded_rows: list = []
         errors: list = []
 
         def hand_over() -> None:
-            nonlocal rows, packets, errors
-            writer.queue.put((rows, packets, errors))
-            rows, packets, errors = [], [], []
+            nonlocal rows, packets, decoded_rows, errors
+            writer.queue.put((rows, packets, decoded_rows, errors))
+            rows, packets, decoded_rows, errors = [], [], [], []
             if writer.error is not None:
                 raise writer.error
 
@@ -330,16 +347,14 @@ def _main_pass(engine, data_dir, source, report, release_id, key, layout, progre
                     errors.append((release_id, member, problem))
                     continue
                 try:
-                    found = [
-                        (_row(decoded, release_id, len(packet)), packet, decoded)
-                        for packet, _parsed, decoded in decoder.members_rows(data, history=False)
-                    ]
+                    found = _decode_member(decoder, data, release_id, inline)
                 except AlertDecodeError as exc:
                     errors.append((release_id, member, str(exc)))
                     continue
                 for row, packet, decoded in found:
                     rows.append(row)
                     packets.append(packet)
+                    decoded_rows.append(decoded if decoded.prv is not None else None)
                     report.versions[row[2]] += 1
                     if decoded.extra:
                         report.unknown_fields.update(decoded.extra)
@@ -370,7 +385,27 @@ def _main_pass(engine, data_dir, source, report, release_id, key, layout, progre
             )
         ]
     report.unknown_versions = {v for v in report.versions if v not in KNOWN_VERSIONS}
-    return early.done if early is not None else set()
+    return early.done if early is not None else writer.done
+
+
+def _decode_member(decoder: AlertDecoder, data, release_id: int, history_too: bool) -> list[tuple]:
+    """(``alerts`` row, packet, decoded rows) of each alert of one tar member.
+
+    With ``history_too`` the history is decoded as well; a packet whose candidate reads but whose
+    history does not is still stored, its history left to the history pass, which names the reason.
+    """
+    if history_too:
+        try:
+            return [
+                (_row(decoded, release_id, len(packet)), packet, decoded)
+                for packet, _parsed, decoded in decoder.members_rows(data, history=True)
+            ]
+        except AlertDecodeError:
+            pass
+    return [
+        (_row(decoded, release_id, len(packet)), packet, decoded)
+        for packet, _parsed, decoded in decoder.members_rows(data, history=False)
+    ]
 
 
 def purge_release(engine: Engine, data_dir: Path, release_id: int, name: str) -> None:
