@@ -254,6 +254,7 @@ class _Writer(threading.Thread):
         self.error: BaseException | None = None
         #: Alerts whose history was stored with their batch (decoded by the main pass).
         self.done: set[int] = set()
+        self.decoder = AlertDecoder()
 
     def run(self) -> None:
         bulk = None
@@ -270,11 +271,11 @@ class _Writer(threading.Thread):
                 bulk.close()
 
     def _store(
-        self, bulk: BulkWriter, rows: list, packets: list, decoded: list, points, errors: list
+        self, bulk: BulkWriter, rows: list, packets: list, with_history: list, points, errors: list
     ) -> None:
-        """Store one batch.  ``points`` holds the history of every row with ``decoded`` rows, merged by
-        the main thread (which waits on the inflater meanwhile); when some rows are not stored (repeated,
-        or another release's copy stays), the stored rows' points are merged again here."""
+        """Store one batch.  ``points`` holds the history of every row marked in ``with_history``, merged
+        by the main thread (which waits on the inflater meanwhile); when some of them are not stored
+        (repeated, or another release's copy stays), the stored ones are decoded and merged again here."""
         bulk.begin_exclusive()
         release_id = rows[0][3] if rows else None
         candids = [row[0] for row in rows]
@@ -282,7 +283,7 @@ class _Writer(threading.Thread):
         members = bulk.existing(alert_releases, "candid", candids, release_id=release_id)
         fresh, taken, joined = [], [], []
         done = []
-        for row, packet, rows_of in zip(rows, packets, decoded, strict=True):
+        for row, packet, has_history in zip(rows, packets, with_history, strict=True):
             candid = row[0]
             if candid in members:  # the same alert twice in one tarball
                 self.report.n_duplicates += 1
@@ -300,7 +301,7 @@ class _Writer(threading.Thread):
                     taken.append(row)  # this release's copy becomes the one the row reads
                 else:
                     continue
-            if rows_of is not None:  # its points go in with its row; the history pass skips it
+            if has_history:  # its points go in with its row; the history pass skips it
                 done.append(candid)
         stored = fresh + taken
         if stored:
@@ -315,13 +316,13 @@ class _Writer(threading.Thread):
         bulk.insert(alert_releases, MEMBER_COLUMNS, joined)
         bulk.insert(ingest_errors, ERROR_COLUMNS, errors)
         if done:
-            if len(done) < sum(d is not None for d in decoded):
+            if len(done) < sum(with_history):
                 points = history.PointSet()
                 wanted = set(done)
-                for row, rows_of in zip(rows, decoded, strict=True):
+                for row, packet in zip(rows, packets, strict=True):
                     if row[0] in wanted:
                         wanted.discard(row[0])  # a repeated alert: its first row is the one stored
-                        points.add(row[0], row[1], row[_JD], rows_of)
+                        points.add(row[0], row[1], row[_JD], self.decoder.rows(packet))
             history.insert_points(bulk, points.points())
         if self.early is not None:
             self.early.saw(history.Packet(r[0], r[1], r[_JD], r[_PATH], r[_OFFSET], r[_SIZE]) for r in stored)
@@ -367,14 +368,14 @@ def _main_pass(engine, data_dir, source, report, release_id, key, layout, progre
         inline = INLINE_HISTORY and early is None
         rows: list = []
         packets: list = []
-        decoded_rows: list = []
+        with_history: list = []
         points = history.PointSet()
         errors: list = []
 
         def hand_over() -> None:
-            nonlocal rows, packets, decoded_rows, points, errors
-            writer.queue.put((rows, packets, decoded_rows, points, errors))
-            rows, packets, decoded_rows, points, errors = [], [], [], history.PointSet(), []
+            nonlocal rows, packets, with_history, points, errors
+            writer.queue.put((rows, packets, with_history, points, errors))
+            rows, packets, with_history, points, errors = [], [], [], history.PointSet(), []
             if writer.error is not None:
                 raise writer.error
 
@@ -398,10 +399,8 @@ def _main_pass(engine, data_dir, source, report, release_id, key, layout, progre
                 for row, packet, decoded in found:
                     rows.append(row)
                     packets.append(packet)
-                    if decoded.prv is None:
-                        decoded_rows.append(None)
-                    else:
-                        decoded_rows.append(decoded)
+                    with_history.append(decoded.prv is not None)
+                    if decoded.prv is not None:
                         points.add(row[0], row[1], row[_JD], decoded)
                     report.versions[row[2]] += 1
                     if decoded.extra:
