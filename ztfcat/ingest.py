@@ -248,7 +248,7 @@ class _Writer(threading.Thread):
     def __init__(self, engine: Engine, blobs: BlobWriter, report: IngestReport, progress, gz, early) -> None:
         super().__init__(name=f"writer {report.release}", daemon=True)
         self.early: history.EarlyHistory | None = early
-        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.queue: queue.Queue = queue.Queue(maxsize=1)  # batches in memory: this one, one here, one stored
         self.engine = engine
         self.blobs = blobs
         self.report = report
