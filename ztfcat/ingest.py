@@ -76,9 +76,10 @@ _RA, _DEC = ALERT_COLUMNS.index("ra"), ALERT_COLUMNS.index("dec")
 ERROR_COLUMNS = ("release_id", "member", "reason")
 BATCH = 256
 EARLY_HISTORY_BYTES = 64 << 20  # ~1,300 alerts: below, the final pass alone is quicker
-#: A local file's main pass decodes each packet's history too and stores its points with the batch, so
-#: no packet is read twice (docs/benchmarks.md); streams use :class:`history.EarlyHistory` instead.
-INLINE_HISTORY = True
+#: Whether a local file's main pass decodes each packet's history too and stores its points with the
+#: batch (no packet read twice).  Off: measured slower on 2 cores (docs/benchmarks.md, issue 12), as
+#: the main pass is one GIL-bound lane while the history pass decodes on every core.
+INLINE_HISTORY = False
 MAX_MEMBER = 4 << 20  # 25x the largest real packet; decoding one amplifies memory about 20x
 _SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _NIGHT = re.compile(r"(?<!\d)(\d{8})(?!\d)")
