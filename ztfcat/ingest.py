@@ -1,16 +1,15 @@
 """Stream-ingest one nightly tarball: gzip, tar, decode, blobs and rows in a single pass.
 
 The work is split so both cores stay busy and nothing waits on the disk: a child process inflates
-(isal), the calling thread frames tar members and decodes each packet with the compiled row decoder —
-its candidate and, for a local file, its history, merging the batch's light-curve points — and a writer
-thread stores the packets and inserts the rows and points with the driver's bulk path, committing once
-per batch.  A batch's rows are committed only after its packets are written, so a committed row always
-has its blob; its points go in the same transaction, with the same order-independent upserts as the
-history pass, so no packet is read twice.
+(isal), the calling thread frames tar members and decodes each packet with the compiled row decoder up
+to its ``candidate``, and a writer thread stores the packets and inserts the rows with the driver's bulk
+path, committing once per batch.  A batch's rows are committed only after its packets are written, so
+a committed row always has its blob.  (With :data:`INLINE_HISTORY` the main pass also decodes each
+packet's history and stores its points in the batch's transaction; off, as measured slower.)
 
 A release is ``ingesting`` until its alerts are in, ``history`` while the light-curve points not yet
-stored are derived (those of a stream, whose packets early-history workers decode, or of a packet whose
-history did not decode), then ``complete``.  Anything short of ``complete`` found at the next ingest (a killed run) is
+stored are derived (all of them for a local file; a stream's early-history workers do most of theirs
+during the main pass), then ``complete``.  Anything short of ``complete`` found at the next ingest (a killed run) is
 purged and redone from the start, so the result is always that of one clean ingest.  A tarball that
 fails as a whole (not gzip, truncated, corrupt) leaves its release ``failed`` and holding nothing.
 """
