@@ -18,9 +18,13 @@ DEFAULT_WORK = Path(os.environ.get("ZTFCAT_BENCH_DIR", "/tmp/ztfcat-bench"))
 
 @dataclass
 class Timed:
+    """A child's wall time, peak RSS and CPU (user and system, its own and its reaped children's)."""
+
     seconds: float
     peak_rss_mb: float
     stdout: str
+    user: float = 0.0
+    system: float = 0.0
 
 
 def run_timed(argv: list[str], *, env: dict | None = None, stdout=subprocess.PIPE) -> Timed:
@@ -35,12 +39,19 @@ def run_timed(argv: list[str], *, env: dict | None = None, stdout=subprocess.PIP
         if proc.returncode != 0:
             err.seek(0)
             raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{err.read().decode()}")
-    return Timed(seconds, usage.ru_maxrss / 1024, out.decode())
+    return Timed(seconds, usage.ru_maxrss / 1024, out.decode(), usage.ru_utime, usage.ru_stime)
 
 
-def synthetic_night(work: Path, n_alerts: int, version: str = "4.02", seed: int = 0) -> Path:
-    """A synthetic night of real shape (~69 KB per alert, ~15 prv_candidates), made once and reused."""
-    path = work / f"n{n_alerts}_v{version}_s{seed}" / "ztf_public_20180819.tar.gz"
+def synthetic_night(
+    work: Path, n_alerts: int, version: str = "4.02", seed: int = 0, per_object: float = 2.5
+) -> Path:
+    """A synthetic night of real shape (~69 KB per alert, ~15 prv_candidates), made once and reused.
+
+    ``per_object`` is the mean number of alerts per object (:func:`ztfcat.synthetic.make_night`): about
+    2.5 on a real night; 1 makes every alert a new object, the history's worst case (nothing to merge).
+    """
+    tag = "" if per_object == 2.5 else f"_p{per_object:g}"
+    path = work / f"n{n_alerts}_v{version}_s{seed}{tag}" / "ztf_public_20180819.tar.gz"
     done = path.with_suffix(".done")
     if not done.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,6 +68,8 @@ def synthetic_night(work: Path, n_alerts: int, version: str = "4.02", seed: int 
                 version,
                 "--seed",
                 str(seed),
+                "--per-object",
+                str(per_object),
             ],
             check=True,
         )

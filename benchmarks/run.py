@@ -26,8 +26,16 @@ sys.path.insert(0, str(HERE))
 
 from common import DEFAULT_WORK, run_timed, scratch_postgres, table  # noqa: E402
 
-FULL = {"ingest": 20_000, "alerts": 20_000, "listing": 1_000_000, "repeat": 1}
-QUICK = {"ingest": 100, "alerts": 200, "listing": 2_000, "repeat": 1}
+#: Ingest nights: sizes, and mean alerts per object (2.5 is a real night's shape; 1 makes every alert a
+#: new object); ``repeat`` alternating rounds of gzip -dc and ztfcat per row (benchmarks/ingest.py).
+FULL = {
+    "ingest": (8_000, 20_000),
+    "per_object": (2.5, 1.0),
+    "alerts": 20_000,
+    "listing": 1_000_000,
+    "repeat": 3,
+}
+QUICK = {"ingest": (100,), "per_object": (2.5, 1.0), "alerts": 200, "listing": 2_000, "repeat": 1}
 HEADERS = ("benchmark", "ztfcat", "baseline", "ratio", "target", "met?", "peak RSS")
 
 
@@ -42,13 +50,17 @@ class Row:
     target: str
     met: bool
     peak_rss_mb: float
+    spread: tuple[float, float] | None = None  # min and max of the ratio over the rounds
 
     def cells(self) -> tuple[str, ...]:
+        ratio = f"{self.ratio:,.2f}x" if self.ratio < 100 else f"{self.ratio:,.0f}x"
+        if self.spread is not None:
+            ratio += f" [{self.spread[0]:.2f}-{self.spread[1]:.2f}]"
         return (
             self.benchmark,
             self.ztfcat,
             self.baseline,
-            f"{self.ratio:,.2f}x" if self.ratio < 100 else f"{self.ratio:,.0f}x",
+            ratio,
             self.target,
             "yes" if self.met else "NO",
             f"{self.peak_rss_mb:.0f} MB",
@@ -63,48 +75,56 @@ def _ms(seconds: float) -> str:
     return f"{1000 * seconds:,.2f} ms" if seconds < 1 else f"{seconds:,.2f} s"
 
 
-def ingest_rows(sizes: dict, work: Path, postgres_url: str | None) -> list[Row]:
-    """ztfcat ingest against ``gzip -dc`` of the same night, both layouts; PostgreSQL against SQLite."""
+def ingest_rows(sizes: dict, work: Path, postgres_url: str | None) -> tuple[list[Row], list]:
+    """ztfcat ingest against ``gzip -dc`` of the same night, both layouts, each night size and shape;
+    PostgreSQL against SQLite.  Also returns every result, for the table of CPU per stage."""
     import ingest
 
-    rows = []
-    results = {}
-    for layout, target_main, target_total in (("files", 1.2, 0.7), ("pack", 1.6, 0.8)):
-        r = ingest.measure(sizes["ingest"], sizes["repeat"], layout, None, work)
-        results[layout] = r
-        gz = _rate(sizes["ingest"], sizes["ingest"] / r["gzip_rate"])
-        for stage, key, target in (
-            ("alerts + blobs", "main", target_main),
-            ("complete", "total", target_total),
-        ):
-            rows.append(
-                Row(
-                    f"ingest {layout}: {stage} vs gzip -dc",
-                    f"{r[key + '_rate']:,.0f} alerts/s",
-                    gz,
-                    r[key + "_ratio"],
-                    f">= {target}x",
-                    r[key + "_ratio"] >= target,
-                    r["peak_rss_mb"],
-                )
-            )
+    rows, results = [], []
+    for n in sizes["ingest"]:
+        for per_object in sizes["per_object"]:
+            shape = "new objects" if per_object == 1 else f"{per_object:g}/object"
+            for layout in ("files", "pack"):
+                r = ingest.measure(n, sizes["repeat"], layout, None, work, per_object)["ztfcat"]
+                results.append(r)
+                target_main, target_total = ingest.targets(layout, per_object)
+                gz = f"{r.gzip_rate:,.0f} alerts/s"
+                for stage, key, target in (
+                    ("alerts + blobs", "main", target_main),
+                    ("complete", "total", target_total),
+                ):
+                    ratio: ingest.Spread = getattr(r, key + "_ratio")
+                    rows.append(
+                        Row(
+                            f"ingest {layout} {n:,} {shape}: {stage} vs gzip -dc",
+                            f"{getattr(r, key + '_rate'):,.0f} alerts/s",
+                            gz,
+                            ratio.median,
+                            f">= {target}x",
+                            ratio.median >= target,
+                            r.peak_rss_mb,
+                            (ratio.low, ratio.high),
+                        )
+                    )
     if postgres_url:
+        n = sizes["ingest"][0]
+        lite = next(r for r in results if r.alerts == n and r.per_object == 2.5 and r.layout == "files")
         with scratch_postgres(postgres_url, f"ztfcat_bench_{os.getpid()}") as url:
-            pg = ingest.measure(sizes["ingest"], sizes["repeat"], "files", url, work)
-        lite = results["files"]
-        ratio = pg["total_rate"] / lite["total_rate"]
+            pg = ingest.measure(n, sizes["repeat"], "files", url, work)["ztfcat"]
+        results.append(pg)
+        ratio = pg.total_rate.median / lite.total_rate.median
         rows.append(
             Row(
-                "ingest files, complete: PostgreSQL vs SQLite",
-                f"{pg['total_rate']:,.0f} alerts/s",
-                f"{lite['total_rate']:,.0f} alerts/s",
+                f"ingest files {n:,}, complete: PostgreSQL vs SQLite",
+                f"{pg.total_rate:,.0f} alerts/s",
+                f"{lite.total_rate:,.0f} alerts/s",
                 ratio,
                 ">= 0.8x",
                 ratio >= 0.8,
-                pg["peak_rss_mb"],
+                pg.peak_rss_mb,
             )
         )
-    return rows
+    return rows, results
 
 
 def _side(bench: str, side: str, size: int, work: Path) -> dict:
@@ -153,9 +173,13 @@ def lookup_rows(sizes: dict, work: Path) -> list[Row]:
             z["peak_rss_mb"],
         )
     )
-    z, s = _side("iterate", "ztfcat", n_alerts, work), _side("iterate", "seed", n_alerts, work)
-    _same(z, s, "iterate", key="n")
-    ratio = s["seconds"] / z["seconds"]
+    rounds = []  # alternating, as for ingest: each ratio is that of one round
+    for _ in range(sizes["repeat"]):
+        z, s = _side("iterate", "ztfcat", n_alerts, work), _side("iterate", "seed", n_alerts, work)
+        _same(z, s, "iterate", key="n")
+        rounds.append((s["seconds"] / z["seconds"], z, s))
+    rounds.sort(key=lambda t: t[0])
+    ratio, z, s = rounds[len(rounds) // 2]
     rows.append(
         Row(
             f"iter_alerts(1000) vs fastavro.reader per file, {n_alerts:,}",
@@ -164,7 +188,8 @@ def lookup_rows(sizes: dict, work: Path) -> list[Row]:
             ratio,
             ">= 1.5x",
             ratio >= 1.5,
-            z["peak_rss_mb"],
+            max(r[1]["peak_rss_mb"] for r in rounds),
+            (rounds[0][0], rounds[-1][0]),
         )
     )
     z, s = _side("filter", "ztfcat", n_alerts, work), _side("filter", "seed", n_alerts, work)
@@ -211,7 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     args.work.mkdir(parents=True, exist_ok=True)
-    rows = ingest_rows(sizes, args.work, args.postgres_url) + lookup_rows(sizes, args.work)
+    import ingest
+
+    rows, results = ingest_rows(sizes, args.work, args.postgres_url)
+    rows += lookup_rows(sizes, args.work)
+    print(f"ingest: CPU and wall time per alert of each stage, median [min-max] of {sizes['repeat']} rounds")
+    print(ingest.stage_table(results))
+    print()
+    print(f"ratios: median [min-max] of {sizes['repeat']} alternating rounds where a range is shown")
     print(table([r.cells() for r in rows], HEADERS))
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1))

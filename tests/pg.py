@@ -79,7 +79,10 @@ def drop_database(url: str, name: str) -> None:
 
     with psycopg.connect(**_connect_kwargs(url), autocommit=True) as conn:
         conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            # Our own sessions only: an autovacuum worker is a superuser's, which this role may not
+            # signal ("must be a superuser to terminate superuser process"); DROP DATABASE stops it.
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
+            " AND pid <> pg_backend_pid() AND usename = current_user",
             (name,),
         )
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -8,6 +8,7 @@ run.py exits non-zero) are asserted.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,18 +18,21 @@ import pytest
 from tests.pg import postgres_url
 
 ROOT = Path(__file__).resolve().parents[1]
+INGEST_ROWS = tuple(
+    f"ingest {layout} 100 {shape}: {stage} vs gzip -dc"
+    for shape in ("2.5/object", "new objects")
+    for layout in ("files", "pack")
+    for stage in ("alerts + blobs", "complete")
+)
 ROWS = (
-    "ingest files: alerts + blobs vs gzip -dc",
-    "ingest files: complete vs gzip -dc",
-    "ingest pack: alerts + blobs vs gzip -dc",
-    "ingest pack: complete vs gzip -dc",
+    *INGEST_ROWS,
     "get_alert(raw=True) vs glob over",
     "alert_ids() vs glob every file",
     "iter_alerts(1000) vs fastavro.reader per file",
     "rb > 0.9 in a jd range vs decoding every file",
     'cone_search 10" vs full scan',
 )
-PG_ROW = "ingest files, complete: PostgreSQL vs SQLite"
+PG_ROW = "ingest files 100, complete: PostgreSQL vs SQLite"
 
 
 @pytest.mark.slow
@@ -54,9 +58,14 @@ def test_quick_suite_prints_every_row(tmp_path):
         "RSS",
     ]
     body = lines[header + 2 :]
-    expected = (*ROWS[:4], PG_ROW, *ROWS[4:]) if server else ROWS
+    n = len(INGEST_ROWS)
+    expected = (*ROWS[:n], PG_ROW, *ROWS[n:]) if server else ROWS
     assert len(body) == len(expected)
     for label, line in zip(expected, body, strict=True):
         assert line.startswith(label), line
         assert line.rstrip().endswith("MB"), line  # every row states its peak RSS
         assert line.split()[-3] in ("yes", "NO"), line
+        if label in INGEST_ROWS or label.startswith("iter_alerts"):
+            assert re.search(r"x \[\d+\.\d+-\d+\.\d+\]", line), line  # the ratio's min-max
+    stages = lines[:header]
+    assert any(line.split()[:1] == ["history"] for line in stages), stages  # CPU per stage, each run

@@ -35,6 +35,7 @@ SLOW_INGEST = textwrap.dedent(
     url, data_dir, path, phase = sys.argv[1:5]
     history.INLINE_BELOW = 0          # a worker pool even for a small night
     ingest.EARLY_HISTORY_BYTES = 0
+    ingest.INLINE_HISTORY = False     # leave every packet's history to the pass this test kills
     original = history.history_rows
 
     def slow(*args, **kwargs):        # runs in the workers: they are busy when the parent dies

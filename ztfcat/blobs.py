@@ -11,13 +11,29 @@ from __future__ import annotations
 
 import os
 import shutil
-import tarfile
 from pathlib import Path
 
 from .errors import ZtfcatError
 
 LAYOUTS = ("files", "pack")
 BLOCK = 512
+# The fields of a ustar header after the name, for a regular file of mode 644, owner 0, mtime 0, as
+# ``tarfile.TarInfo.tobuf(format=USTAR_FORMAT)`` writes them (a test compares the two byte for byte).
+_MODE_IDS = b"0000644\0" + b"0000000\0" * 2  # mode, uid, gid
+_MTIME = b"00000000000\0"
+_TAIL = b"0" + bytes(100) + b"ustar\x0000" + bytes(64 + 16 + 155)  # type .. prefix, no device numbers
+_FIXED_SUM = sum(_TAIL) + 8 * 0x20  # the checksum field itself counts as eight spaces
+
+
+def ustar_header(name: str, size: int) -> bytes:
+    """The 512-byte ustar header of a packet in a pack file; what ``tarfile`` writes, ~20x cheaper.
+
+    ``name`` is ``<candid>.avro`` (ASCII, well under 100 bytes) and ``size`` under 8 GiB.
+    """
+    head = name.encode("ascii").ljust(100, b"\0") + _MODE_IDS + b"%011o\0" % size + _MTIME
+    checksum = sum(head) + _FIXED_SUM
+    header = head + b"%06o\0 " % checksum + _TAIL
+    return header + bytes(BLOCK - len(header))
 
 
 def release_dir(release_key: str) -> str:
@@ -62,10 +78,7 @@ class BlobWriter:
             finally:
                 os.close(fd)
             return rel, None
-        info = tarfile.TarInfo(f"{candid}.avro")
-        info.size = len(data)
-        info.mode = 0o644
-        header = info.tobuf(format=tarfile.USTAR_FORMAT)
+        header = ustar_header(f"{candid}.avro", len(data))
         offset = self._offset + len(header)
         padding = b"\0" * ((-len(data)) % BLOCK)
         self._pack.write(header)

@@ -17,7 +17,9 @@ re-derives the light curves of their objects from the alerts that remain (:func:
 recorded first in ``history_rebuilds`` so a kill at any instant is finished by the next run.
 
 Cost: one decode of each packet's history, spread over every core (CHUNK packets per task, one object
-never split between tasks, so its copies of shared points are merged before they reach the database).
+never split between tasks, so its copies of shared points are merged before they reach the database);
+``ingest.INLINE_HISTORY`` does it in the main pass instead (:class:`PointSet`, then
+:func:`insert_points` in the batch's transaction), measured slower on 2 cores.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from .avro import AlertDecoder
 from .blobs import read_blob
 from .bulk import BulkWriter, Upsert, lock_alert_writes
 from .errors import AlertDecodeError, ZtfcatError
+from .rowdecode import DecodedAlert
 from .tables import (
     CANDIDATE_COLUMNS,
     FP_COLUMNS,
@@ -113,6 +116,59 @@ def _keep(best: dict, key, row: tuple, at_candid: int | None = None) -> None:
         best[key] = row
 
 
+class PointSet:
+    """Points of packets as they are decoded, merged by natural key with the precedence rule, so one
+    statement never touches a key twice.  Used by the history pass (:func:`history_rows`) and by the
+    main pass of an ingest, which hands over each packet's rows as it decodes them (no second read).
+    """
+
+    def __init__(self) -> None:
+        self.detections: dict = {}
+        self.limits: dict = {}
+        self.forced: dict = {}
+        self.failures: list[tuple[int, str]] = []
+
+    def add(self, candid: int, object_id: str, jd: float, decoded: DecodedAlert) -> None:
+        """One packet's own candidate, ``prv_candidates`` and ``fp_hists`` (``decoded`` with history).
+
+        The hot loop of an ingest (~25 points per alert): :func:`_keep` written out, with the ranks of
+        :data:`DETECTION`, :data:`LIMIT` and :data:`FORCED`.
+        """
+        head = (object_id, candid, jd)
+        candidate = decoded.candidate
+        own = (*head, *[candid if i == _SELF else None if i is None else candidate[i] for i in _OWN])
+        detections, limits, forced = self.detections, self.limits, self.forced
+        detections[candid] = own  # its own candidate outranks every copy
+        newest = (jd, candid)
+        for point in decoded.prv or ():
+            row = head + point
+            point_candid = row[_CANDID]
+            if point_candid is not None:
+                kept = detections.get(point_candid)
+                if kept is None or (point_candid == candid, jd, candid) >= _rank(kept, _CANDID):
+                    detections[point_candid] = row
+            else:
+                key = (object_id, row[_PID], row[_FID])
+                kept = limits.get(key)
+                if kept is None or newest >= (kept[2], kept[1]):
+                    limits[key] = row
+        for point in decoded.fp or ():
+            row = head + point
+            key = (object_id, row[_FP_PID], row[_FP_FID])
+            kept = forced.get(key)
+            if kept is None or newest >= (kept[2], kept[1]):
+                forced[key] = row
+
+    def points(self) -> Points:
+        """Everything added so far, one row per key."""
+        return Points(
+            list(self.detections.values()),
+            list(self.limits.values()),
+            list(self.forced.values()),
+            self.failures,
+        )
+
+
 def history_rows(data_dir: str, tasks: Sequence[Packet], strict: bool = False) -> Points:
     """Decode each packet's own candidate, ``prv_candidates`` and ``fp_hists`` into rows, merged by
     natural key with the precedence rule (so one statement never touches a key twice).
@@ -121,38 +177,23 @@ def history_rows(data_dir: str, tasks: Sequence[Packet], strict: bool = False) -
     """
     decoder = AlertDecoder()
     root = Path(data_dir)
-    detections: dict = {}
-    limits: dict = {}
-    forced: dict = {}
-    failures: list[tuple[int, str]] = []
+    merged = PointSet()
     for task in tasks:
         try:
             decoded = decoder.rows(read_blob(root, task.path, task.offset, task.size))
         except AlertDecodeError as exc:  # damage, a NUL byte: the packet's history is not read
-            failures.append((task.candid, str(exc)))
+            merged.failures.append((task.candid, str(exc)))
             continue
         except (ZtfcatError, OSError) as exc:  # a missing or unreadable file
             if strict:
                 raise ZtfcatError(f"the packet of alert {task.candid} cannot be read: {exc}") from exc
-            failures.append((task.candid, str(exc)))
+            merged.failures.append((task.candid, str(exc)))
             continue
-        head = (task.objectId, task.candid, task.jd)
-        candidate = decoded.candidate
-        own = (*head, *[task.candid if i == _SELF else None if i is None else candidate[i] for i in _OWN])
-        prv = [(*head, *point) for point in decoded.prv or ()]
-        fp = [(*head, *point) for point in decoded.fp or ()]
-        detections[task.candid] = own  # its own candidate outranks every copy
-        for row in prv:
-            if row[_CANDID] is not None:
-                _keep(detections, row[_CANDID], row, _CANDID)
-            else:
-                _keep(limits, (task.objectId, row[_PID], row[_FID]), row)
-        for row in fp:
-            _keep(forced, (task.objectId, row[_FP_PID], row[_FP_FID]), row)
-    return Points(list(detections.values()), list(limits.values()), list(forced.values()), failures)
+        merged.add(task.candid, task.objectId, task.jd, decoded)
+    return merged.points()
 
 
-def _insert_points(bulk: BulkWriter, points: Points) -> None:
+def insert_points(bulk: BulkWriter, points: Points) -> None:
     """Upsert the rows, no commit.  With concurrent writers (PostgreSQL workers, parallel ingests that
     share objects), rows go in natural-key order so key locks are taken in one order: no deadlock."""
     detections, limits, forced = points.detections, points.limits, points.forced
@@ -179,7 +220,7 @@ def store_history(url: str, data_dir: str, tasks: Sequence[Packet]) -> list[tupl
     points = history_rows(data_dir, tasks)
     bulk = BulkWriter(engine)
     try:
-        _insert_points(bulk, points)
+        insert_points(bulk, points)
         bulk.commit()
     finally:
         bulk.close()
@@ -243,7 +284,7 @@ def derive_history(
 
     def store(result: Points | list) -> None:
         if isinstance(result, Points):
-            _insert_points(bulk, result)
+            insert_points(bulk, result)
             bulk.commit()
             result = result.failures
         failures.extend(result)
@@ -296,7 +337,7 @@ def rebuild_objects(engine: Engine, data_dir: Path, object_ids: Sequence[str]) -
             bulk = BulkWriter(engine, within=conn)
             bulk.execute_core(delete(prv_candidates).where(prv_candidates.c.objectId.in_(chunk)))
             bulk.execute_core(delete(fp_hists).where(fp_hists.c.objectId.in_(chunk)))
-            _insert_points(bulk, points)
+            insert_points(bulk, points)
             refresh_objects(conn, chunk)
             conn.execute(delete(history_rebuilds).where(history_rebuilds.c.objectId.in_(chunk)))
             conn.commit()
@@ -393,7 +434,7 @@ class EarlyHistory:
         for future in [f for f in self._running if f.done()]:
             self._running.discard(future)
             candids, points = future.result()
-            _insert_points(bulk, points)
+            insert_points(bulk, points)
             self.done.update(candids)
         while len(self._running) < self.workers and self.pending:
             chunk: list[Packet] = []

@@ -1,13 +1,15 @@
 """Stream-ingest one nightly tarball: gzip, tar, decode, blobs and rows in a single pass.
 
-The work is split so both cores stay busy and nothing waits on the disk: one thread inflates (isal
-releases the GIL), the calling thread frames tar members and decodes each packet only up to its
-``candidate`` (cached schemas), and a writer thread stores the packets and inserts the rows with the
-driver's bulk path, committing once per batch.  A batch's rows are committed only after its packets
-are written, so a committed row always has its blob.
+The work is split so both cores stay busy and nothing waits on the disk: a child process inflates
+(isal), the calling thread frames tar members and decodes each packet with the compiled row decoder up
+to its ``candidate``, and a writer thread stores the packets and inserts the rows with the driver's bulk
+path, committing once per batch.  A batch's rows are committed only after its packets are written, so
+a committed row always has its blob.  (With :data:`INLINE_HISTORY` the main pass also decodes each
+packet's history and stores its points in the batch's transaction; off, as measured slower.)
 
-A release is ``ingesting`` until its alerts are in, ``history`` while its light-curve points are
-derived, then ``complete``.  Anything short of ``complete`` found at the next ingest (a killed run) is
+A release is ``ingesting`` until its alerts are in, ``history`` while the light-curve points not yet
+stored are derived (all of them for a local file; a stream's early-history workers do most of theirs
+during the main pass), then ``complete``.  Anything short of ``complete`` found at the next ingest (a killed run) is
 purged and redone from the start, so the result is always that of one clean ingest.  A tarball that
 fails as a whole (not gzip, truncated, corrupt) leaves its release ``failed`` and holding nothing.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import gc
 import hashlib
 import io
 import json
@@ -72,11 +75,47 @@ _RA, _DEC = ALERT_COLUMNS.index("ra"), ALERT_COLUMNS.index("dec")
 ERROR_COLUMNS = ("release_id", "member", "reason")
 BATCH = 256
 EARLY_HISTORY_BYTES = 64 << 20  # ~1,300 alerts: below, the final pass alone is quicker
+#: Whether a local file's main pass decodes each packet's history too and stores its points with the
+#: batch (no packet read twice).  Off: measured slower on 2 cores (docs/benchmarks.md, issue 12), as
+#: the main pass is one GIL-bound lane while the history pass decodes on every core.
+INLINE_HISTORY = False
 MAX_MEMBER = 4 << 20  # 25x the largest real packet; decoding one amplifies memory about 20x
 _SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _NIGHT = re.compile(r"(?<!\d)(\d{8})(?!\d)")
 
 Progress = Callable[[int, int], None]
+
+#: Allocations between young-generation collections while an ingest runs (the default is 700).
+GC_THRESHOLD = 50_000
+_gc_lock = threading.Lock()
+_gc_users = 0
+_gc_saved: tuple[int, ...] | None = None
+
+
+@contextlib.contextmanager
+def _quiet_gc() -> Iterator[None]:
+    """Collect garbage rarely while ingests run: freeze what exists (the imported modules: a full
+    collection would walk them again and again) and collect the young generation every
+    :data:`GC_THRESHOLD` allocations.  An ingest makes millions of short-lived tuples, no cycles to
+    speak of; with the default settings the collector took 0.7 s of an 8,000-alert night's 4.4 s of
+    CPU, 0.05 s with these (docs/benchmarks.md).  Process-wide settings, so the first of concurrent
+    ingests sets them and the last one restores them.
+    """
+    global _gc_users, _gc_saved
+    with _gc_lock:
+        if _gc_users == 0:
+            _gc_saved = gc.get_threshold()
+            gc.freeze()
+            gc.set_threshold(GC_THRESHOLD, *_gc_saved[1:])
+        _gc_users += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_users -= 1
+            if _gc_users == 0 and _gc_saved is not None:
+                gc.set_threshold(*_gc_saved)
+                gc.unfreeze()
 
 
 @dataclass
@@ -209,13 +248,16 @@ class _Writer(threading.Thread):
     def __init__(self, engine: Engine, blobs: BlobWriter, report: IngestReport, progress, gz, early) -> None:
         super().__init__(name=f"writer {report.release}", daemon=True)
         self.early: history.EarlyHistory | None = early
-        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.queue: queue.Queue = queue.Queue(maxsize=1)  # batches in memory: this one, one here, one stored
         self.engine = engine
         self.blobs = blobs
         self.report = report
         self.progress = progress
         self.gz = gz
         self.error: BaseException | None = None
+        #: Alerts whose history was stored with their batch (decoded by the main pass).
+        self.done: set[int] = set()
+        self.decoder = AlertDecoder()
 
     def run(self) -> None:
         bulk = None
@@ -231,14 +273,20 @@ class _Writer(threading.Thread):
             if bulk is not None:
                 bulk.close()
 
-    def _store(self, bulk: BulkWriter, rows: list, packets: list, errors: list) -> None:
+    def _store(
+        self, bulk: BulkWriter, rows: list, packets: list, with_history: list, points, errors: list
+    ) -> None:
+        """Store one batch.  ``points`` holds the history of every row marked in ``with_history``, merged
+        by the main thread (which waits on the inflater meanwhile); when some of them are not stored
+        (repeated, or another release's copy stays), the stored ones are decoded and merged again here."""
         bulk.begin_exclusive()
         release_id = rows[0][3] if rows else None
         candids = [row[0] for row in rows]
         owners = bulk.owners(candids)  # candid -> (owning release id, its name)
         members = bulk.existing(alert_releases, "candid", candids, release_id=release_id)
         fresh, taken, joined = [], [], []
-        for row, packet in zip(rows, packets, strict=True):
+        done = []
+        for row, packet, has_history in zip(rows, packets, with_history, strict=True):
             candid = row[0]
             if candid in members:  # the same alert twice in one tarball
                 self.report.n_duplicates += 1
@@ -254,6 +302,10 @@ class _Writer(threading.Thread):
                 self.report.n_shared += 1
                 if self.report.release < owner[1]:
                     taken.append(row)  # this release's copy becomes the one the row reads
+                else:
+                    continue
+            if has_history:  # its points go in with its row; the history pass skips it
+                done.append(candid)
         stored = fresh + taken
         if stored:
             ras = np.fromiter((r[_RA] for r in stored), float, len(stored))
@@ -266,10 +318,20 @@ class _Writer(threading.Thread):
         bulk.insert(alerts, ALERT_COLUMNS, stored)
         bulk.insert(alert_releases, MEMBER_COLUMNS, joined)
         bulk.insert(ingest_errors, ERROR_COLUMNS, errors)
+        if done:
+            if len(done) < sum(with_history):
+                points = history.PointSet()
+                wanted = set(done)
+                for row, packet in zip(rows, packets, strict=True):
+                    if row[0] in wanted:
+                        wanted.discard(row[0])  # a repeated alert: its first row is the one stored
+                        points.add(row[0], row[1], row[_JD], self.decoder.rows(packet))
+            history.insert_points(bulk, points.points())
         if self.early is not None:
             self.early.saw(history.Packet(r[0], r[1], r[_JD], r[_PATH], r[_OFFSET], r[_SIZE]) for r in stored)
             self.early.collect(bulk)
         bulk.commit()
+        self.done.update(done)
         self.report.n_alerts += len(joined)
         if self.progress:
             self.progress(self.report.n_alerts, self.gz.size)
@@ -306,14 +368,17 @@ def _main_pass(engine, data_dir, source, report, release_id, key, layout, progre
         gz = stack.enter_context(GzipStream(source, report.release))
         writer = _Writer(engine, blobs, report, progress, gz, early)
         writer.start()
+        inline = INLINE_HISTORY and early is None
         rows: list = []
         packets: list = []
+        with_history: list = []
+        points = history.PointSet()
         errors: list = []
 
         def hand_over() -> None:
-            nonlocal rows, packets, errors
-            writer.queue.put((rows, packets, errors))
-            rows, packets, errors = [], [], []
+            nonlocal rows, packets, with_history, points, errors
+            writer.queue.put((rows, packets, with_history, points, errors))
+            rows, packets, with_history, points, errors = [], [], [], history.PointSet(), []
             if writer.error is not None:
                 raise writer.error
 
@@ -330,16 +395,16 @@ def _main_pass(engine, data_dir, source, report, release_id, key, layout, progre
                     errors.append((release_id, member, problem))
                     continue
                 try:
-                    found = [
-                        (_row(decoded, release_id, len(packet)), packet, decoded)
-                        for packet, _parsed, decoded in decoder.members_rows(data, history=False)
-                    ]
+                    found = _decode_member(decoder, data, release_id, inline)
                 except AlertDecodeError as exc:
                     errors.append((release_id, member, str(exc)))
                     continue
                 for row, packet, decoded in found:
                     rows.append(row)
                     packets.append(packet)
+                    with_history.append(decoded.prv is not None)
+                    if decoded.prv is not None:
+                        points.add(row[0], row[1], row[_JD], decoded)
                     report.versions[row[2]] += 1
                     if decoded.extra:
                         report.unknown_fields.update(decoded.extra)
@@ -370,7 +435,27 @@ def _main_pass(engine, data_dir, source, report, release_id, key, layout, progre
             )
         ]
     report.unknown_versions = {v for v in report.versions if v not in KNOWN_VERSIONS}
-    return early.done if early is not None else set()
+    return early.done if early is not None else writer.done
+
+
+def _decode_member(decoder: AlertDecoder, data, release_id: int, history_too: bool) -> list[tuple]:
+    """(``alerts`` row, packet, decoded rows) of each alert of one tar member.
+
+    With ``history_too`` the history is decoded as well; a packet whose candidate reads but whose
+    history does not is still stored, its history left to the history pass, which names the reason.
+    """
+    if history_too:
+        try:
+            return [
+                (_row(decoded, release_id, len(packet)), packet, decoded)
+                for packet, _parsed, decoded in decoder.members_rows(data, history=True)
+            ]
+        except AlertDecodeError:
+            pass
+    return [
+        (_row(decoded, release_id, len(packet)), packet, decoded)
+        for packet, _parsed, decoded in decoder.members_rows(data, history=False)
+    ]
 
 
 def purge_release(engine: Engine, data_dir: Path, release_id: int, name: str) -> None:
@@ -498,7 +583,7 @@ def ingest(
         size and MD5 here); whatever it raises fails the release like a broken tarball.
     """
     repair(engine, data_dir)
-    with release_lock(engine, data_dir, name):
+    with release_lock(engine, data_dir, name), _quiet_gc():
         return _ingest_locked(
             engine, data_dir, source, name, layout, origin, progress, force, decoder, verify
         )

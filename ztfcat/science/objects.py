@@ -129,7 +129,8 @@ def objects_select(ids: Sequence[str] | None):
             *per_band,
         )
         .group_by(r.objectId)
-        .subquery("agg")
+        .cte("agg")
+        .prefix_with("MATERIALIZED")
     )
     prv = prv_candidates.c
     limits = select(prv.objectId, func.count().label("nlim")).where(prv.candid.is_(None))
