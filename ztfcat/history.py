@@ -110,12 +110,6 @@ def _rank(row: tuple, at_candid: int | None) -> tuple:
     return (own, row[2], row[1])
 
 
-def _keep(best: dict, key, row: tuple, at_candid: int | None = None) -> None:
-    kept = best.get(key)
-    if kept is None or _rank(row, at_candid) >= _rank(kept, at_candid):
-        best[key] = row
-
-
 class PointSet:
     """Points of packets as they are decoded, merged by natural key with the precedence rule, so one
     statement never touches a key twice.  Used by the history pass (:func:`history_rows`) and by the
@@ -131,7 +125,7 @@ class PointSet:
     def add(self, candid: int, object_id: str, jd: float, decoded: DecodedAlert) -> None:
         """One packet's own candidate, ``prv_candidates`` and ``fp_hists`` (``decoded`` with history).
 
-        The hot loop of an ingest (~25 points per alert): :func:`_keep` written out, with the ranks of
+        The hot loop of an ingest (~25 points per alert): the precedence written out, with the ranks of
         :data:`DETECTION`, :data:`LIMIT` and :data:`FORCED`.
         """
         head = (object_id, candid, jd)
