@@ -1,4 +1,4 @@
-"""Hatchling build hook: compile the optional C row decoder, ``ztfcat/_rowdecode.c``.
+"""Hatchling build hook: compile the optional C row decoder, ``ztfcat/ingest/_rowdecode.c``.
 
 Why a hook and not a change of build backend: the wheel's ``force-include`` of ``migrations`` and
 ``alembic.ini`` stays as it is, and a machine without a C compiler still gets a working (pure-Python,
@@ -14,8 +14,8 @@ from pathlib import Path
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-EXTENSION = "ztfcat._rowdecode"
-SOURCE = "ztfcat/_rowdecode.c"
+EXTENSION = "ztfcat.ingest._rowdecode"
+SOURCE = "ztfcat/ingest/_rowdecode.c"
 
 
 class RowDecodeBuildHook(BuildHookInterface):
@@ -39,7 +39,7 @@ class RowDecodeBuildHook(BuildHookInterface):
         build_data["pure_python"] = False
         build_data["infer_tag"] = True
         if not editable:
-            build_data["force_include"][str(built)] = f"ztfcat/{built.name}"
+            build_data["force_include"][str(built)] = f"ztfcat/ingest/{built.name}"
 
 
 def _compile(root: Path, work: Path, *, inplace: bool) -> Path:

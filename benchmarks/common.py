@@ -47,7 +47,7 @@ def synthetic_night(
 ) -> Path:
     """A synthetic night of real shape (~69 KB per alert, ~15 prv_candidates), made once and reused.
 
-    ``per_object`` is the mean number of alerts per object (:func:`ztfcat.synthetic.make_night`): about
+    ``per_object`` is the mean number of alerts per object (:func:`ztfcat.testing.synthetic.make_night`): about
     2.5 on a real night; 1 makes every alert a new object, the history's worst case (nothing to merge).
     """
     tag = "" if per_object == 2.5 else f"_p{per_object:g}"
@@ -60,7 +60,7 @@ def synthetic_night(
             [
                 sys.executable,
                 "-m",
-                "ztfcat.synthetic",
+                "ztfcat.testing.synthetic",
                 str(path),
                 "--alerts",
                 str(n_alerts),
@@ -91,7 +91,7 @@ def ztfcat_ingest(
     env.pop("ZTFCAT_DATABASE_URL", None)
     if database_url:
         env["ZTFCAT_DATABASE_URL"] = database_url
-    timed = run_timed([sys.executable, "-m", "ztfcat.cli", "ingest", "--json", str(path)], env=env)
+    timed = run_timed([sys.executable, "-m", "ztfcat.cli.root", "ingest", "--json", str(path)], env=env)
     return json.loads(timed.stdout.strip().splitlines()[-1]), timed
 
 

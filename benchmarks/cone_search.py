@@ -31,10 +31,10 @@ import numpy as np
 from sqlalchemy import delete, func, insert, select, text
 
 from ztfcat import Catalog
-from ztfcat.conesearch import cone_search
-from ztfcat.ingest import night_observed
-from ztfcat.sky import hpx_index, separation_deg
-from ztfcat.tables import alert_releases, alerts, releases
+from ztfcat.ingest.pipeline import night_observed
+from ztfcat.store.conesearch import cone_search
+from ztfcat.store.sky import hpx_index, separation_deg
+from ztfcat.store.tables import alert_releases, alerts, releases
 
 RELEASE = "benchmark_cone_search"
 COLUMNS = ("candid", "objectId", "schemavsn", "release_id", "blob_path", "blob_size", "hpx", "ra", "dec")

@@ -45,9 +45,9 @@ def random_sky(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray
 def build(url: str, data_dir: Path, n: int, seed: int = 0) -> None:
     """Fill a fresh catalog with ``n`` bare alerts (uniform sky), in batches straight through the driver."""
     from ztfcat import Catalog
-    from ztfcat.ingest import night_observed
-    from ztfcat.sky import hpx_index
-    from ztfcat.tables import releases
+    from ztfcat.ingest.pipeline import night_observed
+    from ztfcat.store.sky import hpx_index
+    from ztfcat.store.tables import releases
 
     catalog = Catalog(url, data_dir)
     engine = catalog.engine
@@ -216,7 +216,7 @@ def run(url: str, data_dir: Path, args) -> list[tuple]:
             [
                 sys.executable,
                 "-m",
-                "ztfcat.cli",
+                "ztfcat.cli.root",
                 "xmatch",
                 str(path),
                 "--radius",

@@ -1,4 +1,4 @@
-"""Microseconds per alert to turn a packet into rows: fastavro (today's path) against ztfcat.rowdecode.
+"""Microseconds per alert to turn a packet into rows: fastavro (today's path) against ztfcat.ingest.rowdecode.
 
     python benchmarks/decode.py [--runs 5] [--synthetic 300] [--seconds 0.5]
 
@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ztfcat import rowdecode, synthetic
-from ztfcat.avro import AlertDecoder, _blocks, read_header
+from ztfcat.ingest import rowdecode
+from ztfcat.ingest.avro import AlertDecoder, _blocks, read_header
+from ztfcat.testing import synthetic
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "ztf-alerts" / "alerts" / "v4.02"
 
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=0.5, help="time per run and way")
     args = parser.parse_args(argv)
     if not rowdecode.executor_available():
-        raise SystemExit("ztfcat._rowdecode is not built: pip install -e . compiles it")
+        raise SystemExit("ztfcat.ingest._rowdecode is not built: pip install -e . compiles it")
     sets = []
     real = sorted(REAL.glob("*.avro"))
     if real:

@@ -3,7 +3,7 @@
     python benchmarks/download_overlap.py [--alerts 3000] [--rate-mbps 50] [--repeat 3]
 
 Serves one synthetic night from the local archive server throttled to ``--rate-mbps`` MB/s, and times
-(a) ``ArchiveClient.download`` (bytes to disk, verified) and (b) ``ztfcat.archive.download_night`` (the
+(a) ``ArchiveClient.download`` (bytes to disk, verified) and (b) ``ztfcat.mirror.archive.download_night`` (the
 real path: bytes streamed into the ingest while saved and hashed, verified before complete, history
 derived) into a fresh SQLite catalog.  Target: (b) ≤ 1.15 × (a), i.e. the ingest hides behind the network.
 Runs alternate (a), (b), (c), (a), ... so machine noise hits both alike; medians are reported.
@@ -28,9 +28,9 @@ TARGET = 1.15
 
 def measure(alerts: int, rate_mbps: float, repeat: int, work: Path) -> dict:
     from ztfcat import Catalog
-    from ztfcat.archive import download_night
-    from ztfcat.archive_server import ArchiveServer
-    from ztfcat.remote import ArchiveClient
+    from ztfcat.mirror.archive import download_night
+    from ztfcat.sources.http import ArchiveClient
+    from ztfcat.testing.archive_server import ArchiveServer
 
     night = synthetic_night(work, alerts)
     size = night.stat().st_size

@@ -55,12 +55,12 @@ def prepared_catalog(work: Path, n_alerts: int) -> tuple[str, Path]:
         night = base / "ztf_public_20180819.tar.gz"
         print(f"making {night} ({n_alerts} alerts) ...", file=sys.stderr, flush=True)
         subprocess.run(
-            [sys.executable, "-m", "ztfcat.synthetic", str(night), "--alerts", str(n_alerts), "--no-cutouts"],
+            [sys.executable, "-m", "ztfcat.testing.synthetic", str(night), "--alerts", str(n_alerts), "--no-cutouts"],
             check=True,
         )
         print("ingesting ...", file=sys.stderr, flush=True)
         env = dict(os.environ, ZTFCAT_DATA_DIR=str(data), ZTFCAT_DATABASE_URL=url)
-        subprocess.run([sys.executable, "-m", "ztfcat.cli", "ingest", str(night)], check=True, env=env)
+        subprocess.run([sys.executable, "-m", "ztfcat.cli.root", "ingest", str(night)], check=True, env=env)
         night.unlink()
         done.write_text("ok")
     return url, data
@@ -90,7 +90,7 @@ def main() -> None:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     env = dict(os.environ, ZTFCAT_DATA_DIR=str(data), ZTFCAT_DATABASE_URL=url)
-    cli = [sys.executable, "-m", "ztfcat.cli", "export"]
+    cli = [sys.executable, "-m", "ztfcat.cli.root", "export"]
 
     rows = []
     runs = [("export --parquet", "--parquet", out / "parquet")]

@@ -183,7 +183,7 @@ def measure(
 def _reset_postgres(url: str) -> None:
     from sqlalchemy import create_engine
 
-    from ztfcat.tables import metadata
+    from ztfcat.store.tables import metadata
 
     engine = create_engine(url)
     metadata.drop_all(engine)

@@ -4,7 +4,7 @@
 
 Run by :mod:`ingest` as the timed child, with ``PYTHONPATH`` naming the code under test (this branch, or
 an older checkout for a before/after comparison), so it only relies on what every version has: the
-``ztfcat ingest`` command and :func:`ztfcat.history.derive_history`, which the ingest calls once
+``ztfcat ingest`` command and :func:`ztfcat.ingest.history.derive_history`, which the ingest calls once
 between its main pass (alerts and packets in) and the end (objects refreshed, release complete).  The
 marks are ``time.perf_counter()`` and user/system CPU of this process and its reaped children (the
 history pass's worker processes are reaped before ``derive_history`` returns).
@@ -26,7 +26,8 @@ def _usage() -> tuple[float, float, float]:
 def main() -> None:
     path, stages = sys.argv[1], sys.argv[2]
     marks = {"start": _usage()}
-    from ztfcat import cli, history
+    from ztfcat.cli.root import main as cli
+    from ztfcat.ingest import history
 
     derive = history.derive_history
 

@@ -58,7 +58,7 @@ def listing_dir(work: Path, size: int) -> Path:
 def setup_alerts(work: Path, size: int) -> Path:
     """Make (once) the ``alerts`` data set: a catalog and the seed's night folders of the same packets."""
     from ztfcat import Catalog
-    from ztfcat.synthetic import make_night
+    from ztfcat.testing.synthetic import make_night
 
     root = alerts_dir(work, size)
     if (root / "done").exists():
@@ -206,7 +206,7 @@ def _cone(catalog, side: str) -> dict:
     from cone_search import full_scan
     from sqlalchemy import text
 
-    from ztfcat.conesearch import cone_search
+    from ztfcat.store.conesearch import cone_search
 
     radius = 10.0
     rng = np.random.default_rng(3)

@@ -62,8 +62,9 @@ def main() -> None:
     args = parser.parse_args()
     night = synthetic_night(args.work, args.alerts, per_object=args.per_object)
 
-    import ztfcat.ingest as ingest
-    from ztfcat import Catalog, history
+    import ztfcat.ingest.pipeline as ingest
+    from ztfcat import Catalog
+    from ztfcat.ingest import history
 
     profiles = {"main": cProfile.Profile(), "writer": cProfile.Profile()}
     run = ingest._Writer.run

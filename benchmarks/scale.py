@@ -51,7 +51,7 @@ def generate(work: Path, nights: int, alerts: int) -> None:
         while pending and len(running) < 2:
             path = pending.pop(0)
             night = path.name.removeprefix("ztf_public_").removesuffix(".tar.gz")
-            argv = [sys.executable, "-m", "ztfcat.synthetic", str(path), "--alerts", str(alerts)]
+            argv = [sys.executable, "-m", "ztfcat.testing.synthetic", str(path), "--alerts", str(alerts)]
             argv += ["--night", night, "--seed", night, "--no-cutouts"]
             running.append((subprocess.Popen(argv), path))
         proc, path = running.pop(0)
@@ -111,7 +111,7 @@ def query_latencies(catalog, seed: int = 7) -> dict[str, dict]:
     picks = [int(ids[i]) for i in rng.integers(0, len(ids), 300)]
     from sqlalchemy import select
 
-    from ztfcat.tables import alerts
+    from ztfcat.store.tables import alerts
 
     query = select(alerts.c.objectId, alerts.c.ra, alerts.c.dec).where(alerts.c.candid.in_(picks[:100]))
     with engine.connect() as conn:

@@ -2,13 +2,13 @@
 
     python benchmarks/startup.py [--runs 7] [--work DIR] [--json]
 
-Each command runs ``--runs`` times in a fresh interpreter (``python -m ztfcat.cli``, as the console
+Each command runs ``--runs`` times in a fresh interpreter (``python -m ztfcat.cli.root``, as the console
 script does), on a tiny catalog (one synthetic night of 5 alerts, made once in ``--work``); prints the
 median wall time with the min–max, next to the target, and the median CPU time (user + system, from
 ``wait4``), which a busy machine inflates far less than wall time.  The query command's time is its fixed cost:
 one row from a tiny catalog is nothing but start-up, imports, opening the database and printing.
 Targets: ``--version`` and ``--help`` under 0.3 s, ``alerts -n 1`` under 0.6 s.  Find what a command
-imports with ``python -X importtime -m ztfcat.cli --version 2> imports.txt``.
+imports with ``python -X importtime -m ztfcat.cli.root --version 2> imports.txt``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def tiny_catalog(work: Path) -> list[str]:
     database = data / "catalog.sqlite"
     if not database.is_file():
         from ztfcat import Catalog
-        from ztfcat.synthetic import make_night
+        from ztfcat.testing.synthetic import make_night
 
         data.mkdir(parents=True, exist_ok=True)
         spec = make_night(work / "ztf_public_20180601.tar.gz", night="20180601", n_alerts=5, seed=1)
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         catalog = tiny_catalog(work)
-        base = [sys.executable, "-m", "ztfcat.cli"]
+        base = [sys.executable, "-m", "ztfcat.cli.root"]
         commands = {
             "--version": base + ["--version"],
             "--help": base + ["--help"],

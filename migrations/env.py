@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 
 from ztfcat import settings
-from ztfcat.db import make_engine
-from ztfcat.tables import metadata
+from ztfcat.store.db import make_engine
+from ztfcat.store.tables import metadata
 
 config = context.config
 

@@ -1,4 +1,4 @@
-"""Avro containers for the tests of the framing in ``ztfcat.avro``: synthetic alerts, hand-built
+"""Avro containers for the tests of the framing in ``ztfcat.ingest.avro``: synthetic alerts, hand-built
 containers, and fastavro as the reference reader of headers and blocks."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import fastavro
 import numpy as np
 from fastavro.read import HEADER_SCHEMA
 
-from ztfcat import synthetic
-from ztfcat.avro import MAGIC, encode_long
+from ztfcat.ingest.avro import MAGIC, encode_long
+from ztfcat.testing import synthetic
 
 SYNC = bytes(range(16))
 
@@ -33,7 +33,7 @@ def alert(candid: int = 1_000_000_001, version: str = "4.02", n_prv: int = 2, cu
 
 
 def packet(candid: int = 1_000_000_001, version: str = "4.02", **options) -> bytes:
-    """One alert as ZTF ships it (codec null, schema embedded), written by :mod:`ztfcat.synthetic`."""
+    """One alert as ZTF ships it (codec null, schema embedded), written by :mod:`ztfcat.testing.synthetic`."""
     return synthetic.alert_bytes(alert(candid, version, **options), version)
 
 

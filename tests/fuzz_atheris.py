@@ -20,8 +20,8 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["ztfcat"]):
-    import ztfcat.avro
-    import ztfcat.tarstream  # noqa: F401 - instrumented before fuzzcheck imports it
+    import ztfcat.ingest.avro
+    import ztfcat.ingest.tarstream  # noqa: F401 - instrumented before fuzzcheck imports it
 
 from tests.fuzzcheck import avro_seeds, check_avro, check_tar, tar_seeds  # noqa: E402
 

@@ -12,9 +12,9 @@ from functools import cache
 from tests.avrocraft import alert, fastavro_blocks, fastavro_header, packet, written
 from tests.conftest import ALERTS
 from tests.tarcraft import BLOCK, build, reference, rich, special, until_error
-from ztfcat.avro import AlertDecoder, _blocks, read_header
 from ztfcat.errors import AlertDecodeError, IngestError
-from ztfcat.tarstream import MAX_META, PlainStream
+from ztfcat.ingest.avro import AlertDecoder, _blocks, read_header
+from ztfcat.ingest.tarstream import MAX_META, PlainStream
 
 
 def _quiet(note: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from ztfcat.tables import (
+from ztfcat.store.tables import (
     alert_releases,
     alerts,
     fp_hists,

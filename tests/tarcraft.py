@@ -1,4 +1,4 @@
-"""Tar archives for the tests of ``ztfcat.tarstream``: built with ``tarfile``, hand-crafted headers, and
+"""Tar archives for the tests of ``ztfcat.ingest.tarstream``: built with ``tarfile``, hand-crafted headers, and
 ``tarfile`` itself as the reference reader the lean one must agree with.
 """
 
@@ -8,7 +8,7 @@ import gzip
 import io
 import tarfile
 
-from ztfcat.tarstream import GzipStream, PlainStream, iter_members
+from ztfcat.ingest.tarstream import GzipStream, PlainStream, iter_members
 
 BLOCK = 512
 

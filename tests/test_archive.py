@@ -18,13 +18,13 @@ from sqlalchemy import func, select
 
 import ztfcat
 from tests.tarballs import snapshot, tar_members
-from ztfcat import archive
-from ztfcat.archive import RemoteFile, merge_listing, parse_night, plan_recent
-from ztfcat.archive_server import ArchiveServer
 from ztfcat.errors import ChecksumMismatchError, DownloadError, InvalidNightError, NotFoundError
-from ztfcat.remote import ArchiveClient
-from ztfcat.synthetic import make_archive, make_night
-from ztfcat.tables import alerts, releases, remote_files
+from ztfcat.mirror import archive
+from ztfcat.mirror.archive import RemoteFile, merge_listing, parse_night, plan_recent
+from ztfcat.sources.http import ArchiveClient
+from ztfcat.store.tables import alerts, releases, remote_files
+from ztfcat.testing.archive_server import ArchiveServer
+from ztfcat.testing.synthetic import make_archive, make_night
 
 N1, N2, N3 = (f"ztf_public_2018060{d}.tar.gz" for d in (1, 2, 3))
 ODD = {

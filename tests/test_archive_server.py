@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ztfcat.archive_server import (
+from ztfcat.testing.archive_server import (
     ArchiveServer,
     Faults,
     IndexRow,
@@ -377,7 +377,7 @@ def test_stop_releases_the_port(root: Path):
 
 def test_command_line_serves_a_folder(root: Path):
     process = subprocess.Popen(
-        [sys.executable, "-m", "ztfcat.archive_server", str(root), "--port", "0"],
+        [sys.executable, "-m", "ztfcat.testing.archive_server", str(root), "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).resolve().parents[1],

@@ -1,4 +1,4 @@
-"""The Avro container framing of ``ztfcat.avro`` against fastavro: headers, blocks, record splitting.
+"""The Avro container framing of ``ztfcat.ingest.avro`` against fastavro: headers, blocks, record splitting.
 
 fastavro reads the same bytes independently (the spec's header schema, ``block_reader``, ``reader``);
 the lean framing must agree with it on real packets of every schema version, multi-record and deflate
@@ -25,8 +25,8 @@ from tests.avrocraft import (
     packet,
     written,
 )
-from ztfcat import synthetic
-from ztfcat.avro import (
+from ztfcat.errors import AlertDecodeError
+from ztfcat.ingest.avro import (
     MAX_INFLATED,
     MAX_RECORDS,
     AlertDecoder,
@@ -35,7 +35,7 @@ from ztfcat.avro import (
     encode_long,
     read_header,
 )
-from ztfcat.errors import AlertDecodeError
+from ztfcat.testing import synthetic
 
 SCHEMA = synthetic._schema_json("4.02").encode()
 

@@ -10,7 +10,7 @@ import pytest
 
 import ztfcat
 from ztfcat import Catalog, InvalidQueryError, NotFoundError
-from ztfcat.synthetic import make_night
+from ztfcat.testing.synthetic import make_night
 
 
 @pytest.fixture
@@ -153,7 +153,7 @@ def test_info(catalog, two_nights):
 
 def test_nothing_happens_at_import(tmp_path):
     code = (
-        "import os, sys; os.environ['XDG_DATA_HOME'] = sys.argv[1]; import ztfcat, ztfcat.cli; "
+        "import os, sys; os.environ['XDG_DATA_HOME'] = sys.argv[1]; import ztfcat, ztfcat.cli.root; "
         "c = ztfcat.Catalog(); print(os.listdir(sys.argv[1]))"
     )
     out = subprocess.run(

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ztfcat.cli import main
-from ztfcat.synthetic import make_night
+from ztfcat.cli.root import main
+from ztfcat.testing.synthetic import make_night
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from ztfcat import Catalog
-from ztfcat.archive_server import ArchiveServer
-from ztfcat.cli import main
-from ztfcat.cli_archive import register
-from ztfcat.synthetic import make_archive
+from ztfcat.cli.root import main
+from ztfcat.cli.archive import register
+from ztfcat.testing.archive_server import ArchiveServer
+from ztfcat.testing.synthetic import make_archive
 
 N1, N2, N3 = (f"ztf_public_2018060{d}.tar.gz" for d in (1, 2, 3))
 

@@ -12,12 +12,12 @@ from astropy.table import Table
 from click.testing import CliRunner
 from matplotlib.image import imread
 
-from ztfcat.cli import main
-from ztfcat.cli_explore import register
-from ztfcat.conesearch import cone_search
-from ztfcat.lightcurve import lightcurve
+from ztfcat.cli.root import main
+from ztfcat.cli.explore import register
 from ztfcat.plotting import plot_cutout, plot_lightcurve, plot_stamps
-from ztfcat.synthetic import make_night
+from ztfcat.store.conesearch import cone_search
+from ztfcat.store.lightcurve import lightcurve
+from ztfcat.testing.synthetic import make_night
 
 register(main)
 

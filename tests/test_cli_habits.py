@@ -28,11 +28,11 @@ from sqlalchemy import inspect
 
 from tests.tarballs import tar_members
 from ztfcat import Catalog
-from ztfcat.cli import main
-from ztfcat.cli_output import display, plural
-from ztfcat.cli_progress import Bar
-from ztfcat.fields import FIELDS
-from ztfcat.synthetic import make_night
+from ztfcat.cli.root import main
+from ztfcat.cli.output import display, plural
+from ztfcat.cli.progress import Bar
+from ztfcat.store.fields import FIELDS
+from ztfcat.testing.synthetic import make_night
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("sqlalchemy", "astropy", "numpy", "matplotlib", "fastavro", "pandas", "tqdm")
@@ -69,10 +69,10 @@ def args(database_url, tmp_path, night):
 
 
 def imported(argv: list[str], env_extra: dict | None = None) -> set[str]:
-    """Top-level modules a fresh ``python -m ztfcat.cli ARGV`` imports (``-X importtime``)."""
+    """Top-level modules a fresh ``python -m ztfcat.cli.root ARGV`` imports (``-X importtime``)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "ztfcat.cli", *argv],
+        [sys.executable, "-X", "importtime", "-m", "ztfcat.cli.root", *argv],
         capture_output=True,
         text=True,
         env=env,
@@ -255,7 +255,7 @@ def _on_a_terminal(command: list[str]) -> tuple[int, str]:
 
 @pytest.mark.slow
 def test_ingest_export_delete_draw_bars_on_a_real_terminal(tmp_path, night):
-    cli = [sys.executable, "-m", "ztfcat.cli", "--data-dir", str(tmp_path / "data")]
+    cli = [sys.executable, "-m", "ztfcat.cli.root", "--data-dir", str(tmp_path / "data")]
     status, screen = _on_a_terminal([*cli, "ingest", str(night.path)])
     assert status == 0 and "ztf_public_20180819.tar.gz: 100%|" in screen
     assert "B/s" in screen and "40 alerts]" in screen and "<00:00" in screen  # rate, alerts, ETA
@@ -326,7 +326,7 @@ def test_export_of_an_empty_selection_writes_nothing(args, tmp_path):
 def test_show_raw_refuses_a_terminal(args, night, tmp_path):
     candid = night.candids[0]
     packet = tar_members(night.path)[f"{candid}.avro"]
-    command = [sys.executable, "-m", "ztfcat.cli", *args, "show", "--raw", str(candid)]
+    command = [sys.executable, "-m", "ztfcat.cli.root", *args, "show", "--raw", str(candid)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     leader, follower = pty.openpty()
     try:

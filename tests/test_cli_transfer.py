@@ -15,10 +15,10 @@ import uuid
 import pytest
 from click.testing import CliRunner
 
-from ztfcat.archive_server import ArchiveServer
-from ztfcat.cli import main
-from ztfcat.cli_transfer import register
-from ztfcat.synthetic import make_archive
+from ztfcat.cli.root import main
+from ztfcat.cli.transfer import register
+from ztfcat.testing.archive_server import ArchiveServer
+from ztfcat.testing.synthetic import make_archive
 
 register(main)
 

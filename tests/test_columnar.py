@@ -29,13 +29,13 @@ from click.testing import CliRunner
 from tests.tarballs import write_tarball
 from tests.test_conesearch import random_sky
 from ztfcat import Catalog
-from ztfcat.blobs import read_blob
-from ztfcat.cli import main
+from ztfcat.cli.root import main
 from ztfcat.errors import ZtfcatError
-from ztfcat.fields import FIELDS
-from ztfcat.sky import separation_deg
-from ztfcat.synthetic import alert_bytes, make_night
-from ztfcat.tables import alerts
+from ztfcat.store.blobs import read_blob
+from ztfcat.store.fields import FIELDS
+from ztfcat.store.sky import separation_deg
+from ztfcat.store.tables import alerts
+from ztfcat.testing.synthetic import alert_bytes, make_night
 
 pa = pytest.importorskip("pyarrow")  # CI installs them with the test extra; a bare install skips here
 pq = pytest.importorskip("pyarrow.parquet")
@@ -81,7 +81,7 @@ def filled_sqlite(tmp_path):
 
 @pytest.fixture(scope="module")
 def client():
-    from ztfcat.columnar.hats import dask_client
+    from ztfcat.export.hats import dask_client
 
     with dask_client() as c:
         yield c
@@ -385,7 +385,7 @@ def test_missing_extra_is_one_line_naming_it(filled_sqlite, tmp_path, monkeypatc
 
 
 def test_dead_scheduler_is_one_line_naming_it(filled_sqlite, tmp_path, monkeypatch):
-    import ztfcat.columnar.hats as module
+    import ztfcat.export.hats as module
 
     monkeypatch.setattr(module, "CONNECT_TIMEOUT", 2)
     with socket.socket() as s:  # a port nobody listens on
@@ -513,7 +513,7 @@ def test_hats_objects_with_nested_light_curves(filled, tmp_path, client):
     from astropy.coordinates import SkyCoord
     from sqlalchemy import select
 
-    from ztfcat.tables import fp_hists, prv_candidates
+    from ztfcat.store.tables import fp_hists, prv_candidates
 
     report = filled.to_hats(tmp_path / "objects", objects=True, client=client, page=50)
     objects = lsdb.read_hats(tmp_path / "objects")

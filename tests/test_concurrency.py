@@ -10,9 +10,9 @@ from sqlalchemy import select
 
 from tests.tarballs import tar_members, write_tarball
 from ztfcat import Catalog, ZtfcatError
-from ztfcat.ingest import release_lock
-from ztfcat.synthetic import make_night
-from ztfcat.tables import alert_releases, alerts
+from ztfcat.ingest.pipeline import release_lock
+from ztfcat.store.tables import alert_releases, alerts
+from ztfcat.testing.synthetic import make_night
 
 WORKER = """
 import sys

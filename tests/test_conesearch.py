@@ -8,11 +8,11 @@ import pytest
 from astropy.coordinates import Angle, SkyCoord
 from sqlalchemy import insert, text
 
-from ztfcat.conesearch import cone_query, cone_search
 from ztfcat.errors import InvalidQueryError
-from ztfcat.ingest import night_observed
-from ztfcat.sky import hpx_index, separation_deg
-from ztfcat.tables import alerts, releases
+from ztfcat.ingest.pipeline import night_observed
+from ztfcat.store.conesearch import cone_query, cone_search
+from ztfcat.store.sky import hpx_index, separation_deg
+from ztfcat.store.tables import alerts, releases
 
 
 def random_sky(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:

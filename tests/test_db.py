@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import create_engine, inspect
 
 from ztfcat import Catalog, SchemaOutOfDateError
-from ztfcat.db import current_revision, make_engine, migrations_dir, upgrade
-from ztfcat.tables import HEAD_REVISION, metadata
+from ztfcat.store.db import current_revision, make_engine, migrations_dir, upgrade
+from ztfcat.store.tables import HEAD_REVISION, metadata
 
 
 def _schema(engine) -> dict:
@@ -53,7 +53,7 @@ def test_migrations_build_the_same_schema_as_a_new_catalog(database_url, tmp_pat
     engine = create_engine(other)
     from alembic import command
 
-    from ztfcat.db import _alembic_config
+    from ztfcat.store.db import _alembic_config
 
     command.upgrade(_alembic_config(engine), "head")
     fresh = create_engine(f"sqlite:///{tmp_path / 'fresh.sqlite'}")
@@ -64,7 +64,7 @@ def test_migrations_build_the_same_schema_as_a_new_catalog(database_url, tmp_pat
 
 
 def test_an_older_catalog_is_refused_with_the_command_to_run(database_url, tmp_path, monkeypatch):
-    import ztfcat.db as dbmod
+    import ztfcat.store.db as dbmod
 
     cat = Catalog(database_url, tmp_path / "data")
     assert cat.count() == 0
@@ -89,7 +89,7 @@ def test_tables_without_a_revision_are_refused(tmp_path):
 def test_cli_db_upgrade(tmp_path):
     from click.testing import CliRunner
 
-    from ztfcat.cli import main
+    from ztfcat.cli.root import main
 
     result = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "db", "upgrade"])
     assert result.exit_code == 0, result.output

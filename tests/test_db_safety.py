@@ -23,17 +23,17 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, inspect, text
 
 from ztfcat import Catalog
-from ztfcat import db as dbmod
-from ztfcat.cli import main
+from ztfcat.cli.root import main
 from ztfcat.errors import CatalogUnreadableError, SchemaOutOfDateError, SchemaTooNewError
-from ztfcat.synthetic import make_night
-from ztfcat.tables import HEAD_REVISION, metadata
+from ztfcat.store import db as dbmod
+from ztfcat.store.tables import HEAD_REVISION, metadata
+from ztfcat.testing.synthetic import make_night
 
 ROOT = Path(__file__).resolve().parents[1]
 # forkserver, not fork: a child forked from this process would inherit SQLite's per-process lock
 # bookkeeping for files earlier tests opened, which a reused inode number can turn into "disk I/O error".
 FORK = multiprocessing.get_context("forkserver")
-FORK.set_forkserver_preload(["ztfcat.catalog", "ztfcat.ingest"])
+FORK.set_forkserver_preload(["ztfcat.catalog", "ztfcat.ingest.pipeline"])
 
 
 def schema(url: str) -> dict:
@@ -347,7 +347,7 @@ def test_a_zero_byte_file_is_a_new_empty_catalog(tmp_path):
 def _read_only_run(folder: Path, *args: str) -> subprocess.CompletedProcess:
     """Run the CLI with ``folder`` read-only: a read-only bind mount as root (chmod does not stop
     root), chmod otherwise."""
-    cli = [sys.executable, "-m", "ztfcat.cli", *args]
+    cli = [sys.executable, "-m", "ztfcat.cli.root", *args]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if os.geteuid() != 0:
         folder.chmod(0o555)

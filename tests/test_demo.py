@@ -6,8 +6,8 @@ import sqlite3
 
 import pytest
 
-from ztfcat.demo import demo_nights, run_demo
 from ztfcat.errors import ZtfcatError
+from ztfcat.testing.demo import demo_nights, run_demo
 
 
 def test_demo_nights_have_one_empty():

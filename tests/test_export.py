@@ -11,9 +11,9 @@ from sqlalchemy import select
 from tests.pg import fresh_database, postgres_url
 from ztfcat import Catalog
 from ztfcat.errors import InvalidQueryError, ZtfcatError
-from ztfcat.export import export_raw
-from ztfcat.synthetic import make_night
-from ztfcat.tables import CANDIDATE_COLUMNS, alerts
+from ztfcat.export.raw import export_raw
+from ztfcat.store.tables import CANDIDATE_COLUMNS, alerts
+from ztfcat.testing.synthetic import make_night
 
 
 def members(path: Path) -> dict[str, bytes]:

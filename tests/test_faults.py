@@ -20,16 +20,17 @@ import pytest
 from sqlalchemy import select
 
 from tests.tarballs import snapshot
-from ztfcat import Catalog, ingest
+from ztfcat import Catalog
 from ztfcat.errors import IngestError
-from ztfcat.synthetic import make_night
-from ztfcat.tables import alerts, releases
+from ztfcat.ingest import pipeline as ingest
+from ztfcat.store.tables import alerts, releases
+from ztfcat.testing.synthetic import make_night
 
 SLOW_INGEST = textwrap.dedent(
     """
     import sys, time
-    import ztfcat.history as history
-    import ztfcat.ingest as ingest
+    import ztfcat.ingest.history as history
+    import ztfcat.ingest.pipeline as ingest
     from ztfcat import Catalog
 
     url, data_dir, path, phase = sys.argv[1:5]
@@ -124,7 +125,7 @@ def test_kill_9_leaves_no_worker_and_no_lock(database_url, tmp_path, phase):
 
 def test_a_full_disk_fails_the_release_in_one_line_and_keeps_nothing(catalog, tmp_path, monkeypatch):
     spec = make_night(tmp_path / "ztf_public_20240702.tar.gz", n_alerts=20, seed=42)
-    from ztfcat import blobs
+    from ztfcat.store import blobs
 
     original = blobs.BlobWriter.write
     calls = [0]
@@ -168,7 +169,7 @@ def test_ztfcat_repair_finishes_an_interrupted_ingest(database_url, tmp_path, mo
     from click.testing import CliRunner
 
     from tests.test_history import Killed, _kill_at_commit
-    from ztfcat.cli import main
+    from ztfcat.cli.root import main
 
     first = make_night(tmp_path / "ztf_public_20240704.tar.gz", n_alerts=20, seed=44)
     second = make_night(tmp_path / "ztf_public_20240705.tar.gz", n_alerts=20, seed=45)

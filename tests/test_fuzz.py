@@ -1,7 +1,7 @@
 """Bounded fuzzing of the tar reader and the Avro framing with hypothesis (issue 10).
 
 Inputs are mutations of real small tarballs and packets (where ../shared/data is present), of
-synthetic ones from :mod:`ztfcat.synthetic` and of ``tarfile``/``fastavro``-written archives, aimed at
+synthetic ones from :mod:`ztfcat.testing.synthetic` and of ``tarfile``/``fastavro``-written archives, aimed at
 the fields that frame the data (sizes, types, checksums, pax records, varints).  Every property says:
 only ztfcat's own errors come out, nothing larger than the caps is ever asked for, and where the
 reference reader (``tarfile``, fastavro) also succeeds, both read the same thing.
@@ -25,10 +25,10 @@ import pytest
 from tests.avrocraft import container
 from tests.fuzzcheck import MAX_SIZE, avro_seeds, check_avro, check_tar, header_offsets, tar_seeds
 from tests.tarcraft import BLOCK, base256, build, until_error, with_checksum
-from ztfcat import synthetic
-from ztfcat.avro import AlertDecoder, encode_long, read_header
 from ztfcat.errors import AlertDecodeError, IngestError
-from ztfcat.tarstream import MAX_META, GzipStream, PlainStream
+from ztfcat.ingest.avro import AlertDecoder, encode_long, read_header
+from ztfcat.ingest.tarstream import MAX_META, GzipStream, PlainStream
+from ztfcat.testing import synthetic
 
 hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is in the test extra")
 from hypothesis import HealthCheck, event, given, settings  # noqa: E402

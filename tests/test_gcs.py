@@ -1,4 +1,4 @@
-"""ztfcat.gcs with the real google-cloud-storage client against gcp-storage-emulator on 127.0.0.1."""
+"""ztfcat.sources.gcs with the real google-cloud-storage client against gcp-storage-emulator on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import tarfile
 import pytest
 from gcs_emulator import gcs_bucket, gcs_client, gcs_emulator  # noqa: F401  (fixtures)
 
-from ztfcat import gcs
 from ztfcat.errors import ChecksumMismatchError, StorageError
-from ztfcat.sync import ArchiveFile, sync_rows
+from ztfcat.mirror.urllist import ArchiveFile, sync_rows
+from ztfcat.sources import gcs
 
 pytestmark = pytest.mark.gcs
 

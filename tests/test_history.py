@@ -20,10 +20,12 @@ import pytest
 from sqlalchemy import event, select
 
 from tests.tarballs import differences, snapshot, tar_members, write_tarball
-from ztfcat import Catalog, bulk, ingest
-from ztfcat.ingest import night_observed
-from ztfcat.synthetic import make_night
-from ztfcat.tables import FP_COLUMNS, PRV_COLUMNS, fp_hists, prv_candidates
+from ztfcat import Catalog
+from ztfcat.ingest import bulk
+from ztfcat.ingest import pipeline as ingest
+from ztfcat.ingest.pipeline import night_observed
+from ztfcat.store.tables import FP_COLUMNS, PRV_COLUMNS, fp_hists, prv_candidates
+from ztfcat.testing.synthetic import make_night
 
 
 def _clean(value):
@@ -176,7 +178,7 @@ def test_values_read_back_exactly(catalog, real_nights):
     tarballs, packets = real_nights
     for tarball in tarballs[:6]:
         catalog.ingest(tarball)
-    from ztfcat.tables import CANDIDATE_COLUMNS
+    from ztfcat.store.tables import CANDIDATE_COLUMNS
 
     table = catalog.query(columns=["candid", *CANDIDATE_COLUMNS])
     rows = {row["candid"]: row for row in table}
@@ -384,7 +386,7 @@ def test_a_revision_0001_catalog_upgrades_to_the_lossless_one(tmp_path):
     from alembic import command
     from sqlalchemy import MetaData, create_engine, insert
 
-    from ztfcat.db import _alembic_config, make_engine
+    from ztfcat.store.db import _alembic_config, make_engine
 
     nights = _nights(tmp_path)
     data = tmp_path / "data"
@@ -416,7 +418,7 @@ def test_a_revision_0001_catalog_upgrades_to_the_lossless_one(tmp_path):
                     dst.execute(insert(target.tables[name]), rows)
         old.dispose()
     with Catalog(f"sqlite:///{tmp_path / 'old.sqlite'}", data) as upgraded:
-        from ztfcat.db import upgrade
+        from ztfcat.store.db import upgrade
 
         upgrade(create_engine(f"sqlite:///{tmp_path / 'old.sqlite'}"))
         upgraded.repair()

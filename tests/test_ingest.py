@@ -19,9 +19,9 @@ from sqlalchemy import func, select
 
 from tests.tarballs import snapshot, tar_members, write_tarball
 from ztfcat import Catalog, IngestError
-from ztfcat.ingest import night_of, release_key
-from ztfcat.synthetic import alert_bytes, make_alert, make_night, writer_schema
-from ztfcat.tables import alerts, prv_candidates, releases
+from ztfcat.ingest.pipeline import night_of, release_key
+from ztfcat.store.tables import alerts, prv_candidates, releases
+from ztfcat.testing.synthetic import alert_bytes, make_alert, make_night, writer_schema
 
 
 def _same(a, b) -> bool:
@@ -446,15 +446,15 @@ def test_zero_byte_night_is_an_empty_release(catalog, tmp_path):
 
 
 def test_history_from_worker_processes_equals_inline(database_url, tmp_path, monkeypatch):
-    import ztfcat.history
+    import ztfcat.ingest.history
 
     spec = make_night(tmp_path / "ztf_public_20180913.tar.gz", n_alerts=300, seed=31, n_prv=6)
     inline = Catalog(f"sqlite:///{tmp_path / 'inline.sqlite'}", tmp_path / "inline")
     inline.ingest(spec.path)
     expected = snapshot(inline)
     inline.close()
-    monkeypatch.setattr(ztfcat.history, "INLINE_BELOW", 0)  # a process pool even for a small night
-    monkeypatch.setattr(ztfcat.history, "CHUNK", 16)  # and many chunks in flight
+    monkeypatch.setattr(ztfcat.ingest.history, "INLINE_BELOW", 0)  # a process pool even for a small night
+    monkeypatch.setattr(ztfcat.ingest.history, "CHUNK", 16)  # and many chunks in flight
     pooled = Catalog(database_url, tmp_path / "pooled")
     pooled.ingest(spec.path)
     got = snapshot(pooled)
@@ -530,8 +530,8 @@ def _point_keys(catalog) -> set[tuple]:
 
 
 def test_history_derived_during_the_main_pass_is_complete_and_true(database_url, tmp_path, monkeypatch):
-    import ztfcat.history
-    import ztfcat.ingest
+    import ztfcat.ingest.history
+    import ztfcat.ingest.pipeline
 
     spec = make_night(tmp_path / "ztf_public_20180916.tar.gz", n_alerts=400, seed=34, n_prv=6)
     final_only = Catalog(database_url, tmp_path / "final")
@@ -550,9 +550,9 @@ def test_history_derived_during_the_main_pass_is_complete_and_true(database_url,
             truth.add(key)
     final_only.delete()
     final_only.close()
-    monkeypatch.setattr(ztfcat.ingest, "EARLY_HISTORY_BYTES", 0)
-    monkeypatch.setattr(ztfcat.ingest, "BATCH", 16)  # many batches, so workers get work mid-pass
-    monkeypatch.setattr(ztfcat.history, "CHUNK", 16)
+    monkeypatch.setattr(ztfcat.ingest.pipeline, "EARLY_HISTORY_BYTES", 0)
+    monkeypatch.setattr(ztfcat.ingest.pipeline, "BATCH", 16)  # many batches, so workers get work mid-pass
+    monkeypatch.setattr(ztfcat.ingest.history, "CHUNK", 16)
     early = Catalog(database_url, tmp_path / "early")
     report = early.ingest(io.BufferedReader(_Network(spec.path.read_bytes())), name=spec.path.name)
     assert report.status == "complete" and report.n_alerts == 400
@@ -565,10 +565,10 @@ def test_history_derived_during_the_main_pass_is_complete_and_true(database_url,
 
 
 def test_a_broken_stream_with_early_history_leaves_nothing(catalog, tmp_path, monkeypatch):
-    import ztfcat.ingest
+    import ztfcat.ingest.pipeline
 
-    monkeypatch.setattr(ztfcat.ingest, "EARLY_HISTORY_BYTES", 0)
-    monkeypatch.setattr(ztfcat.ingest, "BATCH", 16)
+    monkeypatch.setattr(ztfcat.ingest.pipeline, "EARLY_HISTORY_BYTES", 0)
+    monkeypatch.setattr(ztfcat.ingest.pipeline, "BATCH", 16)
     spec = make_night(tmp_path / "ztf_public_20180917.tar.gz", n_alerts=200, seed=35, n_prv=4)
     data = spec.path.read_bytes()
     with pytest.raises(IngestError, match="truncated"):
@@ -594,7 +594,7 @@ def test_pack_headers_are_what_tarfile_writes():
     """The pack layout's hand-made ustar headers equal tarfile's, byte for byte, whatever the size."""
     import tarfile
 
-    from ztfcat.blobs import ustar_header
+    from ztfcat.store.blobs import ustar_header
 
     for name, size in (
         ("5.avro", 0),

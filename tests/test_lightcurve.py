@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from ztfcat.errors import NotFoundError
-from ztfcat.lightcurve import LIGHTCURVE_COLUMNS, lightcurve
 from ztfcat.plotting import plot_lightcurve
-from ztfcat.synthetic import make_alert, writer_schema
+from ztfcat.store.lightcurve import LIGHTCURVE_COLUMNS, lightcurve
+from ztfcat.testing.synthetic import make_alert, writer_schema
 
 OBJ, OTHER = "ZTF20aaaaaaa", "ZTF20aaaaaab"
 RA, DEC = 10.0, 20.0

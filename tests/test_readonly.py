@@ -22,11 +22,11 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from ztfcat import readonly
-from ztfcat.cli import main
+from ztfcat.cli.root import main
 from ztfcat.errors import InvalidQueryError, QueryTimeoutError, ReadOnlyViolationError
-from ztfcat.synthetic import make_night
-from ztfcat.tables import alerts, metadata
+from ztfcat.store import readonly
+from ztfcat.store.tables import alerts, metadata
+from ztfcat.testing.synthetic import make_night
 
 ENDLESS = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT n FROM r"
 RUNAWAY = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r"
@@ -384,7 +384,7 @@ def _wait_until_running(proc, catalog, patience_s: float = 60) -> None:
 def test_ctrl_c_stops_a_runaway_statement_at_once(catalog, night):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ztfcat.cli", *_args(catalog), "sql", RUNAWAY, "--timeout", "0"],
+        [sys.executable, "-m", "ztfcat.cli.root", *_args(catalog), "sql", RUNAWAY, "--timeout", "0"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from ztfcat.archive_server import ArchiveServer, IndexRow, render_index
 from ztfcat.errors import (
     ChecksumMismatchError,
     DownloadError,
@@ -23,7 +22,8 @@ from ztfcat.errors import (
     NotFoundError,
     ZtfcatError,
 )
-from ztfcat.remote import (
+from ztfcat.mirror.urllist import md5_base64
+from ztfcat.sources.http import (
     ArchiveClient,
     ListingEntry,
     ReleaseName,
@@ -33,7 +33,7 @@ from ztfcat.remote import (
     parse_md5sums,
     user_agent,
 )
-from ztfcat.sync import md5_base64
+from ztfcat.testing.archive_server import ArchiveServer, IndexRow, render_index
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "archive-listing"
 NIGHT = "ztf_public_20180601.tar.gz"

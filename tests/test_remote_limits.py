@@ -1,6 +1,6 @@
 """Downloads and listings that cannot hang, bloat or wander: each limit against the real local server.
 
-Every fault is the server's own (:class:`~ztfcat.archive_server.Faults`: stall, trickle, reset, padding,
+Every fault is the server's own (:class:`~ztfcat.testing.archive_server.Faults`: stall, trickle, reset, padding,
 redirects, 429), on 127.0.0.1; a second server on another port is the "other origin".  Limits are set
 small (fractions of a second, a few MB) so each test ends in seconds, and a test whose download would
 otherwise never end runs it in a thread and fails if it is still running after a bound.
@@ -20,10 +20,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ztfcat import remote, settings
-from ztfcat.archive_server import INDEX, MD5SUMS, ArchiveServer
+from ztfcat import settings
 from ztfcat.errors import DownloadError, NotFoundError, SettingError, ZtfcatError
-from ztfcat.remote import ArchiveClient
+from ztfcat.sources import http as remote
+from ztfcat.sources.http import ArchiveClient
+from ztfcat.testing.archive_server import INDEX, MD5SUMS, ArchiveServer
 
 NIGHT = "ztf_public_20180601.tar.gz"
 SMALL = "ztf_public_20180602.tar.gz"
@@ -396,7 +397,7 @@ def test_an_oversized_md5sums_is_refused(
 
 def test_the_real_listing_fits_the_caps_with_a_wide_margin():
     """The caps against the real archive's size (2,959 files on 2026-07-02), rebuilt as its page."""
-    from ztfcat.archive_server import IndexRow, render_index, render_md5sums
+    from ztfcat.testing.archive_server import IndexRow, render_index, render_md5sums
 
     listing = Path("/work/shared/data/archive-listing/listing-2026-07-02.tsv")
     if not listing.exists():
@@ -523,7 +524,7 @@ def test_429_past_the_retries_names_the_status(server: ArchiveServer):
 
 
 def test_head_sizes_run_in_parallel_and_tolerate_errors(server: ArchiveServer, files: dict[str, bytes]):
-    from ztfcat.archive import head_sizes
+    from ztfcat.mirror.archive import head_sizes
 
     server.faults.slow_first_byte = 0.3
     server.faults.missing.add(SMALL)
@@ -577,9 +578,9 @@ def test_download_command_flags_reach_the_client(
     server: ArchiveServer, other: ArchiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     """``ztfcat download --allow-redirect-host`` and the redirect refused without it, as one line."""
-    from ztfcat.cli import main
-    from ztfcat.cli_archive import register
-    from ztfcat.synthetic import make_archive
+    from ztfcat.cli.root import main
+    from ztfcat.cli.archive import register
+    from ztfcat.testing.synthetic import make_archive
 
     if "download" not in main.commands:
         register(main)
@@ -621,7 +622,7 @@ def test_not_found_still_names_the_release(server: ArchiveServer, tmp_path: Path
 def test_the_transfer_listing_reads_md5sums_under_the_same_cap(
     server: ArchiveServer, monkeypatch: pytest.MonkeyPatch
 ):
-    from ztfcat.transfer import _LenientArchiveClient
+    from ztfcat.mirror.bucket import _LenientArchiveClient
 
     server.faults.pad_md5sums = 2 * MiB
     server.faults.no_length.add(MD5SUMS)

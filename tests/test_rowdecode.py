@@ -1,4 +1,4 @@
-"""Tests of ztfcat.rowdecode: alert rows from every executor of a plan equal fastavro's.
+"""Tests of ztfcat.ingest.rowdecode: alert rows from every executor of a plan equal fastavro's.
 
 The reference is ``fastavro.reader`` on the original bytes, turned into rows here with nothing but the
 column lists; the C executor, the generated-Python one and the fastavro path must all give exactly that,
@@ -18,11 +18,13 @@ import fastavro
 import numpy as np
 import pytest
 
-from ztfcat import rowdecode, synthetic, tables
-from ztfcat._rowdecode_py import PythonPlan
-from ztfcat.avro import AlertDecoder, read_header
 from ztfcat.errors import AlertDecodeError
-from ztfcat.fields import FIELDS, KNOWN_VERSIONS, TOP_FIELDS
+from ztfcat.ingest import rowdecode
+from ztfcat.ingest._rowdecode_py import PythonPlan
+from ztfcat.ingest.avro import AlertDecoder, read_header
+from ztfcat.store import tables
+from ztfcat.store.fields import FIELDS, KNOWN_VERSIONS, TOP_FIELDS
+from ztfcat.testing import synthetic
 
 #: Every executor, each forced; "compiled" is dropped where the C extension is not built.
 MODES = ("compiled", "python", "fastavro") if rowdecode.executor_available() else ("python", "fastavro")
@@ -119,8 +121,10 @@ def test_the_extension_is_built_where_it_should_be():
     if rowdecode.executor_available():
         return
     if os.environ.get("CI") == "true" and not os.environ.get("ZTFCAT_NO_EXTENSION"):
-        pytest.fail("ztfcat._rowdecode is not built: pip install -e . should have compiled it")
-    pytest.skip("ztfcat._rowdecode is not built here (pip install -e . compiles it); Python runs the plans")
+        pytest.fail("ztfcat.ingest._rowdecode is not built: pip install -e . should have compiled it")
+    pytest.skip(
+        "ztfcat.ingest._rowdecode is not built here (pip install -e . compiles it); Python runs the plans"
+    )
 
 
 @pytest.mark.shared
@@ -340,7 +344,7 @@ def test_a_negative_union_index_is_refused():
         python.run(b"\x01\x02", 1)
     if not rowdecode.executor_available():
         pytest.skip("no compiled executor")
-    from ztfcat import _rowdecode
+    from ztfcat.ingest import _rowdecode
 
     plan = _rowdecode.Plan(*tables_, AlertDecodeError)
     assert plan.run(b"\x02\x02", 1) == ((1,), 2)
@@ -382,7 +386,7 @@ def test_a_damaged_plan_is_refused_by_the_executor():
     """The executor checks a plan's tables once, so a bad plan cannot make it read or recurse wildly."""
     if not rowdecode.executor_available():
         pytest.skip("no compiled executor")
-    from ztfcat import _rowdecode
+    from ztfcat.ingest import _rowdecode
 
     string = (rowdecode.STRING, 0, 0, 1)
     good = ((string,), (), ((1, 0, ((0, 0, "objectId"),)),))

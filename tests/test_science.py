@@ -21,11 +21,18 @@ from sqlalchemy import insert, select, text
 
 from tests.test_conesearch import random_sky
 from ztfcat.errors import InvalidQueryError
-from ztfcat.ingest import night_observed
+from ztfcat.ingest.pipeline import night_observed
 from ztfcat.science.objects import refresh_objects
-from ztfcat.sky import hpx_index
-from ztfcat.synthetic import make_night
-from ztfcat.tables import OBJECT_BANDS, OBJECT_CANDIDATE_FIELDS, alerts, objects, prv_candidates, releases
+from ztfcat.store.sky import hpx_index
+from ztfcat.store.tables import (
+    OBJECT_BANDS,
+    OBJECT_CANDIDATE_FIELDS,
+    alerts,
+    objects,
+    prv_candidates,
+    releases,
+)
+from ztfcat.testing.synthetic import make_night
 
 JD0 = 2458849.5
 
@@ -538,7 +545,7 @@ def test_objects_query_first_seen_and_bright(catalog, nights):
 
 # -- the commands -----------------------------------------------------------------------------------
 def test_cli_xmatch_skymap_objects(catalog, nights, tmp_path):
-    from ztfcat.cli import main
+    from ztfcat.cli.root import main
 
     for night in nights:
         catalog.ingest(night.path)
@@ -580,8 +587,8 @@ def test_cli_xmatch_skymap_objects(catalog, nights, tmp_path):
 
 
 def test_upgrading_an_older_catalog_fills_its_objects(catalog, nights):
-    from ztfcat.db import current_revision, upgrade
-    from ztfcat.tables import HEAD_REVISION
+    from ztfcat.store.db import current_revision, upgrade
+    from ztfcat.store.tables import HEAD_REVISION
 
     for night in nights:
         catalog.ingest(night.path)

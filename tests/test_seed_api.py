@@ -1,6 +1,6 @@
 """Every name of every version of the seed's ``broker.ztf_archive``, called as that version was called.
 
-Against the project's local archive server (``ztfcat.archive_server``) serving synthetic nights; what
+Against the project's local archive server (``ztfcat.testing.archive_server``) serving synthetic nights; what
 comes back is checked against the tarballs themselves (``tarfile`` and ``fastavro`` on the bytes).
 The list of names is the union, over the seed's history (GitHub mwvgroup/Pitt-Google-Broker,
 ``broker/ztf_archive/``, 2019-04 to 2020-11), of what its ``__init__`` exported.
@@ -20,9 +20,9 @@ import pytest
 
 import ztfcat
 from tests.tarballs import tar_members
-from ztfcat.archive_server import ArchiveServer
 from ztfcat.errors import NotFoundError
-from ztfcat.synthetic import make_archive
+from ztfcat.testing.archive_server import ArchiveServer
+from ztfcat.testing.synthetic import make_archive
 
 N1, N2, N3 = (f"ztf_public_2018060{d}.tar.gz" for d in (1, 2, 3))
 

@@ -12,7 +12,7 @@ from astropy.coordinates import Angle, SkyCoord, angular_separation
 from astropy_healpix import lonlat_to_healpix
 
 from ztfcat.errors import InvalidQueryError
-from ztfcat.sky import (
+from ztfcat.store.sky import (
     HPX_END,
     HPX_ORDER,
     MAX_RANGES,

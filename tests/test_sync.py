@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ztfcat.sync import (
+from ztfcat.mirror.urllist import (
     TSV_HEADER,
     ArchiveFile,
     SyncRow,

@@ -1,4 +1,4 @@
-"""Tests of ztfcat.synthetic: synthetic packets must be indistinguishable in form from real ZTF ones."""
+"""Tests of ztfcat.testing.synthetic: synthetic packets must be indistinguishable in form from real ZTF ones."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from ztfcat import synthetic
-from ztfcat.fields import KNOWN_VERSIONS, TOP_FIELDS
+from ztfcat.store.fields import KNOWN_VERSIONS, TOP_FIELDS
+from ztfcat.testing import synthetic
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ztf-alerts" / "alerts"
 NID_EPOCH_JD = 2457754.5
@@ -366,7 +366,7 @@ def test_command_line_entry(tmp_path):
         [
             sys.executable,
             "-m",
-            "ztfcat.synthetic",
+            "ztfcat.testing.synthetic",
             str(out),
             "--alerts",
             "12",

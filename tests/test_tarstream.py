@@ -34,7 +34,7 @@ from tests.tarcraft import (
     with_checksum,
 )
 from ztfcat.errors import IngestError
-from ztfcat.tarstream import MAX_META, GzipStream, PlainStream, iter_members
+from ztfcat.ingest.tarstream import MAX_META, GzipStream, PlainStream, iter_members
 
 FORMATS = {"ustar": tarfile.USTAR_FORMAT, "gnu": tarfile.GNU_FORMAT, "pax": tarfile.PAX_FORMAT}
 

@@ -1,7 +1,7 @@
-"""ztfcat.transfer: the Storage Transfer URL list and ingest from a bucket, end to end on 127.0.0.1.
+"""ztfcat.mirror.bucket: the Storage Transfer URL list and ingest from a bucket, end to end on 127.0.0.1.
 
 The archive is a real :class:`ArchiveServer` serving :func:`make_archive` nights, listed by the real
-``ztfcat.archive.cached_listing``; the bucket is gcp-storage-emulator behind the real google-cloud-storage
+``ztfcat.mirror.archive.cached_listing``; the bucket is gcp-storage-emulator behind the real google-cloud-storage
 client.  The archive's URLs are ``http://127.0.0.1:PORT/alerts/public/...``, so the transfer service
 would name its objects ``127.0.0.1/alerts/public/...`` (the port is not part of the name), and that is
 what the buckets here hold.
@@ -19,13 +19,8 @@ import pytest
 from sqlalchemy import select
 
 from tests.tarballs import snapshot
-from ztfcat import gcs
-from ztfcat.archive_server import ArchiveServer
 from ztfcat.errors import ManifestFormatError, StorageError
-from ztfcat.remote import parse_md5sums
-from ztfcat.synthetic import make_archive, make_night
-from ztfcat.tables import releases
-from ztfcat.transfer import (
+from ztfcat.mirror.bucket import (
     SkippedFilesWarning,
     create_sync_table,
     lenient_md5sums,
@@ -33,6 +28,11 @@ from ztfcat.transfer import (
     sync_bucket,
     transferable,
 )
+from ztfcat.sources import gcs
+from ztfcat.sources.http import parse_md5sums
+from ztfcat.store.tables import releases
+from ztfcat.testing.archive_server import ArchiveServer
+from ztfcat.testing.synthetic import make_archive, make_night
 
 pytestmark = pytest.mark.gcs
 

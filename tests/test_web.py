@@ -27,9 +27,9 @@ from sqlalchemy import func, select
 
 pytest.importorskip("datasette")
 
-from ztfcat.fields import FIELDS  # noqa: E402
-from ztfcat.synthetic import make_night  # noqa: E402
-from ztfcat.tables import alerts, prv_candidates  # noqa: E402
+from ztfcat.store.fields import FIELDS  # noqa: E402
+from ztfcat.store.tables import alerts, prv_candidates  # noqa: E402
+from ztfcat.testing.synthetic import make_night  # noqa: E402
 from ztfcat.web.app import make_datasette, serve  # noqa: E402
 from ztfcat.web.images import ImageCache  # noqa: E402
 
@@ -321,7 +321,7 @@ def test_ctrl_c_stops_the_server_at_once(tmp_path) -> None:
     catalog.ingest(spec.path)
     catalog.close()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    cmd = [sys.executable, "-m", "ztfcat.cli", "--data-dir", str(catalog.data_dir),
+    cmd = [sys.executable, "-m", "ztfcat.cli.root", "--data-dir", str(catalog.data_dir),
            "--database-url", catalog.database_url, "serve", "--port", "0"]  # fmt: skip
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -363,7 +363,7 @@ def test_serve_without_datasette_says_which_extra(monkeypatch) -> None:
 
     from click.testing import CliRunner
 
-    from ztfcat.cli import main
+    from ztfcat.cli.root import main
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
@@ -399,7 +399,7 @@ def test_immutable_opens_the_file_immutable(tmp_path) -> None:
 
 def test_a_packet_with_undecodable_stamps_gets_its_page_with_the_reason(catalog, tmp_path) -> None:
     from tests.tarballs import write_tarball
-    from ztfcat.synthetic import alert_bytes, make_alert
+    from ztfcat.testing.synthetic import alert_bytes, make_alert
 
     record = make_alert(np.random.default_rng(1), object_id="ZTF20aaaaaaa", candid=1095000000015010001,
                         jd=2458849.6, ra=150.1, dec=2.2)  # fmt: skip

@@ -23,7 +23,7 @@ pytest.importorskip("selenium")
 
 from tests.tarballs import write_tarball  # noqa: E402
 from tests.test_web import start_server  # noqa: E402
-from ztfcat.synthetic import make_night  # noqa: E402
+from ztfcat.testing.synthetic import make_night  # noqa: E402
 from ztfcat.web.app import make_datasette  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

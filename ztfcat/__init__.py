@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Catalog": "catalog",
-    "IngestReport": "ingest",
+    "IngestReport": "ingest.pipeline",
     "create_ztf_sync_table": "api",
     "default_catalog": "api",
     "delete_local_data": "api",
@@ -135,7 +135,7 @@ if TYPE_CHECKING:
         StorageError,
         ZtfcatError,
     )
-    from .ingest import IngestReport
+    from .ingest.pipeline import IngestReport
 
 
 #: The seed's module constants: computed from the settings each time they are read, never cached.

@@ -68,7 +68,7 @@ def get_remote_md5_table(*, refresh: bool = True) -> tuple[list[str], list[int]]
     Returns ``(file_names, file_sizes)``, as ``SEED.md`` unpacks it.  ``refresh=False`` reads the
     listing cached in the catalog instead of asking the archive.
     """
-    from .archive import remote_md5_table
+    from .mirror.archive import remote_md5_table
 
     return remote_md5_table(default_catalog(), refresh=refresh)
 
@@ -87,7 +87,7 @@ def get_remote_release_md5():
     _deprecated("get_remote_release_md5()", "get_remote_md5_table()")
     from astropy.table import Table
 
-    from .archive import cached_listing
+    from .mirror.archive import cached_listing
 
     files = [f for f in cached_listing(default_catalog(), True) if f.md5]
     return Table([[f.name for f in files], [f.md5 for f in files]], names=("file", "md5"), dtype=(str, str))
@@ -97,7 +97,7 @@ def _bars(verbose: bool, kwargs: dict) -> Any:
     """The seed's ``verbose``: tqdm bars on stderr (on a terminal only) unless a callback is given."""
     if "progress" in kwargs or not verbose:
         return None
-    from .cli_progress import DownloadBars
+    from .cli.progress import DownloadBars
 
     kwargs["progress"] = bars = DownloadBars()
     return bars
@@ -110,9 +110,9 @@ def download_data_date(
 
     ``block_size`` is accepted for the seed's sake and not used: ztfcat reads in 1 MiB chunks and
     streams them into the catalog.  ``verbose`` draws a progress bar on a terminal.  Other keywords are
-    those of :func:`ztfcat.archive.download_release` (``force``, ``keep_tarballs``, ``progress``).
+    those of :func:`ztfcat.mirror.archive.download_release` (``force``, ``keep_tarballs``, ``progress``).
     """
-    from .archive import download_night
+    from .mirror.archive import download_night
 
     bars = _bars(verbose, kwargs)
     try:
@@ -138,7 +138,7 @@ def download_recent_data(
     bool second is ``stop_on_exist``).  ``block_size`` and ``max_workers`` are accepted and not used;
     ``verbose`` draws a progress bar per release on a terminal.
     """
-    from .archive import download_recent
+    from .mirror.archive import download_recent
 
     if args and isinstance(args[0], bool):
         stop_on_exist, *rest = args
@@ -173,7 +173,7 @@ def download_data(max_downloads: int = 1):
 
 def delete_local_data(nights: Any = None) -> int:
     """Remove every ingested release (or those of the given night or nights): rows, packets, downloads."""
-    from .archive import remove_downloads
+    from .mirror.archive import remove_downloads
 
     catalog = default_catalog()
     if nights is None:
@@ -195,7 +195,7 @@ def get_ztf_data_dir() -> Path:
 
 
 def _release_dates() -> Iterator[str]:
-    from .archive import local_statuses
+    from .mirror.archive import local_statuses
 
     for name, status in sorted(local_statuses(default_catalog()).items()):
         if status == "complete":
@@ -334,9 +334,9 @@ def create_ztf_sync_table(
 
     ``out_file`` is the first seed's name of ``out_path``.  ``verbose`` (and ``block_size``, as on the
     download calls) are accepted for the seed's sake: the sizes come from the catalog's listing (a HEAD
-    only for new files), so there is nothing long to show.  Other keywords as in :func:`ztfcat.transfer.create_sync_table`.
+    only for new files), so there is nothing long to show.  Other keywords as in :func:`ztfcat.mirror.bucket.create_sync_table`.
     """
-    from .transfer import create_sync_table
+    from .mirror.bucket import create_sync_table
 
     if out_file is not None:
         if out_path is not None:

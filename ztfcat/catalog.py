@@ -19,12 +19,12 @@ from typing import IO, TYPE_CHECKING, Any
 from sqlalchemy import Engine, and_, delete, func, select
 
 from . import settings
-from .blobs import LAYOUTS, read_blob, remove_release
-from .db import ensure_schema, is_sqlite, make_engine
 from .errors import InvalidQueryError, NotFoundError, ZtfcatError
-from .filters import as_date, column, unfinished_hidden, where_clauses
-from .readonly import DEFAULT_MAX_ROWS, DEFAULT_TIME_LIMIT_S, Cancel, SqlResult, run_readonly
-from .tables import (
+from .store.blobs import LAYOUTS, read_blob, remove_release
+from .store.db import ensure_schema, is_sqlite, make_engine
+from .store.filters import as_date, column, unfinished_hidden, where_clauses
+from .store.readonly import DEFAULT_MAX_ROWS, DEFAULT_TIME_LIMIT_S, Cancel, SqlResult, run_readonly
+from .store.tables import (
     alert_releases,
     alerts,
     catalog_settings,
@@ -38,7 +38,7 @@ from .tables import (
 )
 
 if TYPE_CHECKING:  # ingest pulls in numpy and the tar reader: imported by the methods that ingest or delete
-    from .ingest import IngestReport, Progress
+    from .ingest.pipeline import IngestReport, Progress
 
 PAGE = 1000
 
@@ -92,7 +92,7 @@ class Catalog:
     def _decoder(self):
         """The Avro decoder (fastavro), made when the first packet is decoded, not when a query runs."""
         if self._decoder_instance is None:
-            from .avro import AlertDecoder
+            from .ingest.avro import AlertDecoder
 
             self._decoder_instance = AlertDecoder()
         return self._decoder_instance
@@ -139,7 +139,7 @@ class Catalog:
 
         Safe to interrupt: run it again to finish.  Returns how many releases were converted.
         """
-        from .layout import convert
+        from .store.layout import convert
 
         converted = convert(self.engine, self.data_dir, target, progress)
         self._remember_layout(target)
@@ -184,7 +184,7 @@ class Catalog:
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if isinstance(source, str) and source.startswith("gs://"):
-            from .gcs import open_object
+            from .sources.gcs import open_object
 
             with open_object(source) as stream:
                 return self._ingest(
@@ -207,7 +207,7 @@ class Catalog:
         return self._ingest(source, name, origin or getattr(source, "name", None), progress, force, verify)
 
     def _ingest(self, stream, name, origin, progress, force, verify) -> IngestReport:
-        from .ingest import ingest
+        from .ingest.pipeline import ingest
 
         with self.engine.connect() as conn:
             if (
@@ -263,7 +263,7 @@ class Catalog:
         Light-curve points that other releases also carry are rebuilt from those. Returns how many
         releases were removed.  ``progress(name)`` is called as each release's packets are gone.
         """
-        from .ingest import delete_release, release_key, release_locks, repair
+        from .ingest.pipeline import delete_release, release_key, release_locks, repair
 
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -314,7 +314,7 @@ class Catalog:
         Ingests and deletes do this themselves; it is here for ``ztfcat repair`` and for catalogs
         upgraded from a schema whose light curves must be derived again.
         """
-        from .ingest import repair
+        from .ingest.pipeline import repair
 
         repair(self.engine, self.data_dir)
 
@@ -486,7 +486,7 @@ class Catalog:
         ``plot_lightcurve``.  Read from the history tables, which hold each point once, so nothing is
         decoded.  NotFoundError when no alert of the object is in the catalog.
         """
-        from .lightcurve import lightcurve
+        from .store.lightcurve import lightcurve
 
         return lightcurve(self.engine, object_id, forced=forced)
 
@@ -499,7 +499,7 @@ class Catalog:
         ``limit`` keeps the nearest.  Integer ``hpx`` range scans, then an exact distance check: exact at
         the poles and across RA 0/360, on SQLite and PostgreSQL alike.
         """
-        from .conesearch import cone_search
+        from .store.conesearch import cone_search
 
         return cone_search(self.engine, ra, dec, radius, *conditions, columns=columns, limit=limit, **filters)
 
@@ -548,9 +548,9 @@ class Catalog:
         ``to_tar``: a new ``.tar.gz``/``.tgz`` (which :meth:`ingest` takes back) or ``.tar`` of
         ``<candid>.avro`` members, written in stream mode.  Give exactly one of them.  Filters as in
         :meth:`query`.  ``progress(n_alerts, n_bytes)`` is called after each packet.  Returns an
-        :class:`~ztfcat.export.ExportReport`.
+        :class:`~ztfcat.export.raw.ExportReport`.
         """
-        from .export import export_raw
+        from .export.raw import export_raw
 
         return export_raw(
             self.engine,
@@ -569,9 +569,9 @@ class Catalog:
         Alerts (every column typed as in Avro, partitioned by night) and the ``prv_candidates`` and
         ``fp_hists`` light-curve tables, each row with its release and packet location; built beside
         ``target`` and renamed into place.  Needs ``ztfcat[hats]``.  Returns a
-        :class:`~ztfcat.columnar.parquet.ParquetReport`; see :mod:`ztfcat.columnar.parquet`.
+        :class:`~ztfcat.export.parquet.ParquetReport`; see :mod:`ztfcat.export.parquet`.
         """
-        from .columnar.parquet import write_parquet
+        from .export.parquet import write_parquet
 
         return write_parquet(self.engine, target, overwrite=overwrite, progress=progress, **kwargs)
 
@@ -591,10 +591,10 @@ class Catalog:
         ``_healpix_29`` is the catalog's own ``hpx``.  ``objects=True`` builds the catalog of objects
         instead: one row per objectId at its alerts' mean position, light curves nested.  Runs on
         ``client``, on the scheduler at ``scheduler``, or on a small new ``LocalCluster``.  Needs
-        ``ztfcat[hats]``.  Returns a :class:`~ztfcat.columnar.hats.HatsReport`; see
-        :mod:`ztfcat.columnar.hats`.
+        ``ztfcat[hats]``.  Returns a :class:`~ztfcat.export.hats.HatsReport`; see
+        :mod:`ztfcat.export.hats`.
         """
-        from .columnar.hats import write_hats, write_hats_objects
+        from .export.hats import write_hats, write_hats_objects
 
         return (write_hats_objects if objects else write_hats)(
             self.engine,
@@ -630,7 +630,7 @@ class Catalog:
     ):
         """Run one read-only SQL statement and return (column names, rows).
 
-        Read-only is enforced by the database (see :mod:`ztfcat.readonly`): a SQLite authorizer that
+        Read-only is enforced by the database (see :mod:`ztfcat.store.readonly`): a SQLite authorizer that
         allows reads only, a PostgreSQL session that is READ ONLY.  ``limit`` returns at most that many
         rows quietly; otherwise at most ``max_rows`` are returned, with a warning when there were more.
         ``timeout`` stops the statement after that many seconds (None: no limit).  For more rows than
@@ -656,10 +656,10 @@ class Catalog:
         timeout: float | None = DEFAULT_TIME_LIMIT_S,
         cancel: Cancel | None = None,
     ) -> contextlib.AbstractContextManager[SqlResult]:
-        """A context manager yielding a :class:`~ztfcat.readonly.SqlResult` whose rows arrive in batches.
+        """A context manager yielding a :class:`~ztfcat.store.readonly.SqlResult` whose rows arrive in batches.
 
-        ``max_rows=0`` lifts the row cap; ``cancel`` (a :class:`~ztfcat.readonly.Cancel`) stops the
-        statement when set, e.g. by Ctrl-C through :func:`~ztfcat.readonly.cancel_on_sigint`.
+        ``max_rows=0`` lifts the row cap; ``cancel`` (a :class:`~ztfcat.store.readonly.Cancel`) stops the
+        statement when set, e.g. by Ctrl-C through :func:`~ztfcat.store.readonly.cancel_on_sigint`.
         """
         return run_readonly(
             self.engine, statement, params, max_rows=max_rows, time_limit_s=timeout, cancel=cancel
@@ -693,11 +693,11 @@ class Catalog:
         catalog's own columns say what ztfcat keeps in them.  Read from the schema this ztfcat
         defines, so it needs no database.
         """
-        from .tables import metadata
+        from .store.tables import metadata
 
         if table not in metadata.tables:
             raise InvalidQueryError(f"no table {table!r}; tables are {', '.join(sorted(metadata.tables))}")
-        from .fields import FIELDS
+        from .store.fields import FIELDS
 
         docs = {**_OWN_DOCS, **FIELDS.get(_FIELD_PART.get(table, ""), {})}
         out = []
@@ -738,7 +738,7 @@ class Catalog:
             n_extra = conn.execute(
                 select(func.count()).select_from(alerts).where(alerts.c.extra.is_not(None))
             ).scalar_one()
-        from .fields import KNOWN_VERSIONS
+        from .store.fields import KNOWN_VERSIONS
 
         return {
             "database": self.url_for_display,
@@ -757,7 +757,7 @@ class Catalog:
 DEFAULT_COLUMNS = ("candid", "objectId", "jd", "fid", "ra", "dec", "magpsf", "sigmapsf", "rb", "isdiffpos")
 
 
-#: Where the ZTF docs of each table's columns are (``ztfcat.fields.FIELDS``), and the docs of the
+#: Where the ZTF docs of each table's columns are (``ztfcat.store.fields.FIELDS``), and the docs of the
 #: columns that are ZTF's but outside the candidate record, or ztfcat's own.
 _FIELD_PART = {"alerts": "candidate", "prv_candidates": "prv_candidate", "fp_hists": "fp_hist"}
 _OWN_DOCS = {

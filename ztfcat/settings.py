@@ -43,7 +43,7 @@ def archive_url(value: str | None = None) -> str:
     return value if value.endswith("/") else value + "/"
 
 
-# --- network limits (read by ztfcat.remote) ------------------------------------------------------------
+# --- network limits (read by ztfcat.sources.http) ------------------------------------------------------------
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_STALL_TIMEOUT = 60.0

@@ -10,13 +10,12 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
 
-# Frozen copy of ztfcat.tables.LIGHTCURVES_VIEW as of this revision.
+# Frozen copy of ztfcat.store.tables.LIGHTCURVES_VIEW as of this revision.
 LIGHTCURVES_VIEW = """
 CREATE VIEW lightcurves AS
 SELECT "objectId", jd, jd - 2400000.5 AS mjd, fid, magpsf, sigmapsf, diffmaglim, isdiffpos, candid,
@@ -90,7 +89,7 @@ def upgrade() -> None:
             "hpx",
             sa.BigInteger(),
             nullable=False,
-            comment="HEALPix nested index of (ra, dec), see ztfcat.sky",
+            comment="HEALPix nested index of (ra, dec), see ztfcat.store.sky",
         ),
         sa.Column(
             "extra",

@@ -16,7 +16,7 @@ Create Date: 2026-12-01 20:30:00
 - PostgreSQL: Avro ``float`` columns become ``double precision`` (a ``real`` reads back as its shortest
   decimal, not the packet's value); widening is exact.
 
-The history tables are built from :mod:`ztfcat.fields`, which only ever grows (new schema versions add
+The history tables are built from :mod:`ztfcat.store.fields`, which only ever grows (new schema versions add
 fields in later migrations), so this revision's columns are its fields as of today plus the keys below.
 """
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from ztfcat.fields import FIELDS
+from ztfcat.store.fields import FIELDS
 
 revision = "0002"
 down_revision = "0001"

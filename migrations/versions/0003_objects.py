@@ -18,7 +18,7 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-# Frozen copy of ztfcat.tables.objects as of this revision.
+# Frozen copy of ztfcat.store.tables.objects as of this revision.
 _F53 = sa.Float(precision=53)
 _F24 = sa.Float(precision=24)
 _LATEST = "from the latest alert"

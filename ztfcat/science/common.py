@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import BigInteger, Column, Connection, MetaData, Table, and_, select, text
 
 from ..errors import InvalidQueryError
-from ..tables import alerts
+from ..store.tables import alerts
 
 #: Rows per INSERT batch into the temporary range table.
 _INSERT_BATCH = 20_000

@@ -1,10 +1,10 @@
 """Cross-match a list of positions with the catalog: every alert (or the nearest) within a radius of each.
 
 A list of 100,000 positions is not 100,000 cone searches.  Each chunk of the input goes through the
-vectorised HEALPix descent (:func:`ztfcat.sky.cover_pixels`), which gives every position the few pixels
+vectorised HEALPix descent (:func:`ztfcat.store.sky.cover_pixels`), which gives every position the few pixels
 at one order that can hold an alert within the radius; the distinct pixels become ``hpx`` ranges, read in
 one join through the index (:func:`.common.rows_in_ranges`); each alert found is paired back with the
-positions that share its pixel, and the exact separation (:func:`ztfcat.sky.separation_deg`) decides.
+positions that share its pixel, and the exact separation (:func:`ztfcat.store.sky.separation_deg`) decides.
 The answer is exactly the brute-force one, poles and RA 0/360 included, in a few statements per chunk.
 
 Chunks bound the memory: a million-row CSV is read and matched ``chunk_size`` rows at a time.
@@ -24,10 +24,10 @@ import numpy as np
 from sqlalchemy import Engine
 
 from ..errors import InvalidQueryError
-from ..filters import column, where_clauses
-from ..lightcurve import sql_column
-from ..sky import _PIXRAD_NSIDE, HPX_ORDER, cover_pixels, parse_radius, pixel_ranges, separation_deg
-from ..tables import alerts
+from ..store.filters import column, where_clauses
+from ..store.lightcurve import sql_column
+from ..store.sky import _PIXRAD_NSIDE, HPX_ORDER, cover_pixels, parse_radius, pixel_ranges, separation_deg
+from ..store.tables import alerts
 from .common import check_window, rows_in_ranges, window_clauses
 
 #: Input rows matched at a time: bounds memory (about 50 MB at the peak of the descent).

@@ -1,6 +1,6 @@
 """Objects at a glance: one row per object, recomputed from the alerts and their history in SQL.
 
-The ``objects`` table (:data:`ztfcat.tables.objects`) answers "what is this object" and "which objects
+The ``objects`` table (:data:`ztfcat.store.tables.objects`) answers "what is this object" and "which objects
 appeared last night brighter than 18" without touching light curves: mean position, first and last
 detection, counts of detections and upper limits, peak and latest magnitude per band, and the latest
 alert's real-bogus scores and nearest PS1 / Gaia / solar-system fields.
@@ -34,9 +34,9 @@ from sqlalchemy import (
     union_all,
 )
 
-from ..filters import column, keyword_match, parse_condition
-from ..lightcurve import sql_column
-from ..tables import OBJECT_BANDS, OBJECT_CANDIDATE_FIELDS, alerts, objects, prv_candidates
+from ..store.filters import column, keyword_match, parse_condition
+from ..store.lightcurve import sql_column
+from ..store.tables import OBJECT_BANDS, OBJECT_CANDIDATE_FIELDS, alerts, objects, prv_candidates
 
 #: objectIds per refresh statement (bound parameters of one ``IN``).
 BATCH = 500

@@ -24,10 +24,10 @@ import numpy as np
 from sqlalchemy import Engine, and_, exists, select, union
 
 from ..errors import InvalidQueryError
-from ..filters import column, where_clauses
-from ..lightcurve import sql_column
-from ..sky import HPX_ORDER
-from ..tables import alerts, prv_candidates
+from ..store.filters import column, where_clauses
+from ..store.lightcurve import sql_column
+from ..store.sky import HPX_ORDER
+from ..store.tables import alerts, prv_candidates
 from .common import check_window, rows_in_ranges, window_clauses
 
 _HPX = "_sm_hpx"

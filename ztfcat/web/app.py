@@ -147,7 +147,7 @@ def make_datasette(
     """
     from datasette.app import Datasette
 
-    from ztfcat.db import is_sqlite
+    from ztfcat.store.db import is_sqlite
 
     register_plugin()
     engine = catalog.engine  # checks (or creates) the schema before datasette opens the file

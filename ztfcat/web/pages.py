@@ -4,7 +4,7 @@ Each view is an ``async`` function datasette calls with the request (see :func:`
 through :class:`ztfcat.Catalog` (``get_alert``, ``lightcurve``, ``cone_search``, ``query``), run in a
 worker thread so one slow page never stalls the others, and so the pages work on a PostgreSQL catalog
 as on SQLite.  Nothing from the URL reaches SQL except as a bound parameter: ids are parsed to integers
-or compared as values, cone-search conditions go through :func:`ztfcat.filters.parse_condition`.
+or compared as values, cone-search conditions go through :func:`ztfcat.store.filters.parse_condition`.
 
 Bad input is the user's, not the server's: an unknown id is a 404 that names it, a malformed parameter a
 400 that says why (:class:`datasette.utils.asgi.NotFound` / ``BadRequest``, rendered by datasette's
@@ -151,7 +151,7 @@ def _release_of(state, candid: int) -> dict | None:
 
 def _alert_context(state, candid: int, alert: dict) -> dict:
     """Everything the alert page shows besides the packet: release, neighbours, field descriptions."""
-    from ztfcat.fields import FIELDS
+    from ztfcat.store.fields import FIELDS
 
     catalog = state.catalog
     candidate = alert.get("candidate") or {}
@@ -328,7 +328,7 @@ def parse_cone(args) -> dict:
     ``radius`` (arcsec, or with a unit: ``1arcmin``); the CLI's filters ``where`` (repeatable),
     ``night``, ``from``, ``to``, ``object``, ``release``, ``schemavsn``; ``limit``.
     """
-    from ztfcat.sky import parse_position, parse_radius
+    from ztfcat.store.sky import parse_position, parse_radius
 
     pos = (args.get("pos") or "").strip()
     ra, dec = (args.get("ra") or "").strip(), (args.get("dec") or "").strip()

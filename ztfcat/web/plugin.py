@@ -27,7 +27,7 @@ def register_routes(datasette):
 
 @hookimpl
 def prepare_connection(conn, database, datasette):
-    """Guard datasette's connections to the catalog with :func:`ztfcat.readonly.guard_sqlite`.
+    """Guard datasette's connections to the catalog with :func:`ztfcat.store.readonly.guard_sqlite`.
 
     datasette opens the file read-only and runs only single SELECTs on its SQL page; the guard's
     authorizer also refuses ATTACH, ``VACUUM INTO``, writing PRAGMAs and every other write, whatever
@@ -40,7 +40,7 @@ def prepare_connection(conn, database, datasette):
     web = state(datasette)
     if database != web.database_name:
         return  # datasette's own _internal and _memory databases
-    from ztfcat.readonly import guard_sqlite
+    from ztfcat.store.readonly import guard_sqlite
 
     guard_sqlite(conn, time_limit_s=None)
 

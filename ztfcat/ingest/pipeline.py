@@ -1,0 +1,750 @@
+"""Stream-ingest one nightly tarball: gzip, tar, decode, blobs and rows in a single pass.
+
+The work is split so both cores stay busy and nothing waits on the disk: a child process inflates
+(isal), the calling thread frames tar members and decodes each packet with the compiled row decoder up
+to its ``candidate``, and a writer thread stores the packets and inserts the rows with the driver's bulk
+path, committing once per batch.  A batch's rows are committed only after its packets are written, so
+a committed row always has its blob.  (With :data:`INLINE_HISTORY` the main pass also decodes each
+packet's history and stores its points in the batch's transaction; off, as measured slower.)
+
+A release is ``ingesting`` until its alerts are in, ``history`` while the light-curve points not yet
+stored are derived (all of them for a local file; a stream's early-history workers do most of theirs
+during the main pass), then ``complete``.  Anything short of ``complete`` found at the next ingest (a killed run) is
+purged and redone from the start, so the result is always that of one clean ingest.  A tarball that
+fails as a whole (not gzip, truncated, corrupt) leaves its release ``failed`` and holding nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import gc
+import hashlib
+import io
+import json
+import math
+import os
+import queue
+import re
+import stat
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+import numpy as np
+from sqlalchemy import Engine, bindparam, delete, func, insert, select, text, update
+
+from ..errors import AlertDecodeError, IngestError, ZtfcatError
+from ..store.blobs import BlobWriter, remove_release
+from ..store.fields import KNOWN_VERSIONS
+from ..store.sky import hpx_index
+from ..store.tables import CANDIDATE_COLUMNS, alert_releases, alerts, ingest_errors, releases
+from . import history
+from .avro import AlertDecoder
+from .bulk import BulkWriter, lock_alert_writes
+from .rowdecode import DecodedAlert
+from .tarstream import GzipStream, iter_members
+
+ALERT_COLUMNS = (
+    "candid",
+    "objectId",
+    "schemavsn",
+    "release_id",
+    "blob_path",
+    "blob_offset",
+    "blob_size",
+    "hpx",
+    "extra",
+    "night",
+    *CANDIDATE_COLUMNS,
+)
+_PATH, _OFFSET, _SIZE, _HPX, _NIGHT_AT = 4, 5, 6, 7, 9
+MEMBER_COLUMNS = ("candid", "release_id", "blob_path", "blob_offset", "blob_size")
+_NEEDED = tuple((name, CANDIDATE_COLUMNS.index(name)) for name in ("jd", "ra", "dec"))
+_JD_AT, _DEC_AT = CANDIDATE_COLUMNS.index("jd"), CANDIDATE_COLUMNS.index("dec")
+_UNIX_EPOCH_JD = 2440587.5
+_EPOCH = date(1970, 1, 1)
+_JD = ALERT_COLUMNS.index("jd")
+_RA, _DEC = ALERT_COLUMNS.index("ra"), ALERT_COLUMNS.index("dec")
+ERROR_COLUMNS = ("release_id", "member", "reason")
+BATCH = 256
+EARLY_HISTORY_BYTES = 64 << 20  # ~1,300 alerts: below, the final pass alone is quicker
+#: Whether a local file's main pass decodes each packet's history too and stores its points with the
+#: batch (no packet read twice).  Off: measured slower on 2 cores (docs/benchmarks.md, issue 12), as
+#: the main pass is one GIL-bound lane while the history pass decodes on every core.
+INLINE_HISTORY = False
+MAX_MEMBER = 4 << 20  # 25x the largest real packet; decoding one amplifies memory about 20x
+_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+_NIGHT = re.compile(r"(?<!\d)(\d{8})(?!\d)")
+
+Progress = Callable[[int, int], None]
+
+#: Allocations between young-generation collections while an ingest runs (the default is 700).
+GC_THRESHOLD = 50_000
+_gc_lock = threading.Lock()
+_gc_users = 0
+_gc_saved: tuple[int, ...] | None = None
+
+
+@contextlib.contextmanager
+def _quiet_gc() -> Iterator[None]:
+    """Collect garbage rarely while ingests run: freeze what exists (the imported modules: a full
+    collection would walk them again and again) and collect the young generation every
+    :data:`GC_THRESHOLD` allocations.  An ingest makes millions of short-lived tuples, no cycles to
+    speak of; with the default settings the collector took 0.7 s of an 8,000-alert night's 4.4 s of
+    CPU, 0.05 s with these (docs/benchmarks.md).  Process-wide settings, so the first of concurrent
+    ingests sets them and the last one restores them.
+    """
+    global _gc_users, _gc_saved
+    with _gc_lock:
+        if _gc_users == 0:
+            _gc_saved = gc.get_threshold()
+            gc.freeze()
+            gc.set_threshold(GC_THRESHOLD, *_gc_saved[1:])
+        _gc_users += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_users -= 1
+            if _gc_users == 0 and _gc_saved is not None:
+                gc.set_threshold(*_gc_saved)
+                gc.unfreeze()
+
+
+@dataclass
+class IngestReport:
+    """What one ingest did: counts, digest, and the first member errors, by name."""
+
+    release: str
+    status: str = "ingesting"
+    n_alerts: int = 0
+    n_errors: int = 0
+    n_duplicates: int = 0
+    n_shared: int = 0
+    n_skipped: int = 0
+    size: int = 0
+    md5: str | None = None
+    seconds: float = 0.0
+    seconds_alerts: float = 0.0
+    already_complete: bool = False
+    versions: Counter = field(default_factory=Counter)
+    unknown_versions: set[str] = field(default_factory=set)
+    unknown_fields: set[str] = field(default_factory=set)
+    unknown_top_fields: set[str] = field(default_factory=set)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        """Plain JSON-able values, for ``ztfcat ingest --json`` and logs."""
+        data = dataclasses.asdict(self)
+        data["versions"] = dict(self.versions)
+        data["unknown_versions"] = sorted(self.unknown_versions)
+        data["unknown_fields"] = sorted(self.unknown_fields)
+        data["unknown_top_fields"] = sorted(self.unknown_top_fields)
+        return data
+
+    def __str__(self) -> str:
+        if self.already_complete:
+            return f"{self.release}: already complete ({self.n_alerts} alerts), nothing to do"
+        text = (
+            f"{self.release}: {self.status}, {self.n_alerts} alerts, {self.n_errors} bad members, "
+            f"{self.n_shared} also held by other releases, {self.n_duplicates} repeated in the tarball, "
+            f"{self.size} bytes in {self.seconds:.1f} s"
+        )
+        if self.unknown_versions:
+            text += f"; schema versions new to ztfcat: {', '.join(sorted(self.unknown_versions))}"
+        unknown = sorted(self.unknown_top_fields) + [f"candidate.{n}" for n in sorted(self.unknown_fields)]
+        if unknown:
+            text += f"; fields new to ztfcat (kept in the packets): {', '.join(unknown)}"
+        return text
+
+
+def release_key(name: str) -> str:
+    """The folder name of a release: its file name without the tar suffix (never ``rstrip``)."""
+    base = name
+    for suffix in _SUFFIXES:
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    if not base or base in (".", "..") or "/" in base or "\\" in base or "\0" in base:
+        raise ZtfcatError(f"{name!r} is not a usable release name")
+    return base
+
+
+def night_of(name: str) -> date | None:
+    """The night a release file is named after (``ztf_public_20180819.tar.gz`` → 2018-08-19), if any."""
+    match = _NIGHT.search(name)
+    if match:
+        try:
+            return datetime.strptime(match.group(1), "%Y%m%d").date()
+        except ValueError:
+            return None
+    return None
+
+
+def _unsafe(member: str) -> str | None:
+    path = PurePosixPath(member.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts:
+        return "unsafe member name (absolute or with '..'): skipped"
+    return None
+
+
+def _is_avro(member: str) -> bool:
+    return member.endswith(".avro")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _json_default(value):
+    return value.hex() if isinstance(value, bytes) else str(value)
+
+
+def night_observed(jd: float) -> date:
+    """The UT date of a Julian date: the night observed (ZTF's nights at Palomar never cross 0h UT)."""
+    return _EPOCH + timedelta(days=math.floor(jd - _UNIX_EPOCH_JD))
+
+
+def _row(decoded: DecodedAlert, release_id: int, size: int) -> list:
+    """An ``alerts`` row (:data:`ALERT_COLUMNS` order) from a decoded packet, or why it cannot be one.
+
+    The decoder has already turned NaN into None and refused NUL bytes in every string it stores.
+    """
+    candid, object_id, version = decoded.candid, decoded.objectId, decoded.schemavsn
+    if not isinstance(candid, int) or not isinstance(object_id, str) or not object_id:
+        raise AlertDecodeError("the alert has no candid or objectId")
+    if len(object_id) > 32 or len(version) > 16:  # the columns' widths, enforced by PostgreSQL
+        raise AlertDecodeError(f"alert {candid} has an objectId or schemavsn too long to be ZTF's")
+    if "\0" in object_id or "\0" in version:
+        raise AlertDecodeError(f"alert {candid} has a NUL byte in its objectId or schemavsn")
+    values = decoded.candidate
+    for name, at in _NEEDED:
+        value = values[at]
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            raise AlertDecodeError(f"alert {candid} has no usable candidate.{name} ({value!r})")
+    if abs(values[_DEC_AT]) > 90:
+        raise AlertDecodeError(f"alert {candid} has candidate.dec {values[_DEC_AT]} outside [-90, 90]")
+    extra = json.dumps(decoded.extra, default=_json_default) if decoded.extra else None
+    night = night_observed(values[_JD_AT]).isoformat()  # ISO text: both drivers store it as a date
+    return [candid, object_id, version, release_id, None, None, size, None, extra, night, *values]
+
+
+class _Writer(threading.Thread):
+    """Stores packets and inserts rows, one batch at a time, in the order the reader made them.
+
+    Every alert of the tarball becomes a member of the release (``alert_releases``) with its own copy
+    of the packet in the release's storage, so each release is whole by itself.  An alert already in
+    the catalog keeps one ``alerts`` row, which reads the copy of the holding release whose name sorts
+    first: a fixed rule, so the catalog does not depend on which release came first.
+    """
+
+    def __init__(self, engine: Engine, blobs: BlobWriter, report: IngestReport, progress, gz, early) -> None:
+        super().__init__(name=f"writer {report.release}", daemon=True)
+        self.early: history.EarlyHistory | None = early
+        self.queue: queue.Queue = queue.Queue(maxsize=1)  # batches in memory: this one, one here, one stored
+        self.engine = engine
+        self.blobs = blobs
+        self.report = report
+        self.progress = progress
+        self.gz = gz
+        self.error: BaseException | None = None
+        #: Alerts whose history was stored with their batch (decoded by the main pass).
+        self.done: set[int] = set()
+        self.decoder = AlertDecoder()
+
+    def run(self) -> None:
+        bulk = None
+        try:
+            bulk = BulkWriter(self.engine)
+            while (item := self.queue.get()) is not None:
+                self._store(bulk, *item)
+        except BaseException as exc:  # re-raised by the reader thread
+            self.error = exc
+            while self.queue.get() is not None:  # let the reader finish putting
+                pass
+        finally:
+            if bulk is not None:
+                bulk.close()
+
+    def _store(
+        self, bulk: BulkWriter, rows: list, packets: list, with_history: list, points, errors: list
+    ) -> None:
+        """Store one batch.  ``points`` holds the history of every row marked in ``with_history``, merged
+        by the main thread (which waits on the inflater meanwhile); when some of them are not stored
+        (repeated, or another release's copy stays), the stored ones are decoded and merged again here."""
+        bulk.begin_exclusive()
+        release_id = rows[0][3] if rows else None
+        candids = [row[0] for row in rows]
+        owners = bulk.owners(candids)  # candid -> (owning release id, its name)
+        members = bulk.existing(alert_releases, "candid", candids, release_id=release_id)
+        fresh, taken, joined = [], [], []
+        done = []
+        for row, packet, has_history in zip(rows, packets, with_history, strict=True):
+            candid = row[0]
+            if candid in members:  # the same alert twice in one tarball
+                self.report.n_duplicates += 1
+                continue
+            members.add(candid)
+            row[_PATH], row[_OFFSET] = self.blobs.write(candid, packet)
+            joined.append((candid, release_id, row[_PATH], row[_OFFSET], row[_SIZE]))
+            owner = owners.get(candid)
+            if owner is None:
+                fresh.append(row)
+                owners[candid] = (release_id, self.report.release)
+            else:
+                self.report.n_shared += 1
+                if self.report.release < owner[1]:
+                    taken.append(row)  # this release's copy becomes the one the row reads
+                else:
+                    continue
+            if has_history:  # its points go in with its row; the history pass skips it
+                done.append(candid)
+        stored = fresh + taken
+        if stored:
+            ras = np.fromiter((r[_RA] for r in stored), float, len(stored))
+            decs = np.fromiter((r[_DEC] for r in stored), float, len(stored))
+            for row, pixel in zip(stored, hpx_index(ras, decs).tolist(), strict=True):
+                row[_HPX] = pixel
+        self.blobs.flush()
+        if taken:
+            bulk.execute_core(delete(alerts).where(alerts.c.candid.in_([r[0] for r in taken])))
+        bulk.insert(alerts, ALERT_COLUMNS, stored)
+        bulk.insert(alert_releases, MEMBER_COLUMNS, joined)
+        bulk.insert(ingest_errors, ERROR_COLUMNS, errors)
+        if done:
+            if len(done) < sum(with_history):
+                points = history.PointSet()
+                wanted = set(done)
+                for row, packet in zip(rows, packets, strict=True):
+                    if row[0] in wanted:
+                        wanted.discard(row[0])  # a repeated alert: its first row is the one stored
+                        points.add(row[0], row[1], row[_JD], self.decoder.rows(packet))
+            history.insert_points(bulk, points.points())
+        if self.early is not None:
+            self.early.saw(history.Packet(r[0], r[1], r[_JD], r[_PATH], r[_OFFSET], r[_SIZE]) for r in stored)
+            self.early.collect(bulk)
+        bulk.commit()
+        self.done.update(done)
+        self.report.n_alerts += len(joined)
+        if self.progress:
+            self.progress(self.report.n_alerts, self.gz.size)
+
+
+def _early_history_pays(source) -> bool:
+    """Whether to derive history while the main pass runs (:class:`history.EarlyHistory`).
+
+    It runs on CPU the main pass leaves idle: plenty while the bytes come from a network (a download, a
+    bucket), none while a local file is read as fast as the disk gives it (measured there: the whole
+    ingest 10 % slower; on a 50 MB/s download: 1.32x the download's time down to 1.05x).
+    """
+    if isinstance(source, io.BytesIO):
+        return False
+    try:
+        if stat.S_ISREG(os.fstat(source.fileno()).st_mode):
+            return False
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        pass
+    size = getattr(source, "total", None)  # a download knows its Content-Length
+    return not isinstance(size, int) or size > EARLY_HISTORY_BYTES
+
+
+def _main_pass(engine, data_dir, source, report, release_id, key, layout, progress, decoder) -> set[int]:
+    """Alerts and packets in, one batch at a time; returns the alerts whose history is already stored."""
+    with contextlib.ExitStack() as stack:  # whatever fails, workers, pack file and inflater are closed
+        # Forked before the inflate pipes and the threads exist: a worker holding a copy of the pipe's
+        # write end would keep the inflater from ever seeing the end of its input.
+        early = history.EarlyHistory(data_dir) if _early_history_pays(source) else None
+        if early is not None:
+            stack.callback(early.close)
+        remove_release(data_dir, key)  # whatever a killed run left there: a release's store starts empty
+        blobs = stack.enter_context(contextlib.closing(BlobWriter(data_dir, key, layout)))
+        gz = stack.enter_context(GzipStream(source, report.release))
+        writer = _Writer(engine, blobs, report, progress, gz, early)
+        writer.start()
+        inline = INLINE_HISTORY and early is None
+        rows: list = []
+        packets: list = []
+        with_history: list = []
+        points = history.PointSet()
+        errors: list = []
+
+        def hand_over() -> None:
+            nonlocal rows, packets, with_history, points, errors
+            writer.queue.put((rows, packets, with_history, points, errors))
+            rows, packets, with_history, points, errors = [], [], [], history.PointSet(), []
+            if writer.error is not None:
+                raise writer.error
+
+        try:
+            for member, data, size in iter_members(gz, _is_avro, MAX_MEMBER):
+                if data is None:
+                    if _is_avro(member):
+                        errors.append((release_id, member, f"{size} bytes: too large for an alert packet"))
+                    else:
+                        report.n_skipped += 1
+                    continue
+                problem = _unsafe(member)
+                if problem:
+                    errors.append((release_id, member, problem))
+                    continue
+                try:
+                    found = _decode_member(decoder, data, release_id, inline)
+                except AlertDecodeError as exc:
+                    errors.append((release_id, member, str(exc)))
+                    continue
+                for row, packet, decoded in found:
+                    rows.append(row)
+                    packets.append(packet)
+                    with_history.append(decoded.prv is not None)
+                    if decoded.prv is not None:
+                        points.add(row[0], row[1], row[_JD], decoded)
+                    report.versions[row[2]] += 1
+                    if decoded.extra:
+                        report.unknown_fields.update(decoded.extra)
+                    if decoded.unknown_top_level:
+                        report.unknown_top_fields.update(decoded.unknown_top_level)
+                if len(rows) >= BATCH or len(errors) >= BATCH:
+                    hand_over()
+            gz.drain()
+            hand_over()
+        finally:
+            writer.queue.put(None)
+            writer.join()
+        if writer.error is not None:
+            raise writer.error
+        report.size = gz.size
+        report.md5 = gz.md5
+    with engine.connect() as conn:
+        report.n_errors = conn.execute(
+            select(func.count()).select_from(ingest_errors).where(ingest_errors.c.release_id == release_id)
+        ).scalar_one()
+        report.errors = [
+            (m, r)
+            for m, r in conn.execute(
+                select(ingest_errors.c.member, ingest_errors.c.reason)
+                .where(ingest_errors.c.release_id == release_id)
+                .order_by(ingest_errors.c.id)
+                .limit(100)
+            )
+        ]
+    report.unknown_versions = {v for v in report.versions if v not in KNOWN_VERSIONS}
+    return early.done if early is not None else writer.done
+
+
+def _decode_member(decoder: AlertDecoder, data, release_id: int, history_too: bool) -> list[tuple]:
+    """(``alerts`` row, packet, decoded rows) of each alert of one tar member.
+
+    With ``history_too`` the history is decoded as well; a packet whose candidate reads but whose
+    history does not is still stored, its history left to the history pass, which names the reason.
+    """
+    if history_too:
+        try:
+            return [
+                (_row(decoded, release_id, len(packet)), packet, decoded)
+                for packet, _parsed, decoded in decoder.members_rows(data, history=True)
+            ]
+        except AlertDecodeError:
+            pass
+    return [
+        (_row(decoded, release_id, len(packet)), packet, decoded)
+        for packet, _parsed, decoded in decoder.members_rows(data, history=False)
+    ]
+
+
+def purge_release(engine: Engine, data_dir: Path, release_id: int, name: str) -> None:
+    """Remove what a release holds (memberships, packets, errors, alerts no other release holds) but
+    its ``releases`` row, in an order that a kill at any instant cannot break.
+
+    The caller first marks the release as not complete (``ingesting`` or ``deleting``), so an
+    interrupted purge is seen and redone.  Then, in one transaction: alerts it shares move to the
+    copy of the next holding release (by name); the objects of the alerts only it holds are marked in
+    ``history_rebuilds``; those alerts, its memberships and its errors are deleted.  Then its packet
+    files go, and the marked light curves are derived again from the alerts that remain.  Each step
+    can be repeated: a rerun after a kill ends in exactly the state of an uninterrupted one.
+    """
+    with engine.connect() as conn:
+        lock_alert_writes(conn)  # no ingest batch adds a holder between the reads and the writes
+        # Every object the release's rows read a packet of is derived again: a moved alert's points
+        # may never have been derived (its old owner's ingest died before its history pass).
+        history.mark_for_rebuild(
+            conn,
+            conn.execute(
+                select(alerts.c.objectId).where(alerts.c.release_id == release_id).distinct()
+            ).scalars(),
+        )
+        shared = conn.execute(
+            select(
+                alert_releases.c.candid,
+                alert_releases.c.release_id,
+                releases.c.name,
+                alert_releases.c.blob_path,
+                alert_releases.c.blob_offset,
+                alert_releases.c.blob_size,
+            )
+            .join(releases, releases.c.id == alert_releases.c.release_id)
+            .join(alerts, alerts.c.candid == alert_releases.c.candid)
+            .where(alerts.c.release_id == release_id, alert_releases.c.release_id != release_id)
+        ).all()
+        moved: dict[int, tuple] = {}
+        for candid, holder, holder_name, path, offset, size in shared:
+            # The next holder by name, compared as the ingest compares (code points, not a collation).
+            if candid not in moved or holder_name < moved[candid][0]:
+                moved[candid] = (holder_name, holder, path, offset, size)
+        if moved:
+            conn.execute(
+                update(alerts)
+                .where(alerts.c.candid == bindparam("c"))
+                .values(
+                    release_id=bindparam("r"),
+                    blob_path=bindparam("p"),
+                    blob_offset=bindparam("o"),
+                    blob_size=bindparam("s"),
+                ),
+                [
+                    {"c": c, "r": holder, "p": path, "o": offset, "s": size}
+                    for c, (_name, holder, path, offset, size) in moved.items()
+                ],
+            )
+        conn.execute(delete(alerts).where(alerts.c.release_id == release_id))
+        for table in (alert_releases, ingest_errors):
+            conn.execute(delete(table).where(table.c.release_id == release_id))
+        conn.commit()
+    remove_release(data_dir, release_key(name))
+    history.finish_rebuilds(engine, data_dir)
+
+
+def repair(engine: Engine, data_dir: Path) -> None:
+    """Finish what killed runs left: releases half deleted are deleted; releases a killed ingest left
+    ``ingesting`` or ``history`` are purged and marked ``failed`` (ingest them again); light curves
+    marked for a rebuild are derived again.  A release whose lock another process holds is that
+    process's to finish, and is left alone."""
+    with engine.connect() as conn:
+        unfinished = conn.execute(
+            select(releases.c.id, releases.c.name, releases.c.status).where(
+                releases.c.status.in_(("deleting", "ingesting", "history"))
+            )
+        ).all()
+    for row in unfinished:
+        with contextlib.suppress(ZtfcatError), release_lock(engine, data_dir, row.name):
+            if row.status == "deleting":
+                delete_release(engine, data_dir, row.name)
+            else:
+                purge_release(engine, data_dir, row.id, row.name)
+                _set(engine, row.id, status="failed", n_alerts=0, finished_at=_now(),
+                     error="interrupted (the process was killed); ingest it again")  # fmt: skip
+    history.finish_rebuilds(engine, data_dir)
+
+
+def delete_release(engine: Engine, data_dir: Path, name: str) -> None:
+    """Delete one release (the caller holds its lock): marked ``deleting`` first, then purged, then
+    its row removed; a kill at any step leaves ``deleting``, which :func:`repair` finishes."""
+    with engine.begin() as conn:
+        row = conn.execute(select(releases.c.id).where(releases.c.name == name)).first()
+        if row is None:
+            return
+        conn.execute(update(releases).where(releases.c.id == row.id).values(status="deleting"))
+    purge_release(engine, data_dir, row.id, name)
+    with engine.begin() as conn:
+        conn.execute(delete(releases).where(releases.c.id == row.id))
+
+
+def ingest(
+    engine: Engine,
+    data_dir: Path,
+    source: BinaryIO,
+    name: str,
+    *,
+    layout: str = "files",
+    origin: str | None = None,
+    progress: Progress | None = None,
+    force: bool = False,
+    decoder: AlertDecoder | None = None,
+    verify: Callable[[], None] | None = None,
+) -> IngestReport:
+    """Ingest the ``.tar.gz`` bytes readable from ``source`` as the release ``name``.
+
+    Parameters
+    ----------
+    source : binary file object
+        Read once, front to back; never seeked, so a socket or a bucket stream works.
+    name : str
+        The tarball's file name, e.g. ``ztf_public_20180819.tar.gz``; the release's identity.
+    force : bool
+        Ingest again even when the release is already complete (its old content is replaced).
+    verify : callable, optional
+        Called once every byte is read and before anything is marked complete (a download checks its
+        size and MD5 here); whatever it raises fails the release like a broken tarball.
+    """
+    repair(engine, data_dir)
+    with release_lock(engine, data_dir, name), _quiet_gc():
+        return _ingest_locked(
+            engine, data_dir, source, name, layout, origin, progress, force, decoder, verify
+        )
+
+
+def _ingest_locked(engine, data_dir, source, name, layout, origin, progress, force, decoder, verify):
+    key = release_key(name)
+    report = IngestReport(name)
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        existing = conn.execute(select(releases).where(releases.c.name == name)).first()
+    if existing is not None and existing.status == "complete" and not force:
+        report.status, report.already_complete = "complete", True
+        report.n_alerts, report.n_errors = existing.n_alerts, existing.n_errors
+        report.size, report.md5 = existing.size or 0, existing.md5
+        return report
+    values = dict(
+        night=night_of(name),
+        status="ingesting",
+        layout=layout,
+        source=origin,
+        started_at=_now(),
+        finished_at=None,
+        error=None,
+        size=None,
+        md5=None,
+        n_alerts=0,
+        n_errors=0,
+        n_duplicates=0,
+        unknown_fields=None,
+    )
+    if existing is not None:
+        # Not complete from this instant: a kill during the purge is seen, and the purge redone.
+        _set(engine, existing.id, status="ingesting")
+        purge_release(engine, data_dir, existing.id, name)
+    with engine.begin() as conn:
+        if existing is None:
+            release_id = conn.execute(insert(releases).values(name=name, **values)).inserted_primary_key[0]
+        else:
+            release_id = existing.id
+            conn.execute(update(releases).where(releases.c.id == release_id).values(**values))
+    try:
+        done = _main_pass(
+            engine, data_dir, source, report, release_id, key, layout, progress, decoder or AlertDecoder()
+        )
+        if verify is not None:
+            verify()
+        report.seconds_alerts = time.perf_counter() - started
+        _set(
+            engine,
+            release_id,
+            status="history",
+            size=report.size,
+            md5=report.md5,
+            n_alerts=report.n_alerts,
+            n_errors=report.n_errors,
+            n_duplicates=report.n_duplicates,
+            unknown_fields=_unknown_fields(report),
+        )
+        for candid, reason in history.derive_history(engine, data_dir, release_id, done=done):
+            report.errors.append((f"{candid}.avro", f"history not read: {reason}"))
+        _refresh_objects(engine, release_id)
+        report.status = "complete"
+        _set(engine, release_id, status="complete", finished_at=_now())
+    except BaseException as exc:
+        report.status = "failed"
+        with contextlib.suppress(Exception):  # the original error matters more; the next run purges
+            purge_release(engine, data_dir, release_id, name)
+            _set(
+                engine,
+                release_id,
+                status="failed",
+                error=str(exc) or type(exc).__name__,
+                finished_at=_now(),
+                n_alerts=0,
+            )
+        if isinstance(exc, ZtfcatError) or not isinstance(exc, Exception):
+            raise
+        raise IngestError(f"{name}: {_reason(exc)}; nothing of it is kept") from exc
+    finally:
+        report.seconds = time.perf_counter() - started
+    return report
+
+
+def _refresh_objects(engine: Engine, release_id: int) -> None:
+    """The ``objects`` rows of every object the release holds an alert of, computed again."""
+    from ..science.objects import refresh_objects
+
+    with engine.connect() as conn:
+        object_ids = list(
+            conn.execute(
+                select(alerts.c.objectId)
+                .join(alert_releases, alert_releases.c.candid == alerts.c.candid)
+                .where(alert_releases.c.release_id == release_id)
+                .distinct()
+            ).scalars()
+        )
+    refresh_objects(engine, object_ids)
+
+
+def _unknown_fields(report: IngestReport) -> str | None:
+    names = sorted(report.unknown_top_fields) + [f"candidate.{n}" for n in sorted(report.unknown_fields)]
+    return json.dumps(names) if names else None
+
+
+def _reason(exc: Exception) -> str:
+    """One line for an unexpected failure: the disk, the database, or what the exception says."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    orig = getattr(exc, "orig", None)  # a SQLAlchemy DBAPIError wraps the driver's own
+    text = str(orig if orig is not None else exc).strip().splitlines()
+    return f"{type(orig or exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+@contextlib.contextmanager
+def release_lock(engine: Engine, data_dir: Path, name: str) -> Iterator[None]:
+    """Hold the right to ingest (or purge) one release; a second ingest of it gets a clear error."""
+    with release_locks(engine, data_dir, [name]):
+        yield
+
+
+@contextlib.contextmanager
+def release_locks(engine: Engine, data_dir: Path, names: Sequence[str]) -> Iterator[None]:
+    """Hold the right to ingest (or purge) each of ``names``, or raise naming the first one taken.
+
+    A lock file in the data directory (``flock``, released by the kernel even on kill -9, and by no
+    one else: worker processes die with their parent) guards processes of one machine; on PostgreSQL
+    session advisory locks, all on one connection however many releases, also guard workers on other
+    machines writing to the same catalog.  Without it, an ingest would take a live one's rows for the
+    leftovers of a killed run and purge them.
+    """
+    locks = data_dir / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        for name in names:
+            handle = stack.enter_context(open(locks / f"{release_key(name)}.lock", "w"))  # noqa: SIM115
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ZtfcatError(
+                    f"{name} is being ingested by another process; try again when it ends"
+                ) from None
+        if engine.dialect.name != "postgresql" or not names:
+            yield
+            return
+        keys = [int.from_bytes(hashlib.blake2b(n.encode(), digest_size=7).digest(), "big") for n in names]
+        conn = stack.enter_context(engine.connect())
+        held: list[int] = []
+        try:
+            for name, key in zip(names, keys, strict=True):
+                if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+                    raise ZtfcatError(f"{name} is being ingested by another worker; try again when it ends")
+                held.append(key)
+            yield
+        finally:
+            for key in held:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            conn.commit()
+
+
+def _set(engine: Engine, release_id: int, **values) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(releases).where(releases.c.id == release_id).values(**values))

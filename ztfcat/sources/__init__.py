@@ -1,0 +1,1 @@
+"""Where tarballs come from: the HTTP archive and Google Cloud Storage."""
