@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from ztfcat import Catalog
-from ztfcat.cli.root import main
 from ztfcat.cli.archive import register
+from ztfcat.cli.root import main
 from ztfcat.testing.archive_server import ArchiveServer
 from ztfcat.testing.synthetic import make_archive
 

@@ -12,8 +12,8 @@ from astropy.table import Table
 from click.testing import CliRunner
 from matplotlib.image import imread
 
-from ztfcat.cli.root import main
 from ztfcat.cli.explore import register
+from ztfcat.cli.root import main
 from ztfcat.plotting import plot_cutout, plot_lightcurve, plot_stamps
 from ztfcat.store.conesearch import cone_search
 from ztfcat.store.lightcurve import lightcurve

@@ -28,9 +28,9 @@ from sqlalchemy import inspect
 
 from tests.tarballs import tar_members
 from ztfcat import Catalog
-from ztfcat.cli.root import main
 from ztfcat.cli.output import display, plural
 from ztfcat.cli.progress import Bar
+from ztfcat.cli.root import main
 from ztfcat.store.fields import FIELDS
 from ztfcat.testing.synthetic import make_night
 

@@ -578,8 +578,8 @@ def test_download_command_flags_reach_the_client(
     server: ArchiveServer, other: ArchiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     """``ztfcat download --allow-redirect-host`` and the redirect refused without it, as one line."""
-    from ztfcat.cli.root import main
     from ztfcat.cli.archive import register
+    from ztfcat.cli.root import main
     from ztfcat.testing.synthetic import make_archive
 
     if "download" not in main.commands:

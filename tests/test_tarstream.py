@@ -403,3 +403,39 @@ def test_an_ingest_records_a_member_whose_name_is_not_utf8(tmp_path):
         assert report.errors == [("bad\\xff.avro", "not an Avro object container file (bad magic bytes)")]
     finally:
         catalog.close()
+
+
+def test_a_fork_made_while_a_stream_is_open_does_not_keep_its_inflater_waiting():
+    """A process forked mid-stream (a history worker) must not hold the inflate child's stdin open:
+    the stream still ends when its source does, while the fork is alive."""
+    import os
+    import queue
+    import threading
+
+    from ztfcat.ingest.history import worker_pool
+
+    class Source:  # bytes handed over by the test, no file descriptor a fork could inherit
+        def __init__(self):
+            self.chunks = queue.Queue()
+
+        def read(self, _n):
+            return self.chunks.get()
+
+    payload = os.urandom(3 << 20)
+    source = Source()
+    source.chunks.put(gzip.compress(payload[:1000]) + b"")  # a first gzip member: the stream is live
+    with GzipStream(source, "forked.tar.gz") as stream, worker_pool(1) as pool:
+        assert pool.submit(os.getpid).result() != os.getpid()  # the fork exists now
+        source.chunks.put(gzip.compress(payload[1000:]))
+        source.chunks.put(b"")  # the end of the source
+        got = bytearray()
+        done = threading.Event()
+
+        def read_all():
+            while chunk := stream.read(1 << 16):
+                got.extend(chunk)
+            done.set()
+
+        threading.Thread(target=read_all, daemon=True).start()
+        assert done.wait(30), "the inflater never saw the end of its input: a fork holds its pipe"
+    assert bytes(got) == payload

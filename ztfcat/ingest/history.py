@@ -380,8 +380,9 @@ def worker_pool(workers: int, nice: int = 0) -> ProcessPoolExecutor:
     ``fork`` where there is one: unlike spawn and forkserver it does not re-run the user's ``__main__``,
     so a script without an ``if __name__ == "__main__"`` guard can still ingest.  The workers only read
     packet files, decode them and (on PostgreSQL) open connections of their own; they never touch the
-    parent's connections or threads.  Pools must therefore be made before the ingest starts threads
-    or pipes: :func:`ztfcat.ingest.pipeline._main_pass` makes its pool first.
+    parent's connections or threads.  A fork taken while an ingest streams is safe: the child lets go
+    of every inflate pipe it inherited (:func:`ztfcat.ingest.tarstream._release_pipes_in_child`), so no
+    worker can keep an inflater waiting for the end of its input.
     """
     context = get_context("fork" if "fork" in get_all_start_methods() else "spawn")
     return ProcessPoolExecutor(

@@ -49,29 +49,13 @@ from . import history
 from .avro import AlertDecoder
 from .bulk import BulkWriter, lock_alert_writes
 from .rowdecode import DecodedAlert
+from .rows import ALERT_COLUMNS, MEMBER_COLUMNS, AlertRow
 from .tarstream import GzipStream, iter_members
 
-ALERT_COLUMNS = (
-    "candid",
-    "objectId",
-    "schemavsn",
-    "release_id",
-    "blob_path",
-    "blob_offset",
-    "blob_size",
-    "hpx",
-    "extra",
-    "night",
-    *CANDIDATE_COLUMNS,
-)
-_PATH, _OFFSET, _SIZE, _HPX, _NIGHT_AT = 4, 5, 6, 7, 9
-MEMBER_COLUMNS = ("candid", "release_id", "blob_path", "blob_offset", "blob_size")
 _NEEDED = tuple((name, CANDIDATE_COLUMNS.index(name)) for name in ("jd", "ra", "dec"))
 _JD_AT, _DEC_AT = CANDIDATE_COLUMNS.index("jd"), CANDIDATE_COLUMNS.index("dec")
 _UNIX_EPOCH_JD = 2440587.5
 _EPOCH = date(1970, 1, 1)
-_JD = ALERT_COLUMNS.index("jd")
-_RA, _DEC = ALERT_COLUMNS.index("ra"), ALERT_COLUMNS.index("dec")
 ERROR_COLUMNS = ("release_id", "member", "reason")
 BATCH = 256
 EARLY_HISTORY_BYTES = 64 << 20  # ~1,300 alerts: below, the final pass alone is quicker
@@ -212,8 +196,9 @@ def night_observed(jd: float) -> date:
     return _EPOCH + timedelta(days=math.floor(jd - _UNIX_EPOCH_JD))
 
 
-def _row(decoded: DecodedAlert, release_id: int, size: int) -> list:
-    """An ``alerts`` row (:data:`ALERT_COLUMNS` order) from a decoded packet, or why it cannot be one.
+def _row(decoded: DecodedAlert, release_id: int, size: int) -> AlertRow:
+    """An ``alerts`` row from a decoded packet, or why it cannot be one; its packet's place
+    (``blob_path``, ``blob_offset``) and ``hpx`` are filled in by the writer thread.
 
     The decoder has already turned NaN into None and refused NUL bytes in every string it stores.
     """
@@ -233,7 +218,7 @@ def _row(decoded: DecodedAlert, release_id: int, size: int) -> list:
         raise AlertDecodeError(f"alert {candid} has candidate.dec {values[_DEC_AT]} outside [-90, 90]")
     extra = json.dumps(decoded.extra, default=_json_default) if decoded.extra else None
     night = night_observed(values[_JD_AT]).isoformat()  # ISO text: both drivers store it as a date
-    return [candid, object_id, version, release_id, None, None, size, None, extra, night, *values]
+    return AlertRow((candid, object_id, version, release_id, None, None, size, None, extra, night, *values))
 
 
 class _Writer(threading.Thread):
@@ -280,20 +265,20 @@ class _Writer(threading.Thread):
         by the main thread (which waits on the inflater meanwhile); when some of them are not stored
         (repeated, or another release's copy stays), the stored ones are decoded and merged again here."""
         bulk.begin_exclusive()
-        release_id = rows[0][3] if rows else None
-        candids = [row[0] for row in rows]
+        release_id = rows[0].release_id if rows else None
+        candids = [row.candid for row in rows]
         owners = bulk.owners(candids)  # candid -> (owning release id, its name)
         members = bulk.existing(alert_releases, "candid", candids, release_id=release_id)
         fresh, taken, joined = [], [], []
         done = []
         for row, packet, has_history in zip(rows, packets, with_history, strict=True):
-            candid = row[0]
+            candid = row.candid
             if candid in members:  # the same alert twice in one tarball
                 self.report.n_duplicates += 1
                 continue
             members.add(candid)
-            row[_PATH], row[_OFFSET] = self.blobs.write(candid, packet)
-            joined.append((candid, release_id, row[_PATH], row[_OFFSET], row[_SIZE]))
+            row.blob_path, row.blob_offset = self.blobs.write(candid, packet)
+            joined.append(row.membership())
             owner = owners.get(candid)
             if owner is None:
                 fresh.append(row)
@@ -308,13 +293,13 @@ class _Writer(threading.Thread):
                 done.append(candid)
         stored = fresh + taken
         if stored:
-            ras = np.fromiter((r[_RA] for r in stored), float, len(stored))
-            decs = np.fromiter((r[_DEC] for r in stored), float, len(stored))
+            ras = np.fromiter((r.ra for r in stored), float, len(stored))
+            decs = np.fromiter((r.dec for r in stored), float, len(stored))
             for row, pixel in zip(stored, hpx_index(ras, decs).tolist(), strict=True):
-                row[_HPX] = pixel
+                row.hpx = pixel
         self.blobs.flush()
         if taken:
-            bulk.execute_core(delete(alerts).where(alerts.c.candid.in_([r[0] for r in taken])))
+            bulk.execute_core(delete(alerts).where(alerts.c.candid.in_([r.candid for r in taken])))
         bulk.insert(alerts, ALERT_COLUMNS, stored)
         bulk.insert(alert_releases, MEMBER_COLUMNS, joined)
         bulk.insert(ingest_errors, ERROR_COLUMNS, errors)
@@ -323,12 +308,15 @@ class _Writer(threading.Thread):
                 points = history.PointSet()
                 wanted = set(done)
                 for row, packet in zip(rows, packets, strict=True):
-                    if row[0] in wanted:
-                        wanted.discard(row[0])  # a repeated alert: its first row is the one stored
-                        points.add(row[0], row[1], row[_JD], self.decoder.rows(packet))
+                    if row.candid in wanted:
+                        wanted.discard(row.candid)  # a repeated alert: its first row is the one stored
+                        points.add(row.candid, row.object_id, row.jd, self.decoder.rows(packet))
             history.insert_points(bulk, points.points())
         if self.early is not None:
-            self.early.saw(history.Packet(r[0], r[1], r[_JD], r[_PATH], r[_OFFSET], r[_SIZE]) for r in stored)
+            self.early.saw(
+                history.Packet(r.candid, r.object_id, r.jd, r.blob_path, r.blob_offset, r.blob_size)
+                for r in stored
+            )
             self.early.collect(bulk)
         bulk.commit()
         self.done.update(done)
@@ -358,8 +346,8 @@ def _early_history_pays(source) -> bool:
 def _main_pass(engine, data_dir, source, report, release_id, key, layout, progress, decoder) -> set[int]:
     """Alerts and packets in, one batch at a time; returns the alerts whose history is already stored."""
     with contextlib.ExitStack() as stack:  # whatever fails, workers, pack file and inflater are closed
-        # Forked before the inflate pipes and the threads exist: a worker holding a copy of the pipe's
-        # write end would keep the inflater from ever seeing the end of its input.
+        # Its workers fork now, while this process has one thread; a fork made later would let go of
+        # the inflate pipes anyway (tarstream._release_pipes_in_child).
         early = history.EarlyHistory(data_dir) if _early_history_pays(source) else None
         if early is not None:
             stack.callback(early.close)
@@ -404,8 +392,8 @@ def _main_pass(engine, data_dir, source, report, release_id, key, layout, progre
                     packets.append(packet)
                     with_history.append(decoded.prv is not None)
                     if decoded.prv is not None:
-                        points.add(row[0], row[1], row[_JD], decoded)
-                    report.versions[row[2]] += 1
+                        points.add(row.candid, row.object_id, row.jd, decoded)
+                    report.versions[row.schemavsn] += 1
                     if decoded.extra:
                         report.unknown_fields.update(decoded.extra)
                     if decoded.unknown_top_level:

@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import threading
+import weakref
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -29,6 +30,39 @@ BLOCK = 512
 PIPE_SIZE = 1 << 20
 ZERO_BLOCK = bytes(BLOCK)
 GZIP_MAGIC = b"\x1f\x8b"
+
+#: Every open :class:`GzipStream` of this process, so a forked child can let go of their pipes.
+_open_streams: weakref.WeakSet = weakref.WeakSet()
+_fork_hook = threading.Lock()
+_fork_hook_set = False
+
+
+def _release_pipes_in_child() -> None:
+    """After a fork, point the child's copies of every inflate pipe at ``/dev/null``.
+
+    A forked process (a history worker of :func:`ztfcat.ingest.history.worker_pool`, or anything a
+    user's code forks) inherits the parent's file descriptors.  Were it to keep a copy of an inflate
+    child's stdin, that child would never see the end of its input and the ingest would hang for as
+    long as the fork lives.  ``dup2`` rather than ``close``: the child's file objects still own those
+    descriptor numbers, and closing them twice could close an unrelated file that reused the number.
+    """
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for stream in list(_open_streams):
+            for pipe in (stream._child.stdin, stream._child.stdout, stream._child.stderr):
+                with contextlib.suppress(OSError, ValueError):
+                    os.dup2(null, pipe.fileno())
+    finally:
+        os.close(null)
+
+
+def _track(stream: GzipStream) -> None:
+    global _fork_hook_set
+    with _fork_hook:
+        if not _fork_hook_set:  # once per process, at the first stream: nothing happens at import
+            os.register_at_fork(after_in_child=_release_pipes_in_child)
+            _fork_hook_set = True
+        _open_streams.add(stream)
 
 
 class GzipStream:
@@ -67,6 +101,7 @@ class GzipStream:
         for pipe in (self._child.stdin, self._child.stdout):
             _widen(pipe)
         self._out = self._child.stdout
+        _track(self)
         self._feeder = threading.Thread(target=self._feed, name=f"feed {name}", daemon=True)
         self._feeder.start()
 
@@ -136,6 +171,7 @@ class GzipStream:
         if self._closed:
             return
         self._closed = True
+        _open_streams.discard(self)
         if self._child.poll() is None:
             self._child.kill()
         self._child.wait()
