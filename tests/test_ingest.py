@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from tests.tarballs import snapshot, tar_members, write_tarball
 from ztfcat import Catalog, IngestError
-from ztfcat.ingest.pipeline import night_of, release_key
+from ztfcat.sources.names import night_of, release_key
 from ztfcat.store.tables import alerts, prv_candidates, releases
 from ztfcat.testing.synthetic import alert_bytes, make_alert, make_night, writer_schema
 

@@ -26,13 +26,11 @@ from ztfcat.mirror.urllist import md5_base64
 from ztfcat.sources.http import (
     ArchiveClient,
     ListingEntry,
-    ReleaseName,
-    classify,
-    night_file_name,
     parse_listing,
     parse_md5sums,
     user_agent,
 )
+from ztfcat.sources.names import ReleaseName, classify, night_file_name
 from ztfcat.testing.archive_server import ArchiveServer, IndexRow, render_index
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "archive-listing"

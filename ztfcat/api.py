@@ -112,11 +112,9 @@ def download_data_date(
     streams them into the catalog.  ``verbose`` draws a progress bar on a terminal.  Other keywords are
     those of :func:`ztfcat.mirror.archive.download_release` (``force``, ``keep_tarballs``, ``progress``).
     """
-    from .mirror.archive import download_night
-
     bars = _bars(verbose, kwargs)
     try:
-        return download_night(default_catalog(), year, month, day, **kwargs)
+        return default_catalog().download_night(year, month, day, **kwargs)
     finally:
         if bars is not None:
             bars.close()
@@ -138,8 +136,6 @@ def download_recent_data(
     bool second is ``stop_on_exist``).  ``block_size`` and ``max_workers`` are accepted and not used;
     ``verbose`` draws a progress bar per release on a terminal.
     """
-    from .mirror.archive import download_recent
-
     if args and isinstance(args[0], bool):
         stop_on_exist, *rest = args
         if rest:
@@ -157,9 +153,7 @@ def download_recent_data(
     del block_size, max_workers  # the seed's tuning knobs; ztfcat streams in 1 MiB chunks
     bars = _bars(verbose, kwargs)
     try:
-        return download_recent(
-            default_catalog(), max_downloads=max_downloads, stop_on_exist=stop_on_exist, **kwargs
-        )
+        return default_catalog().download_recent(max_downloads, stop_on_exist, **kwargs)
     finally:
         if bars is not None:
             bars.close()
@@ -173,11 +167,9 @@ def download_data(max_downloads: int = 1):
 
 def delete_local_data(nights: Any = None) -> int:
     """Remove every ingested release (or those of the given night or nights): rows, packets, downloads."""
-    from .mirror.archive import remove_downloads
-
     catalog = default_catalog()
     if nights is None:
-        remove_downloads(catalog)
+        catalog.remove_downloads()
     return catalog.delete(nights)
 
 
@@ -336,11 +328,9 @@ def create_ztf_sync_table(
     download calls) are accepted for the seed's sake: the sizes come from the catalog's listing (a HEAD
     only for new files), so there is nothing long to show.  Other keywords as in :func:`ztfcat.mirror.bucket.create_sync_table`.
     """
-    from .mirror.bucket import create_sync_table
-
     if out_file is not None:
         if out_path is not None:
             raise TypeError("give out_path or out_file, not both")
         out_path = out_file
     del verbose, block_size
-    return create_sync_table(default_catalog(), bucket_name, out_path, **kwargs)
+    return default_catalog().create_sync_table(bucket_name, out_path, **kwargs)

@@ -38,7 +38,7 @@ from .store.tables import (
 )
 
 if TYPE_CHECKING:  # ingest pulls in numpy and the tar reader: imported by the methods that ingest or delete
-    from .ingest.pipeline import IngestReport, Progress
+    from .ingest.pipeline import IngestProgress, IngestReport
 
 PAGE = 1000
 
@@ -169,7 +169,7 @@ class Catalog:
         source: str | os.PathLike[str] | IO[bytes],
         *,
         name: str | None = None,
-        progress: Progress | None = None,
+        progress: IngestProgress | None = None,
         force: bool = False,
         verify: Callable[[], None] | None = None,
         origin: str | None = None,
@@ -183,23 +183,12 @@ class Catalog:
         as the release's source (default: the path, URL or stream name).
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if isinstance(source, str) and source.startswith("gs://"):
-            from .sources.gcs import open_object
-
-            with open_object(source) as stream:
-                return self._ingest(
-                    stream, name or source.rsplit("/", 1)[-1], origin or source, progress, force, verify
-                )
         if isinstance(source, str | os.PathLike):
-            path = Path(source)
-            try:
-                stream = open(path, "rb")  # noqa: SIM115 - closed below
-            except OSError as exc:
-                raise ZtfcatError(f"cannot read {path}: {exc.strerror}") from exc
-            with stream:
-                return self._ingest(
-                    stream, name or path.name, origin or str(path.resolve()), progress, force, verify
-                )
+            from .sources.tarballs import source_for
+
+            where = source_for(source)
+            with where.open() as stream:
+                return self._ingest(stream, name or where.name, origin or where.origin, progress, force, verify)
         if name is None:
             name = Path(str(getattr(source, "name", "") or "")).name
             if not name:
@@ -227,6 +216,49 @@ class Catalog:
             decoder=self._decoder,
             verify=verify,
         )
+
+    # -- the archive and buckets (ztfcat.mirror) ------------------------------------------------
+    def remote_releases(self, refresh: bool = False):
+        """The archive's releases as an astropy Table with what this catalog holds of each; the listing
+        is cached in the catalog, ``refresh=True`` asks the archive again.  See
+        :func:`ztfcat.mirror.archive.listing_table`."""
+        from .mirror.archive import listing_table
+
+        return listing_table(self, refresh)
+
+    def download_night(self, year: int, month: int, day: int, **options: Any) -> IngestReport:
+        """Download, verify (size and MD5) and ingest the release of one night, streaming; options as
+        in :func:`ztfcat.mirror.archive.download_release` (``force``, ``keep_tarballs``, ``progress``)."""
+        from .mirror.archive import download_night
+
+        return download_night(self, year, month, day, **options)
+
+    def download_recent(self, max_downloads: int | None = 1, stop_on_exist: bool = False, **options: Any):
+        """Download the newest releases not yet complete here, newest first; a list of ingest reports.
+        See :func:`ztfcat.mirror.archive.download_recent`."""
+        from .mirror.archive import download_recent
+
+        return download_recent(self, max_downloads, stop_on_exist, **options)
+
+    def remove_downloads(self, names=None) -> int:
+        """Delete kept tarballs and ``.part`` files of the given releases (all when None); how many."""
+        from .mirror.archive import remove_downloads
+
+        return remove_downloads(self, names)
+
+    def sync_bucket(self, bucket_name: str, prefix: str = "", progress=None, **options: Any):
+        """Ingest every release a Google Cloud Storage bucket holds that this catalog lacks, streamed.
+        See :func:`ztfcat.mirror.bucket.sync_bucket`."""
+        from .mirror.bucket import sync_bucket
+
+        return sync_bucket(self, bucket_name, prefix, progress, **options)
+
+    def create_sync_table(self, bucket_name: str | None = None, out_path=None, **options: Any):
+        """The Storage Transfer Service URL list of archive tarballs the bucket lacks (an astropy Table).
+        See :func:`ztfcat.mirror.bucket.create_sync_table`."""
+        from .mirror.bucket import create_sync_table
+
+        return create_sync_table(self, bucket_name, out_path, **options)
 
     # -- releases --------------------------------------------------------------------------------
     def releases(self):

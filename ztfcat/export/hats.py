@@ -42,7 +42,7 @@ from . import require
 from .parquet import (
     OBJECT_PAGE,
     PAGE,
-    Progress,
+    ColumnarProgress,
     alerts_schema,
     dir_bytes,
     iter_alert_batches,
@@ -163,7 +163,7 @@ def _build(
     scheduler: str | None,
     pixel_threshold: int,
     highest_order: int,
-    progress: Progress | None,
+    progress: ColumnarProgress | None,
 ) -> HatsReport:
     """Stage ``batches`` as Parquet beside ``target``, run hats-import on them, rename the result into place."""
     require()
@@ -251,7 +251,7 @@ def write_hats(
     page: int = PAGE,
     pixel_threshold: int = PIXEL_THRESHOLD,
     highest_order: int = HIGHEST_ORDER,
-    progress: Progress | None = None,
+    progress: ColumnarProgress | None = None,
 ) -> HatsReport:
     """Build a HATS catalog of every alert at ``target`` with hats-import on Dask.
 
@@ -310,7 +310,7 @@ def write_hats_objects(
     page: int = OBJECT_PAGE,
     pixel_threshold: int = PIXEL_THRESHOLD,
     highest_order: int = HIGHEST_ORDER,
-    progress: Progress | None = None,
+    progress: ColumnarProgress | None = None,
 ) -> HatsReport:
     """Build a HATS catalog of objects with nested light curves at ``target`` (see :func:`objects_schema`).
 

@@ -45,7 +45,7 @@ PAGE = 20_000
 #: Rows per Parquet file at most; a night's alerts roll over into further files past it.
 ROWS_PER_FILE = 2_000_000
 #: ``progress(dataset, n_rows_so_far)`` after each page written.
-Progress = Callable[[str, int], None]
+ColumnarProgress = Callable[[str, int], None]
 #: Julian date of 1970-01-01T00:00 UTC: ``floor(jd - UNIX_EPOCH_JD)`` is the UT date as days since then.
 UNIX_EPOCH_JD = 2440587.5
 MANIFEST = "ztfcat_export.json"
@@ -206,7 +206,7 @@ def iter_history_batches(engine: Engine, table: Table, *, page: int = PAGE) -> I
             return
 
 
-def _counted(batches: Iterator[pa.RecordBatch], name: str, counts: dict, progress: Progress | None):
+def _counted(batches: Iterator[pa.RecordBatch], name: str, counts: dict, progress: ColumnarProgress | None):
     for batch in batches:
         counts[name] = counts.get(name, 0) + batch.num_rows
         yield batch
@@ -275,7 +275,7 @@ def write_parquet(
     *,
     overwrite: bool = False,
     page: int = PAGE,
-    progress: Progress | None = None,
+    progress: ColumnarProgress | None = None,
 ) -> ParquetReport:
     """Export the whole catalog as Parquet datasets at ``target`` (see the module docstring for the layout).
 

@@ -26,7 +26,7 @@ from ..store.filters import unfinished_hidden, where_clauses
 from ..store.tables import alerts
 
 #: ``progress(n_alerts, n_bytes)`` after each packet written.
-Progress = Callable[[int, int], None]
+ExportProgress = Callable[[int, int], None]
 PAGE = 1000
 #: Tarball suffixes and whether they are gzip'd.
 TAR_SUFFIXES: dict[str, bool] = {".tar.gz": True, ".tgz": True, ".tar": False}
@@ -80,7 +80,7 @@ def export_raw(
     to_dir: str | os.PathLike[str] | None = None,
     to_tar: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
-    progress: Progress | None = None,
+    progress: ExportProgress | None = None,
     **filters: Any,
 ) -> ExportReport:
     """Write the raw Avro packets of the alerts matching the filters to a folder or a new tarball.
@@ -123,7 +123,7 @@ def export_raw(
     return _to_tar(packets, Path(to_tar), overwrite, progress)
 
 
-def _to_dir(packets, folder: Path, overwrite: bool, progress: Progress | None) -> ExportReport:
+def _to_dir(packets, folder: Path, overwrite: bool, progress: ExportProgress | None) -> ExportReport:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -166,7 +166,7 @@ def _open_output(part: Path, gzipped: bool) -> IO[bytes]:
     return igzip.open(part, "wb")
 
 
-def _to_tar(packets, path: Path, overwrite: bool, progress: Progress | None) -> ExportReport:
+def _to_tar(packets, path: Path, overwrite: bool, progress: ExportProgress | None) -> ExportReport:
     gzipped = _tar_kind(path)
     if path.exists() and not overwrite:
         raise ZtfcatError(f"{path} already exists; pass overwrite to replace it")

@@ -26,7 +26,6 @@ import json
 import math
 import os
 import queue
-import re
 import stat
 import threading
 import time
@@ -41,6 +40,7 @@ import numpy as np
 from sqlalchemy import Engine, bindparam, delete, func, insert, select, text, update
 
 from ..errors import AlertDecodeError, IngestError, ZtfcatError
+from ..sources.names import night_of, release_key
 from ..store.blobs import BlobWriter, remove_release
 from ..store.fields import KNOWN_VERSIONS
 from ..store.sky import hpx_index
@@ -64,10 +64,8 @@ EARLY_HISTORY_BYTES = 64 << 20  # ~1,300 alerts: below, the final pass alone is 
 #: the main pass is one GIL-bound lane while the history pass decodes on every core.
 INLINE_HISTORY = False
 MAX_MEMBER = 4 << 20  # 25x the largest real packet; decoding one amplifies memory about 20x
-_SUFFIXES = (".tar.gz", ".tgz", ".tar")
-_NIGHT = re.compile(r"(?<!\d)(\d{8})(?!\d)")
 
-Progress = Callable[[int, int], None]
+IngestProgress = Callable[[int, int], None]
 
 #: Allocations between young-generation collections while an ingest runs (the default is 700).
 GC_THRESHOLD = 50_000
@@ -147,29 +145,6 @@ class IngestReport:
         if unknown:
             text += f"; fields new to ztfcat (kept in the packets): {', '.join(unknown)}"
         return text
-
-
-def release_key(name: str) -> str:
-    """The folder name of a release: its file name without the tar suffix (never ``rstrip``)."""
-    base = name
-    for suffix in _SUFFIXES:
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
-            break
-    if not base or base in (".", "..") or "/" in base or "\\" in base or "\0" in base:
-        raise ZtfcatError(f"{name!r} is not a usable release name")
-    return base
-
-
-def night_of(name: str) -> date | None:
-    """The night a release file is named after (``ztf_public_20180819.tar.gz`` → 2018-08-19), if any."""
-    match = _NIGHT.search(name)
-    if match:
-        try:
-            return datetime.strptime(match.group(1), "%Y%m%d").date()
-        except ValueError:
-            return None
-    return None
 
 
 def _unsafe(member: str) -> str | None:
@@ -551,7 +526,7 @@ def ingest(
     *,
     layout: str = "files",
     origin: str | None = None,
-    progress: Progress | None = None,
+    progress: IngestProgress | None = None,
     force: bool = False,
     decoder: AlertDecoder | None = None,
     verify: Callable[[], None] | None = None,

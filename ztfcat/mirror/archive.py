@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +43,8 @@ from ..errors import (
     ZtfcatError,
 )
 from ..ingest.pipeline import IngestReport
-from ..sources.http import ArchiveClient, classify, night_file_name
+from ..sources.http import ArchiveClient
+from ..sources.names import classify, night_file_name, parse_night
 from ..store.tables import releases, remote_files
 
 if TYPE_CHECKING:
@@ -475,29 +475,6 @@ def _client_for(catalog: Catalog, client: ArchiveClient | None) -> Iterator[Arch
 
 
 # --- nights -----------------------------------------------------------------------------------------
-
-_NIGHT_TEXT = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})")
-
-
-def parse_night(text: str | date) -> date:
-    """A night from ``YYYY-MM-DD`` or ``YYYYMMDD`` text (or a date, returned as is).
-
-    Raises
-    ------
-    InvalidNightError
-        Not a calendar date (``2018-06-31``) or not in either form.
-    """
-    if isinstance(text, date):
-        return text
-    match = _NIGHT_TEXT.fullmatch(str(text).strip())
-    if match is None:
-        raise InvalidNightError(f"{text!r} is not a night: write it YYYY-MM-DD")
-    year, month, day = (int(g) for g in match.groups())
-    try:
-        return date(year, month, day)
-    except ValueError as exc:
-        raise InvalidNightError(f"{text} is not a night: {exc}") from exc
-
 
 def release_for_night(
     catalog: Catalog,

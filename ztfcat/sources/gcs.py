@@ -17,11 +17,12 @@ import hashlib
 import io
 import os
 import posixpath
-import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ztfcat.errors import ChecksumMismatchError, StorageError
+
+from .names import classify
 
 if TYPE_CHECKING:
     from google.cloud.storage import Blob, Client
@@ -34,7 +35,6 @@ CHUNK_SIZE = 8 * 1024 * 1024
 
 EMULATOR_PROJECT = "ztfcat-emulator"
 
-RELEASE_NAME = re.compile(r"^ztf_(?:public_)?\d{8}(?:_programid\d+)?\.tar(?:\.gz|\.tar)?$")
 """Base names of nightly releases, odd ones included (``_programid3``, plain ``.tar``, ``.tar.tar``)."""
 
 
@@ -179,8 +179,9 @@ def bucket_md5s(bucket_name: str, prefix: str = "", client: Client | None = None
 def list_release_objects(
     bucket_name: str, prefix: str = "", client: Client | None = None
 ) -> list[BucketObject]:
-    """Objects whose base name looks like a nightly release (``ztf_public_YYYYMMDD.tar.gz`` and the odd
-    variants), sorted by name, for ingesting a bucket filled by the transfer service.
+    """Objects whose base name is a nightly release by the archive's rule
+    (:func:`ztfcat.sources.names.classify`), sorted by name, for ingesting a bucket that the transfer
+    service filled (its zero-byte near misses are not releases).
 
     Raises
     ------
@@ -190,7 +191,7 @@ def list_release_objects(
     found = [
         obj
         for obj in iter_objects(bucket_name, prefix, client)
-        if RELEASE_NAME.match(posixpath.basename(obj.name))
+        if classify(posixpath.basename(obj.name))
     ]
     return sorted(found, key=lambda obj: obj.name)
 

@@ -30,10 +30,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Literal
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
@@ -45,12 +44,12 @@ from ztfcat import settings
 from ztfcat.errors import (
     ChecksumMismatchError,
     DownloadError,
-    InvalidNightError,
     ManifestFormatError,
     NotFoundError,
 )
+from ztfcat.sources.names import classify
 
-Progress = Callable[[int, "int | None"], None]
+ByteProgress = Callable[[int, "int | None"], None]
 """``progress(bytes_so_far, total_or_None)``, called from the download thread."""
 
 MD5SUMS = "MD5SUMS"
@@ -240,60 +239,6 @@ def parse_listing(html: str, base_url: str | None = None) -> list[ListingEntry]:
     return entries
 
 
-@dataclass(frozen=True, order=True)
-class ReleaseName:
-    """A file name that is one night's release.
-
-    Attributes
-    ----------
-    name : str
-        The file name, e.g. ``ztf_public_20180601.tar.gz``.
-    night : date
-        The night it holds (UTC-based, as the archive names it).
-    kind : {"public", "programid3"}
-        ``programid3`` for the Caltech-time alerts made public later, a separate file for the same night.
-    """
-
-    name: str
-    night: date
-    kind: Literal["public", "programid3"]
-
-    @property
-    def programid3(self) -> bool:
-        """True for a ``_programid3`` release."""
-        return self.kind == "programid3"
-
-
-_RELEASE = re.compile(r"ztf_public_(\d{4})(\d{2})(\d{2})(_programid3)?\.tar\.gz")
-
-
-def classify(name: str) -> ReleaseName | None:
-    """Whether a listed file name is a release, and of which night and kind.
-
-    The rules, decided from the real listing:
-
-    * ``ztf_public_YYYYMMDD.tar.gz`` is the public release of that night (kind ``"public"``).
-    * ``ztf_public_YYYYMMDD_programid3.tar.gz`` is a release too, a distinct file for the same night
-      (kind ``"programid3"``): Caltech-time alerts made public later; 22 such nights exist.
-    * Everything else is not a release, including near misses that are really on the archive:
-      ``ztf_public_20200211_programid3.tar`` (no ``.gz``, 0 bytes), ``ztf_20200219_programid1.tar.tar``
-      (0 bytes), ``MD5SUMS``, ``VALIDATE``, ``VALIDATE.out``, and any name whose 8 digits are not a
-      calendar date (``ztf_public_20180631.tar.gz``).
-
-    The whole name must match; suffixes are never stripped character-wise (``rstrip('.tar.gz')`` would
-    also eat a trailing ``t``, ``a``, ``r``, ``g``, ``z`` or ``.``).
-    """
-    match = _RELEASE.fullmatch(name)
-    if match is None:
-        return None
-    year, month, day, programid3 = match.groups()
-    try:
-        night = date(int(year), int(month), int(day))
-    except ValueError:
-        return None
-    return ReleaseName(name, night, "programid3" if programid3 else "public")
-
-
 _MD5_LINE = re.compile(r"\\?([0-9a-fA-F]{32}) [ *]?(.+)")
 _HEX_MD5 = re.compile(r"[0-9a-fA-F]{32}")
 
@@ -336,21 +281,6 @@ def parse_md5sums(text: str, source: str = MD5SUMS) -> dict[str, str]:
             )
         digests[name] = digest
     return digests
-
-
-def night_file_name(year: int, month: int, day: int) -> str:
-    """The release file name of a night, ``ztf_public_YYYYMMDD.tar.gz``.
-
-    Raises
-    ------
-    InvalidNightError
-        If the numbers are not a calendar date; raised here so no request is ever made for it.
-    """
-    try:
-        night = date(year, month, day)
-    except (TypeError, ValueError) as exc:
-        raise InvalidNightError(f"{year:04d}-{month:02d}-{day:02d} is not a night: {exc}") from exc
-    return f"ztf_public_{night:%Y%m%d}.tar.gz"
 
 
 def user_agent() -> str:
@@ -682,7 +612,7 @@ class ArchiveClient:
         expected_md5: str | None,
         expected_size: int | None = None,
         chunk_size: int = 1 << 20,
-        progress: Progress | None = None,
+        progress: ByteProgress | None = None,
         keep_path: Path | None = None,
         prefetch: int = 8,
     ) -> ReleaseStream:
@@ -760,7 +690,7 @@ class ArchiveClient:
         dest: Path,
         expected_md5: str | None = None,
         *,
-        progress: Progress | None = None,
+        progress: ByteProgress | None = None,
     ) -> Path:
         """Download a file to ``dest`` (a file path, or a folder to put ``name`` in), verified and resumable.
 
@@ -966,7 +896,7 @@ class ReleaseStream(io.BufferedIOBase):
         expected_md5: str | None,
         expected_size: int | None,
         chunk_size: int,
-        progress: Progress | None,
+        progress: ByteProgress | None,
         keep_path: Path | None,
         prefetch: int,
     ) -> None:

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, Table, and_, not_, or_, select
 
 from ..errors import InvalidQueryError
+from ..sources.names import parse_night
 from .tables import alert_releases, alerts, releases
 
 _CONDITION = re.compile(
@@ -193,17 +194,7 @@ def _parse_atom(text: str, table: Table = alerts) -> ColumnElement[bool]:
 
 def as_date(value: Any) -> date:
     """A night from a date, a datetime or text (``2018-08-19`` or ``20180819``)."""
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    text = str(value).strip()
-    for fmt in ("%Y-%m-%d", "%Y%m%d"):
-        try:
-            return datetime.strptime(text, fmt).date()
-        except ValueError:
-            continue
-    raise InvalidQueryError(f"cannot read a night from {value!r}; use YYYY-MM-DD")
+    return parse_night(value, InvalidQueryError)
 
 
 def _night_range(column, value: Any) -> list:
