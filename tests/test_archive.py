@@ -456,3 +456,19 @@ def test_keep_going_then_retry_then_delete_one_night(cat, client, server, archiv
     before["releases"] = [r for r in before["releases"] if r[0] != N3]
     assert after == before  # the other nights exactly as they were
     assert archive.listing_table(cat)["in_catalog"].tolist() == [True, True, False]
+
+
+def test_the_catalog_holds_the_mirror_calls(cat, archive_root):
+    """Downloads are Catalog methods like every other call (the seed's module calls go through them)."""
+    table = cat.remote_releases(refresh=True)
+    assert list(table["file"]) == [f"ztf_public_2018060{d}.tar.gz" for d in (1, 2, 3)]
+    assert not any(table["in_catalog"])
+    report = cat.download_night(2018, 6, 3)
+    assert report.status == "complete"
+    assert alerts_of(cat, "ztf_public_20180603.tar.gz") == candids_of(
+        archive_root / "ztf_public_20180603.tar.gz"
+    )
+    newest = cat.download_recent(2)
+    assert [r.release for r in newest] == ["ztf_public_20180602.tar.gz", "ztf_public_20180601.tar.gz"]
+    assert list(cat.remote_releases()["in_catalog"]) == [True, True, True]
+    assert cat.remove_downloads() == 0  # nothing kept: downloads stream into the catalog
