@@ -25,7 +25,6 @@ import pytest
 from tests.avrocraft import container
 from tests.fuzzcheck import MAX_SIZE, avro_seeds, check_avro, check_tar, header_offsets, tar_seeds
 from tests.tarcraft import BLOCK, base256, build, until_error, with_checksum
-from ztfcat import synthetic
 from ztfcat.avro import AlertDecoder, encode_long, read_header
 from ztfcat.errors import AlertDecodeError, IngestError
 from ztfcat.tarstream import MAX_META, GzipStream, PlainStream
@@ -121,7 +120,7 @@ def mutated_avro(draw) -> bytes:
         if op == "byte" and pos < len(raw):
             raw[pos] = draw(st.sampled_from([0, 1, 2, 0x7F, 0x80, 0x81, 0xFF]) | st.integers(0, 255))
         elif op == "varint":
-            raw[pos : pos + draw(st.integers(0, 3))] = synthetic._varint(
+            raw[pos : pos + draw(st.integers(0, 3))] = encode_long(
                 draw(st.integers(-(1 << 63), (1 << 63) - 1) | st.integers(-3, 300))
             )
         elif op == "insert":
