@@ -319,3 +319,29 @@ def test_malformed_conditions_name_the_fault(catalog, condition, reason):
 def test_a_backwards_range_is_refused(catalog):
     with pytest.raises(InvalidQueryError, match="wrong way round"):
         catalog.alert_ids(jd=(2458351.0, 2458350.0))
+
+
+def test_what_only_unfinished_releases_hold_is_hidden(world):
+    """An alert is seen while some complete release holds it (an ingest in progress, killed or failed
+    leaves its release unfinished): the model asks the releases written, not the catalog's columns."""
+    catalog, rows = world
+    names = sorted({n for r in rows for n in r["releases"]})
+    rng = random.Random(4)
+    with catalog.engine.begin() as conn:
+        statuses = {n: rng.choice(["complete", "ingesting", "failed", "history", "deleting"]) for n in names}
+        statuses[names[0]] = "failed"  # at least one unfinished, and one complete
+        statuses[names[-1]] = "complete"
+        for name, status in statuses.items():
+            conn.exec_driver_sql(
+                "UPDATE releases SET status = %s WHERE name = %s"
+                if conn.dialect.name != "sqlite"
+                else "UPDATE releases SET status = ? WHERE name = ?",
+                (status, name),
+            )
+    complete = {n for n, s in statuses.items() if s == "complete"}
+    seen = [r for r in rows if r["releases"] & complete]
+    assert 0 < len(seen) < len(rows)
+    assert catalog.alert_ids() == sorted(r["candid"] for r in seen)
+    assert catalog.count() == len(seen)
+    text, truth = _expression(rng, rows)
+    assert catalog.alert_ids(text) == _expected(seen, truth)
