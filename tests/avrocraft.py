@@ -44,10 +44,6 @@ def written(records: list[dict], codec: str = "null", version: str = "4.02", **o
     return buf.getvalue()
 
 
-def long_bytes(value: int) -> bytes:
-    return encode_long(value)
-
-
 def container(meta: dict[str, bytes], blocks: list[tuple[int, bytes]], sync: bytes = SYNC) -> bytes:
     """A container assembled by hand, so its counts, sizes and markers can say anything."""
     parts = [MAGIC, encode_long(len(meta))] if meta else [MAGIC]

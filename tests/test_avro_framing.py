@@ -74,6 +74,7 @@ def test_synthetic_writes_with_the_one_encoder():
         (b"\x80", "truncated"),
         (b"\xff" * 9, "truncated"),
         (b"\xff" * 10 + b"\x01", "malformed number"),
+        (b"\xff" * 9 + b"\x02", "longer than 64 bits"),  # ten bytes, but past a long's 64 bits
         (b"\x80" * 200, "malformed number"),
     ],
 )

@@ -28,7 +28,6 @@ from tests.tarcraft import BLOCK, base256, build, until_error, with_checksum
 from ztfcat.errors import AlertDecodeError, IngestError
 from ztfcat.ingest.avro import AlertDecoder, encode_long, read_header
 from ztfcat.ingest.tarstream import MAX_META, GzipStream, PlainStream
-from ztfcat.testing import synthetic
 
 hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is in the test extra")
 from hypothesis import HealthCheck, event, given, settings  # noqa: E402
@@ -121,7 +120,7 @@ def mutated_avro(draw) -> bytes:
         if op == "byte" and pos < len(raw):
             raw[pos] = draw(st.sampled_from([0, 1, 2, 0x7F, 0x80, 0x81, 0xFF]) | st.integers(0, 255))
         elif op == "varint":
-            raw[pos : pos + draw(st.integers(0, 3))] = synthetic._varint(
+            raw[pos : pos + draw(st.integers(0, 3))] = encode_long(
                 draw(st.integers(-(1 << 63), (1 << 63) - 1) | st.integers(-3, 300))
             )
         elif op == "insert":

@@ -548,13 +548,17 @@ def test_reading_starts_before_the_download_ends(
     assert first_bytes < total / 4
 
 
-def test_download_to_a_folder_and_resume(
+def test_a_part_file_resumes_into_the_kept_file(
     client: ArchiveClient, server: ArchiveServer, archive: dict[str, bytes], tmp_path: Path
 ):
     data = archive[NIGHT]
     (tmp_path / (NIGHT + ".part")).write_bytes(data[:300_000])
-    path = client.download(NIGHT, tmp_path, expected_md5=md5(data))
-    assert path == tmp_path / NIGHT and path.read_bytes() == data
+    path = tmp_path / NIGHT
+    with client.open_release(
+        NIGHT, tmp_path / (NIGHT + ".part"), expected_md5=md5(data), keep_path=path
+    ) as stream:
+        assert stream.finish() == md5(data)
+    assert path.read_bytes() == data
     assert not (tmp_path / (NIGHT + ".part")).exists()
     assert server.requests_for(NIGHT, "GET")[-1][2] == "bytes=300000-"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import astropy.units as u
@@ -19,7 +20,6 @@ from ztfcat.store.sky import (
     cone_ranges,
     hpx_condition,
     hpx_index,
-    in_ranges,
     merge_ranges,
     parse_position,
     parse_radius,
@@ -57,6 +57,34 @@ def catalog(rng: np.random.Generator, ra: float, dec: float, radius: float, n: i
     ras = np.concatenate([p[0] for p in parts])
     decs = np.concatenate([p[1] for p in parts])
     return ras, decs
+
+
+_VALUES = sa.Table(
+    "hpx_values", sa.MetaData(), sa.Column("i", sa.Integer), sa.Column("hpx", sa.BigInteger, index=True)
+)
+
+
+@functools.cache
+def _sqlite() -> sa.Engine:
+    engine = sa.create_engine("sqlite://")  # in memory, one connection kept for the whole module
+    _VALUES.create(engine)
+    return engine
+
+
+def in_ranges(hpx, ranges) -> np.ndarray:
+    """Which of ``hpx`` the catalog's SQL selects: :func:`hpx_condition` run by SQLite over the values."""
+    values = np.atleast_1d(np.asarray(hpx, dtype=np.int64))
+    with _sqlite().begin() as conn:
+        conn.execute(_VALUES.delete())
+        conn.exec_driver_sql(
+            "INSERT INTO hpx_values (i, hpx) VALUES (?, ?)", list(enumerate(values.tolist()))
+        )
+        chosen = list(
+            conn.execute(sa.select(_VALUES.c.i).where(hpx_condition(_VALUES.c.hpx, ranges))).scalars()
+        )
+    mask = np.zeros(values.shape, dtype=bool)
+    mask[chosen] = True
+    return mask
 
 
 def check_cone(rng: np.random.Generator, ra: float, dec: float, radius: float) -> list[tuple[int, int]]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
 
+from ztfcat.errors import ManifestFormatError
 from ztfcat.mirror.urllist import (
     TSV_HEADER,
     ArchiveFile,
@@ -15,7 +17,6 @@ from ztfcat.mirror.urllist import (
     format_tsv,
     md5_base64,
     md5_hex_from_base64,
-    parse_url_list,
     sync_rows,
     sync_table,
     transfer_object_name,
@@ -191,25 +192,6 @@ def test_format_tsv_header_integer_sizes_and_newlines(tmp_path):
     assert format_tsv([]) == TSV_HEADER + "\n"
     path = write_tsv(rows, tmp_path / "urls.tsv")
     assert path.read_bytes() == text.encode()
-    assert parse_url_list(path.read_text()) == [
-        ArchiveFile(
-            "ztf_public_20180601.tar.gz",
-            BASE + "ztf_public_20180601.tar.gz",
-            804057887,
-            "467a69587b1a4017c6857d6c1571c079",
-        )
-    ]
-
-
-def test_parse_url_list_needs_header_and_reports_bad_lines():
-    with pytest.raises(ValueError, match="TsvHttpData-1.0"):
-        parse_url_list("https://h/a.tar.gz\t1\t" + "0" * 32 + "\n")
-    text = f"{TSV_HEADER}\nhttps://h/a.tar.gz\t1\t{'0' * 32}\n\nhttps://h/b.tar.gz\t2\t#{'0' * 31}\n"
-    with pytest.raises(ValueError, match="line 4.*damaged MD5"):
-        parse_url_list(text)
-    skipped: list[str] = []
-    assert [f.name for f in parse_url_list(text, skipped=skipped)] == ["a.tar.gz"]
-    assert len(skipped) == 1 and skipped[0].startswith("line 4: https://h/b.tar.gz")
 
 
 def test_sync_table_columns():
@@ -232,21 +214,25 @@ def test_real_seed_url_list_converts():
     raw_lines = text.splitlines()[1:]
     assert any(line.split("\t")[1].endswith(".0") for line in raw_lines)  # the seed's float sizes
 
-    skipped: list[str] = []
-    files = parse_url_list(text, skipped=skipped)
-    # The real table carries commented-out MD5SUMS entries ('#' + 31 hex digits): refused, by line.
-    assert len(files) + len(skipped) == len(raw_lines)
-    assert all("damaged MD5 '#" in reason for reason in skipped)
-    for record in files:
-        digest = md5_base64(record.md5_hex)
-        assert len(digest) == 24
-        assert base64.b64decode(digest, validate=True).hex() == record.md5_hex
-        assert isinstance(record.size, int) and record.size >= 0
+    seed_rows = [tuple(line.split("\t")) for line in raw_lines]
+    files = [row for row in seed_rows if re.fullmatch("[0-9a-f]{32}", row[2])]
+    # The real table carries commented-out MD5SUMS entries ('#' + 31 hex digits): refused, naming them.
+    damaged = [row for row in seed_rows if row not in files]
+    assert damaged and all(re.fullmatch("#[0-9a-f]{31}", row[2]) for row in damaged)
+    for row in damaged:
+        with pytest.raises(ManifestFormatError, match=re.escape(row[2])):
+            sync_rows([row], None)
+    last = {row[0]: row for row in files}
+    for row in sync_rows(last.values(), None):
+        assert len(row.md5_base64) == 24
+        _, size, md5_hex = last[row.url]
+        assert base64.b64decode(row.md5_base64, validate=True).hex() == md5_hex
+        assert isinstance(row.size, int) and row.size == float(size)
 
     # One real night has two different MD5s: the list cannot be built until one is chosen.
     with pytest.raises(ValueError, match="listed twice"):
         sync_rows(files, None)
-    unique = {record.url: record for record in files}.values()
+    unique = {row[0]: row for row in files}.values()
     tsv = format_tsv(sync_rows(unique, None))
     lines = tsv.splitlines()
     assert lines[0] == TSV_HEADER

@@ -19,6 +19,7 @@ import fastavro
 
 from ..errors import AlertDecodeError
 from ..store.fields import FIELDS
+from ._rowdecode_py import _Bad, _long
 from .rowdecode import KNOWN_TOP_FIELDS, DecodedAlert, Path, RowPlan, compile_plan
 
 MAGIC = b"Obj\x01"
@@ -55,21 +56,18 @@ class ParsedSchema:
 
 
 def _read_long(buf: bytes | memoryview, pos: int, where: str = "the Avro header") -> tuple[int, int]:
-    """Avro's zig-zag varint: at most 10 bytes, as a 64-bit long takes."""
-    shift = 0
-    result = 0
-    while True:
-        try:
-            byte = buf[pos]
-        except IndexError:
-            raise AlertDecodeError(f"{where} is truncated") from None
-        pos += 1
-        result |= (byte & 0x7F) << shift
+    """Avro's zig-zag varint, by the one reader of varints (the Python row executor's): a 64-bit long."""
+    try:
+        byte = buf[pos]
         if not byte & 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
-        if shift >= 70:
-            raise AlertDecodeError(f"{where} holds a malformed number (a varint of more than 10 bytes)")
+            return (byte >> 1) ^ -(byte & 1), pos + 1
+        return _long(buf, pos + 1, byte)
+    except IndexError:
+        raise AlertDecodeError(f"{where} is truncated") from None
+    except _Bad as exc:
+        raise AlertDecodeError(
+            f"{where} holds a malformed number ({exc.what.removeprefix('holds ')})"
+        ) from None
 
 
 def _read_bytes(buf: bytes | memoryview, pos: int) -> tuple[bytes, int]:

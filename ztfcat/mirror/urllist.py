@@ -274,56 +274,6 @@ def write_tsv(rows: Iterable[SyncRow], path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def parse_url_list(text: str, *, skipped: list[str] | None = None) -> list[ArchiveFile]:
-    """Read a URL list back into archive files, repairing the seed's mistakes on the way.
-
-    Sizes written as floats (``804057887.0``) become integers and MD5s may be hex (as the seed wrote
-    them) or base64; both come out as lower-case hex.  Blank lines are skipped.  Real seed tables hold
-    damaged MD5s (``#140b35b3...``, 31 hex digits): such a line cannot be transferred safely.
-
-    Parameters
-    ----------
-    text : str
-        The whole file.
-    skipped : list of str, optional
-        When given, a bad line is described here (``"line N: why"``) and left out instead of raising.
-
-    Raises
-    ------
-    ValueError
-        If the header line is missing, or (without ``skipped``) a line has no valid URL, size and MD5.
-    """
-    lines = text.splitlines()
-    if not lines or lines[0].strip() != TSV_HEADER:
-        raise ValueError(f"not a URL list: the first line must be {TSV_HEADER!r}")
-    files = []
-    for number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        try:
-            files.append(_parse_url_list_line(line))
-        except ValueError as exc:
-            if skipped is None:
-                raise ValueError(f"URL list line {number}: {exc}") from exc
-            skipped.append(f"line {number}: {exc}")
-    return files
-
-
-def _parse_url_list_line(line: str) -> ArchiveFile:
-    """One ``url<TAB>size<TAB>md5`` line (hex or base64 MD5) as an :class:`ArchiveFile`."""
-    fields = [field.strip() for field in line.split("\t")]
-    if len(fields) < 3:
-        raise ValueError(f"need URL, size and MD5, got {line!r}")
-    url, size, md5 = fields[:3]
-    transfer_object_name(url)  # validates the URL
-    md5_hex = md5.lower() if len(md5) == 32 else md5_hex_from_base64(md5)
-    try:
-        md5_base64(md5_hex)
-    except ValueError as exc:
-        raise ValueError(f"{url}: damaged MD5 {md5!r}") from exc
-    return ArchiveFile(posixpath.basename(urlsplit(url).path), url, _exact_size(size, url), md5_hex)
-
-
 def sync_table(rows: Iterable[SyncRow]) -> Table:
     """The rows as an astropy table with columns ``url``, ``size``, ``md5`` (base64) and ``reason``."""
     from astropy.table import Table

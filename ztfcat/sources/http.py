@@ -684,30 +684,6 @@ class ArchiveClient:
             prefetch=prefetch,
         )
 
-    def download(
-        self,
-        name: str,
-        dest: Path,
-        expected_md5: str | None = None,
-        *,
-        progress: ByteProgress | None = None,
-    ) -> Path:
-        """Download a file to ``dest`` (a file path, or a folder to put ``name`` in), verified and resumable.
-
-        The bytes go to ``<dest>.part`` first, which an interrupted call leaves behind and the next call
-        resumes from.  Returns the final path.  (The plain-download baseline of
-        ``benchmarks/download_overlap.py``; the catalog's downloads stream through :meth:`open_release`.)
-        """
-        dest = Path(dest)
-        if dest.is_dir():
-            dest = dest / name
-        part = dest.with_name(dest.name + ".part")
-        with self.open_release(
-            name, part, expected_md5=expected_md5, keep_path=dest, progress=progress
-        ) as stream:
-            stream.finish()
-        return dest
-
     # -- internals --
 
     def _may_redirect(self, source: str, target: str) -> bool:

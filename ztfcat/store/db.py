@@ -343,12 +343,3 @@ def repair_unstamped(engine: Engine) -> None:
             if "lightcurves" not in set(inspector.get_view_names()):
                 conn.execute(text(LIGHTCURVES_VIEW))
         _stamp(conn, HEAD_REVISION)
-
-
-def table_counts(engine: Engine) -> dict[str, int]:
-    """Row counts of every catalog table, for ``ztfcat info``."""
-    with engine.connect() as conn:
-        return {
-            name: conn.execute(select(text("count(*)")).select_from(table)).scalar_one()
-            for name, table in metadata.tables.items()
-        }

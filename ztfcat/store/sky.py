@@ -210,15 +210,6 @@ def cone_ranges(
     return merge_ranges(ranges, max_ranges)
 
 
-def in_ranges(hpx: Any, ranges: Sequence[tuple[int, int]]) -> np.ndarray:
-    """Boolean mask of ``hpx`` values that fall in any of ``ranges`` (what the SQL ``WHERE`` selects)."""
-    values = np.asarray(hpx, dtype=np.int64)
-    mask = np.zeros(values.shape, dtype=bool)
-    for lo, hi in ranges:
-        mask |= (values >= lo) & (values < hi)
-    return mask
-
-
 def hpx_condition(column: ColumnElement[Any], ranges: Sequence[tuple[int, int]]) -> ColumnElement[bool]:
     """SQLAlchemy ``WHERE`` clause ``(col >= lo1 AND col < hi1) OR ...`` with bound parameters.
 
