@@ -300,7 +300,8 @@ class DirectoryStore:
         except OSError as exc:
             raise StorageError(f"{url}: cannot write the night's pack: {exc.strerror or exc}") from exc
         finally:
-            temporary.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # linked into place already, or never made
+                temporary.unlink(missing_ok=True)
         return url
 
     def read(self, url: str, offset: int, size: int) -> bytes:
@@ -319,6 +320,8 @@ class DirectoryStore:
     def delete(self, url: str) -> None:
         try:
             _local_path(url).unlink(missing_ok=True)
+        except NotADirectoryError:  # a file where its folder would be: the object is not there either
+            pass
         except OSError as exc:
             raise StorageError(f"{url}: cannot delete: {exc.strerror or exc}") from exc
 
