@@ -39,7 +39,9 @@ def night(tmp_path_factory) -> tuple[Path, dict[int, bytes]]:
 def _members(path: Path) -> dict[int, bytes]:
     with tarfile.open(path, "r:gz") as tar:
         return {
-            int(Path(m.name).stem): tar.extractfile(m).read() for m in tar if m.isfile() and m.name.endswith(".avro")
+            int(Path(m.name).stem): tar.extractfile(m).read()
+            for m in tar
+            if m.isfile() and m.name.endswith(".avro")
         }
 
 
@@ -94,7 +96,7 @@ def test_ingest_puts_one_object_per_night_and_reads_back_every_packet(database_u
     root = open_store(store).url
     objects = _objects(store)
     assert len(objects) == 1, objects.keys()
-    (url, body), = objects.items()
+    ((url, body),) = objects.items()
     assert url.startswith(f"{root}/alerts/ztf_public_20180819.") and url.endswith(".tar")
     assert _paths(worker) == {url}  # every row names the object itself
     assert not list((tmp_path / "worker" / STAGING).iterdir())  # nothing left staged
@@ -267,7 +269,10 @@ def test_the_recorded_store_is_where_other_workers_put_their_nights(night, tmp_p
 
 def test_default_catalogs_keep_their_packets_under_the_data_dir(night, tmp_path):
     tarball, members = night
-    for layout, expected in (("files", "alerts/ztf_public_20180819/"), ("pack", "alerts/ztf_public_20180819.tar")):
+    for layout, expected in (
+        ("files", "alerts/ztf_public_20180819/"),
+        ("pack", "alerts/ztf_public_20180819.tar"),
+    ):
         catalog = Catalog(f"sqlite:///{tmp_path / layout}.sqlite", tmp_path / layout, layout=layout)
         catalog.ingest(tarball)
         assert all(p.startswith(expected) for p in _paths(catalog)) and catalog.info()["blobs"] is None
