@@ -7,6 +7,7 @@ readers are other Catalog objects with data directories of their own, as on anot
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -318,3 +319,19 @@ def test_cli_ingest_blobs(night, tmp_path):
     result = CliRunner().invoke(main, [*base, "show", "--raw", str(candid), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == members[candid]
+
+
+@pytest.mark.slow
+@pytest.mark.gcs
+def test_the_lookup_benchmark_runs(tmp_path, gcs_emulator):
+    pytest.importorskip("gcp_storage_emulator")
+    argv = [sys.executable, str(REPO / "benchmarks" / "shared_blobs.py"), "--alerts", "40", "--lookups", "20"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZTFCAT_", "STORAGE_EMULATOR"))}
+    env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run(
+        [*argv, "--work", str(tmp_path)], capture_output=True, text=True, timeout=240, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [r["store"] for r in rows] == ["data dir (pack)", "shared directory", "GCS emulator"]
+    assert all(r["alerts"] == 40 and r["median_ms"] > 0 for r in rows) and rows[2]["bare_http_median_ms"] > 0
