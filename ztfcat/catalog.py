@@ -244,7 +244,7 @@ class Catalog:
 
             store, layout = open_store(self.blobs), "pack"
             if self._asked_layout == "files":
-                raise ZtfcatError(f"{name}: a blob store ({self.blobs}) holds pack files, not layout files")
+                raise ZtfcatError(f"{name}: a blob store ({self.blobs}) needs the pack layout, not files")
             self._remember_layout(store.url, key="blobs")  # workers elsewhere put their nights there too
         return ingest(
             self.engine,

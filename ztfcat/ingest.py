@@ -642,17 +642,9 @@ def _ingest_locked(
     staged = blobstore.stage(data_dir, key, blobs) if blobs is not None else None
     try:
         done = _main_pass(
-            engine,
-            data_dir,
-            source,
-            report,
-            release_id,
-            key,
-            layout,
-            progress,
-            decoder or AlertDecoder(),
+            engine, data_dir, source, report, release_id, key, layout, progress, decoder or AlertDecoder(),
             staged,
-        )
+        )  # fmt: skip
         if verify is not None:
             verify()
         report.seconds_alerts = time.perf_counter() - started
