@@ -6,6 +6,7 @@ readers are other Catalog objects with data directories of their own, as on anot
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
@@ -335,3 +337,103 @@ def test_the_lookup_benchmark_runs(tmp_path, gcs_emulator):
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert [r["store"] for r in rows] == ["data dir (pack)", "shared directory", "GCS emulator"]
     assert all(r["alerts"] == 40 and r["median_ms"] > 0 for r in rows) and rows[2]["bare_http_median_ms"] > 0
+
+
+class _FlakyProxy:
+    """An HTTP proxy on 127.0.0.1 in front of the emulator that answers the first ``fail`` packet reads
+    (``alt=media`` GETs) with 503, or stalls each one ``stall`` seconds: a real socket, a real client."""
+
+    def __init__(self, upstream: str, fail: int = 0, stall: float = 0.0) -> None:
+        import http.server
+        import threading
+
+        import requests
+
+        proxy = self
+        self.fail, self.stall, self.reads = fail, stall, 0
+        session = requests.Session()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _forward(self, method: str) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if method == "GET" and "alt=media" in self.path:
+                    proxy.reads += 1
+                    if proxy.stall:
+                        time.sleep(proxy.stall)
+                    if proxy.reads <= proxy.fail:
+                        self.send_response(503)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")
+                }
+                try:
+                    got = session.request(
+                        method, upstream + self.path, data=body, headers=headers, timeout=10
+                    )
+                except requests.RequestException:  # the emulator stopped after its test (a stalled read)
+                    return
+                self.send_response(got.status_code)
+                for key, value in got.headers.items():
+                    if key.lower() not in (
+                        "content-length",
+                        "transfer-encoding",
+                        "connection",
+                        "content-encoding",
+                    ):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(got.content)))
+                self.end_headers()
+                with contextlib.suppress(OSError):
+                    self.wfile.write(got.content)
+
+            def do_GET(self):
+                self._forward("GET")
+
+            def do_POST(self):
+                self._forward("POST")
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.gcs
+@pytest.mark.parametrize("case", ["transient", "down", "stalled"])
+def test_ranged_reads_retry_transient_errors_and_stay_bounded(case, night, tmp_path, gcs_bucket, monkeypatch):
+    from ztfcat import blobstore
+
+    tarball, members = night
+    db = f"sqlite:///{tmp_path / 'c.sqlite'}"
+    Catalog(db, tmp_path / "worker", blobs=f"gs://{gcs_bucket.name}/p").ingest(tarball)
+    proxy = _FlakyProxy(os.environ["STORAGE_EMULATOR_HOST"], **{
+        "transient": {"fail": 2}, "down": {"fail": 10**6}, "stalled": {"stall": 2.0}}[case])  # fmt: skip
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+    monkeypatch.setattr(blobstore, "_cache", {})  # a client made now talks to the proxy
+    monkeypatch.setattr(blobstore, "RETRY_SECONDS", 1.0)
+    monkeypatch.setenv("ZTFCAT_STALL_TIMEOUT", "0.3")
+    reader = _reader(db, tmp_path)
+    candid = min(members)
+    try:
+        started = time.monotonic()
+        if case == "transient":
+            assert reader.get_alert(candid, raw=True) == members[candid]
+            assert proxy.reads == 3
+        else:
+            with pytest.raises(PacketReadError) as caught:
+                reader.get_alert(candid, raw=True)
+            message = str(caught.value)
+            assert "\n" not in message and str(candid) in message and "after retries" in message
+            assert time.monotonic() - started < 8  # bounded: the retry deadline, not the stall
+            assert proxy.reads >= 2  # it did retry
+    finally:
+        reader.close()
+        proxy.close()

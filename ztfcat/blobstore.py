@@ -346,6 +346,7 @@ class GCSStore:
         self.prefix = prefix.strip("/")
         self.url = f"gs://{self.bucket_name}" + (f"/{self.prefix}" if self.prefix else "")
         self._client: Any = None
+        self._call_limits: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return f"GCSStore({self.url!r})"
@@ -358,14 +359,17 @@ class GCSStore:
         bucket, name = parse_gs_url(url)
         return self._client.bucket(bucket).blob(name), bucket
 
-    @staticmethod
-    def _limits() -> dict[str, Any]:
-        from google.cloud.storage.retry import DEFAULT_RETRY
+    def _limits(self) -> dict[str, Any]:
+        """Timeouts (``ZTFCAT_CONNECT_TIMEOUT``, ``ZTFCAT_STALL_TIMEOUT``) and the retry of every call,
+        resolved on the store's first call."""
+        if self._call_limits is None:
+            from google.cloud.storage.retry import DEFAULT_RETRY
 
-        return {
-            "timeout": (settings.connect_timeout(), settings.stall_timeout()),
-            "retry": DEFAULT_RETRY.with_delay(initial=0.1, maximum=4.0).with_timeout(RETRY_SECONDS),
-        }
+            self._call_limits = {
+                "timeout": (settings.connect_timeout(), settings.stall_timeout()),
+                "retry": DEFAULT_RETRY.with_delay(initial=0.1, maximum=4.0).with_timeout(RETRY_SECONDS),
+            }
+        return self._call_limits
 
     def put(self, local: Path, name: str) -> str:
         from google.api_core import exceptions as api
