@@ -78,36 +78,45 @@ def _percentiles(seconds: list[float]) -> tuple[float, float]:
     return statistics.median(ms), ms[int(0.9 * (len(ms) - 1))]
 
 
-def _lookups(catalog, candids: list[int]) -> tuple[list[float], float]:
-    """Wall seconds per lookup, and this process's CPU seconds per lookup."""
+def _lookups(catalog, candids: list[int], bare=None) -> tuple[list[float], float, list[float]]:
+    """Wall seconds per lookup, this process's CPU seconds per lookup, and (with ``bare``, a function of
+    the candid) the wall seconds of a bare HTTP request for the same range, made right after each lookup
+    so that both see the same load on a shared machine."""
     for candid in candids[:WARMUP]:
         catalog.get_alert(candid, raw=True)
-    times = []
-    cpu0 = time.process_time()
+        if bare is not None:
+            bare(candid)
+    times, bare_times, cpu = [], [], 0.0
     for candid in candids[WARMUP:]:
+        cpu0 = time.process_time()
         start = time.perf_counter()
         catalog.get_alert(candid, raw=True)
         times.append(time.perf_counter() - start)
-    return times, (time.process_time() - cpu0) / len(times)
+        cpu += time.process_time() - cpu0
+        if bare is not None:
+            start = time.perf_counter()
+            bare(candid)
+            bare_times.append(time.perf_counter() - start)
+    return times, cpu / len(times), bare_times
 
 
-def _bare_http(port: int, url: str, rows: list[tuple[int, int]]) -> list[float]:
-    """The same ranged GETs with a keep-alive session and nothing else: the emulator's round trip."""
+def _bare_http(port: int, located: dict[int, tuple[str, int, int]]):
+    """A function doing the lookup's ranged GET with a keep-alive ``requests`` session and nothing else:
+    the emulator's own round trip."""
     from urllib.parse import quote
 
     import requests
 
-    bucket, _, name = url.removeprefix("gs://").partition("/")
-    media = f"http://127.0.0.1:{port}/download/storage/v1/b/{bucket}/o/{quote(name, safe='')}?alt=media"
     session = requests.Session()
-    times = []
-    for i, (offset, size) in enumerate(rows):
-        start = time.perf_counter()
+
+    def get(candid: int) -> None:
+        url, offset, size = located[candid]
+        bucket, _, name = url.removeprefix("gs://").partition("/")
+        media = f"http://127.0.0.1:{port}/download/storage/v1/b/{bucket}/o/{quote(name, safe='')}?alt=media"
         got = session.get(media, headers={"Range": f"bytes={offset}-{offset + size - 1}"}, timeout=10)
-        if i >= WARMUP:
-            times.append(time.perf_counter() - start)
         assert len(got.content) == size
-    return times
+
+    return get
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,28 +161,20 @@ def main(argv: list[str] | None = None) -> int:
                 reader = Catalog(db, root / f"worker{len(results)}" if blobs is None else root / "reader")
                 ids = reader.alert_ids()
                 picks = random.Random(5).choices(ids, k=args.lookups + WARMUP)
-                times, cpu = _lookups(reader, picks)
+                bare = None
+                if blobs and blobs.startswith("gs://"):
+                    cols = (alerts.c.candid, alerts.c.blob_path, alerts.c.blob_offset, alerts.c.blob_size)
+                    with reader.engine.connect() as conn:
+                        located = {c: (p, o, s) for c, p, o, s in conn.execute(select(*cols))}
+                    bare = _bare_http(port, located)
+                times, cpu, bare_times = _lookups(reader, picks, bare)
                 median, p90 = _percentiles(times)
                 row = {"store": label, "alerts": len(ids), "ingest_s": round(ingest_s, 2),
                        "median_ms": round(median, 3), "p90_ms": round(p90, 3),
                        "client_cpu_ms": round(cpu * 1000, 3)}  # fmt: skip
-                if blobs and blobs.startswith("gs://"):
-                    with reader.engine.connect() as conn:
-                        located = {
-                            c: (p, o, s)
-                            for c, p, o, s in conn.execute(
-                                select(
-                                    alerts.c.candid,
-                                    alerts.c.blob_path,
-                                    alerts.c.blob_offset,
-                                    alerts.c.blob_size,
-                                )
-                            )
-                        }
-                    url = located[picks[0]][0]
-                    bare = _bare_http(port, url, [located[c][1:] for c in picks])
+                if bare_times:
                     row["bare_http_median_ms"], row["bare_http_p90_ms"] = (
-                        round(x, 3) for x in _percentiles(bare)
+                        round(x, 3) for x in _percentiles(bare_times)
                     )
                 reader.close()
                 results.append(row)
