@@ -321,6 +321,8 @@ def test_cli_ingest_blobs(night, tmp_path):
     result = CliRunner().invoke(main, [*base, "show", "--raw", str(candid), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == members[candid]
+    result = CliRunner().invoke(main, [*base, "info"])
+    assert result.exit_code == 0 and f"blobs:     {(tmp_path / 'shared').resolve().as_uri()}" in result.output
 
 
 @pytest.mark.slow

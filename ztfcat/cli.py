@@ -359,6 +359,8 @@ def info(ctx, as_json) -> None:
         return
     click.echo(f"database:  {facts['database']}")
     click.echo(f"data dir:  {facts['data_dir']}  (layout: {facts['layout']})")
+    if facts.get("blobs"):
+        click.echo(f"blobs:     {facts['blobs']}  (new nights' packs; rows name their objects)")
     counts = facts["counts"]
     click.echo(
         f"alerts:    {counts['alerts']} in {plural(counts['releases'], 'release')}; history: "
