@@ -26,6 +26,7 @@ the bytes the row names or fail.  ``google-cloud-storage`` is imported only by t
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import os
 import secrets
@@ -143,7 +144,7 @@ def stage(data_dir: Path, release_key: str, store: BlobStore) -> StagedPack:
     """
     folder = data_dir / STAGING
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob(f"{release_key}.*.tar"):
+    for stale in folder.glob(f"{glob.escape(release_key)}.*.tar"):
         stale.unlink(missing_ok=True)
     name = f"alerts/{release_key}.{secrets.token_hex(8)}.tar"
     url = f"{store.url}/{name}"
@@ -171,7 +172,7 @@ def read_shared(data_dir: Path, url: str, offset: int | None, size: int, candid:
                 data = fh.read(size)
         if len(data) != size:
             raise Unreadable(f"got {len(data)} bytes")
-    except Unreadable as exc:
+    except (Unreadable, ZtfcatError) as exc:  # a reason, or a store that cannot even be opened
         who = f"alert {candid}: " if candid is not None else ""
         raise PacketReadError(
             f"{who}cannot read its {size}-byte packet at offset {offset} of {url}: {exc}"
