@@ -439,3 +439,56 @@ def test_ranged_reads_retry_transient_errors_and_stay_bounded(case, night, tmp_p
     finally:
         reader.close()
         proxy.close()
+
+
+@pytest.fixture
+def _pg_blob_db():
+    """A fresh PostgreSQL database (the ``database_url`` fixture's, for one chosen combination)."""
+    from tests.pg import fresh_database, postgres_url
+
+    if postgres_url() is None:
+        pytest.skip("no PostgreSQL server: set ZTFCAT_TEST_POSTGRES_URL")
+    with fresh_database(postgres_url()) as url:
+        yield url
+
+
+WORKER = """
+import sys
+from ztfcat import Catalog
+catalog = Catalog(sys.argv[1], sys.argv[2], blobs=sys.argv[3])
+print(catalog.ingest(sys.argv[4]).status)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kind", ["sqlite-directory", pytest.param("postgres-gcs", marks=[pytest.mark.postgres, pytest.mark.gcs])]
+)
+def test_workers_on_separate_data_dirs_fill_one_catalog_and_one_store_at_once(kind, night, tmp_path, request):
+    if kind == "postgres-gcs":
+        database_url = request.getfixturevalue("_pg_blob_db")
+        store = f"gs://{request.getfixturevalue('gcs_bucket').name}/packs"
+    else:
+        database_url, store = f"sqlite:///{tmp_path / 'fleet.sqlite'}", str(tmp_path / "shared")
+    tarball, members = night
+    other = synthetic.make_night(
+        tmp_path / "ztf_public_20180820.tar.gz", night="20180820", n_alerts=10, seed=9
+    )
+    expected = {**members, **_members(other.path)}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, database_url, str(tmp_path / f"machine{i}"), store, str(path)],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i, path in enumerate((tarball, other.path))
+    ]
+    assert [w.communicate(timeout=120)[0].strip() for w in workers] == ["complete", "complete"]
+    reader = _reader(database_url, tmp_path)
+    try:
+        assert {c: reader.get_alert(c, raw=True) for c in reader.alert_ids()} == expected
+        assert len(_objects(store)) == 2 and _paths(reader) == set(_objects(store))
+    finally:
+        reader.close()
