@@ -184,6 +184,7 @@ catalog.ingest(sys.argv[4], verify=lambda: os._exit(9))  # every row stored, not
 """
 
 
+@pytest.mark.slow
 def test_repair_handles_a_night_killed_before_its_upload(database_url, store, night, tmp_path):
     tarball, members = night
     data = tmp_path / "worker"
