@@ -24,6 +24,7 @@ def _isolated_settings(monkeypatch, tmp_path):
     """No test reads the developer's own catalog, data dir or the real archive through the environment."""
     for var in ("ZTFCAT_DATA_DIR", "ZTFCAT_DATABASE_URL", "ZTFCAT_ARCHIVE_URL", "ZTFCAT_LAYOUT"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("ZTFCAT_BLOB_URL", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
 
 

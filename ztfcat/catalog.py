@@ -57,6 +57,10 @@ class Catalog:
     layout : {"files", "pack"}, optional
         How new releases store their packets; default ``ZTFCAT_LAYOUT``, then the layout the catalog
         was made or last converted with, then ``files``.
+    blobs : str, optional
+        Shared storage for new nights' packs, for ingest workers on several machines: ``gs://bucket/prefix``
+        or a directory every machine mounts (:mod:`ztfcat.store.blobstore`); default ``ZTFCAT_BLOB_URL``, then
+        the store the catalog recorded, then none (packets under the data directory).  Implies ``pack``.
 
     Nothing is opened or created until the catalog is first used.
     """
@@ -68,13 +72,20 @@ class Catalog:
         archive_url: str | None = None,
         *,
         layout: str | None = None,
+        blobs: str | os.PathLike[str] | None = None,
     ) -> None:
         self.data_dir = settings.data_dir(data_dir)
         self.database_url = settings.database_url(database_url, self.data_dir)
         self.archive_url = settings.archive_url(archive_url)
         self._layout = layout or os.environ.get("ZTFCAT_LAYOUT") or None
+        self._asked_layout = self._layout
         if self._layout is not None and self._layout not in LAYOUTS:
             raise ZtfcatError(f"unknown blob layout {self._layout!r}; choose one of {', '.join(LAYOUTS)}")
+        self._blobs = settings.blob_url(blobs)
+        if self._blobs is not None:
+            from .store.blobstore import open_store
+
+            self._blobs = open_store(self._blobs).url  # refused here if it is no store at all
         self._engine: Engine | None = None
         self._decoder_instance = None
         self._local = threading.local()
@@ -121,13 +132,25 @@ class Catalog:
             self._layout = stored or "files"
         return self._layout
 
-    def _remember_layout(self, layout: str) -> None:
-        """Store the catalog's layout: an upsert, so two first ingests at once cannot collide on the key."""
+    @property
+    def blobs(self) -> str | None:
+        """Where new nights' packs go: the argument, ``ZTFCAT_BLOB_URL``, the catalog's recorded store,
+        or None for the data directory."""
+        if self._blobs is None:
+            with self.engine.connect() as conn:
+                self._blobs = conn.execute(
+                    select(catalog_settings.c.value).where(catalog_settings.c.key == "blobs")
+                ).scalar()
+        return self._blobs
+
+    def _remember_layout(self, layout: str, key: str = "layout") -> None:
+        """Store the catalog's layout (or another setting under ``key``): an upsert, so two first ingests
+        at once cannot collide on the key."""
         if is_sqlite(self.engine):
             from sqlalchemy.dialects.sqlite import insert as upsert
         else:
             from sqlalchemy.dialects.postgresql import insert as upsert
-        statement = upsert(catalog_settings).values(key="layout", value=layout)
+        statement = upsert(catalog_settings).values(key=key, value=layout)
         statement = statement.on_conflict_do_update(
             index_elements=[catalog_settings.c.key], set_={"value": statement.excluded.value}
         )
@@ -204,17 +227,26 @@ class Catalog:
                 is None
             ):
                 self._remember_layout(self.layout)  # the first ingest fixes the catalog's layout
+        store, layout = None, self.layout
+        if self.blobs is not None:
+            from .store.blobstore import open_store
+
+            store, layout = open_store(self.blobs), "pack"
+            if self._asked_layout == "files":
+                raise ZtfcatError(f"{name}: a blob store ({self.blobs}) needs the pack layout, not files")
+            self._remember_layout(store.url, key="blobs")  # workers elsewhere put their nights there too
         return ingest(
             self.engine,
             self.data_dir,
             stream,
             name,
-            layout=self.layout,
+            layout=layout,
             origin=str(origin) if origin else None,
             progress=progress,
             force=force,
             decoder=self._decoder,
             verify=verify,
+            blobs=store,
         )
 
     # -- the archive and buckets (ztfcat.mirror) ------------------------------------------------
@@ -310,6 +342,11 @@ class Catalog:
         # never purge a release another process is ingesting
         with release_locks(self.engine, self.data_dir, [row.name for row in chosen]):
             if nights is None and names is None:
+                from .store.blobstore import release_objects, remove_objects
+
+                with self.engine.connect() as conn:
+                    shared = release_objects(conn, [row.id for row in chosen])
+                remove_objects(self.data_dir, shared)  # objects first: a failure keeps the rows naming them
                 with self.engine.begin() as conn:
                     for table in (
                         objects,
@@ -344,11 +381,15 @@ class Catalog:
         """Finish what killed runs left behind: releases half deleted, light curves half rebuilt.
 
         Ingests and deletes do this themselves; it is here for ``ztfcat repair`` and for catalogs
-        upgraded from a schema whose light curves must be derived again.
+        upgraded from a schema whose light curves must be derived again.  It also checks that every
+        complete night on shared storage still has its pack object (one existence check per night):
+        a night whose object is gone is purged and marked ``failed`` naming it, to be ingested again.
         """
         from .ingest.pipeline import repair
+        from .store.blobstore import repair_missing
 
         repair(self.engine, self.data_dir)
+        repair_missing(self.engine, self.data_dir)  # complete nights whose shared object vanished
 
     # -- alerts ----------------------------------------------------------------------------------
     def alert_ids(self, *conditions: str, **filters: Any) -> list[int]:
@@ -415,7 +456,7 @@ class Catalog:
     def get_alert(self, candid: int, raw: bool = False) -> dict | bytes:
         """One alert by candid: the packet as a dict (as fastavro parses it), or its Avro bytes."""
         path, offset, size = self._locate(candid)
-        data = read_blob(self.data_dir, path, offset, size)
+        data = read_blob(self.data_dir, path, offset, size, candid)
         return data if raw else self._decoder.full(data)
 
     def iter_alerts(
@@ -442,8 +483,8 @@ class Catalog:
             if not rows:
                 break
             last = rows[-1][0]
-            for _candid, path, offset, size in rows:
-                data = read_blob(self.data_dir, path, offset, size)
+            for candid, path, offset, size in rows:
+                data = read_blob(self.data_dir, path, offset, size, candid)
                 item = data if raw else self._decoder.full(data)
                 if n is None:
                     yield item
@@ -776,6 +817,7 @@ class Catalog:
             "database": self.url_for_display,
             "data_dir": str(self.data_dir),
             "layout": self.layout,
+            "blobs": self.blobs,
             "counts": counts,
             "releases": [tuple(r) for r in per_release],
             "schema_versions": [tuple(r) for r in per_version],

@@ -73,3 +73,8 @@ class QueryTimeoutError(InvalidQueryError):
 
 class QueryInterruptedError(ZtfcatError):
     """Ad-hoc SQL was stopped by Ctrl-C (or another canceller) before it finished."""
+
+
+class PacketReadError(ZtfcatError):
+    """An alert's raw packet could not be read back from shared storage (object gone, short read,
+    store unreachable); the message names the alert, the object and the reason."""

@@ -43,6 +43,13 @@ def archive_url(value: str | None = None) -> str:
     return value if value.endswith("/") else value + "/"
 
 
+def blob_url(value: str | os.PathLike[str] | None = None) -> str | None:
+    """Shared storage for new nights' packs (``gs://bucket/prefix`` or a directory every machine
+    mounts): argument, ``ZTFCAT_BLOB_URL``, else None (the catalog's own, then the data directory)."""
+    value = value or os.environ.get("ZTFCAT_BLOB_URL") or None
+    return None if value is None else os.fspath(value)
+
+
 # --- network limits (read by ztfcat.sources.http) ------------------------------------------------------------
 
 DEFAULT_CONNECT_TIMEOUT = 10.0

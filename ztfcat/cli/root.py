@@ -63,11 +63,13 @@ def main(ctx: click.Context, data_dir, database_url, archive_url, layout) -> Non
     ctx.obj = dict(data_dir=data_dir, database_url=database_url, archive_url=archive_url, layout=layout)
 
 
-def _catalog(ctx: click.Context) -> Catalog:
+def _catalog(ctx: click.Context, **options) -> Catalog:
     from ..catalog import Catalog  # SQLAlchemy and friends: loaded by the commands that need a catalog
 
     obj = ctx.find_root().obj
-    catalog = Catalog(obj["database_url"], obj["data_dir"], obj["archive_url"], layout=obj["layout"])
+    catalog = Catalog(
+        obj["database_url"], obj["data_dir"], obj["archive_url"], layout=obj["layout"], **options
+    )
     ctx.call_on_close(catalog.close)
     return catalog
 
@@ -127,15 +129,21 @@ def filter_options(func):
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--force", is_flag=True, help="Ingest again even if the release is complete.")
 @click.option("--json", "as_json", is_flag=True, help="Print each report as one JSON line.")
+@click.option(
+    "--blobs",
+    metavar="URL",
+    help="Put each night's pack on shared storage: gs://bucket/prefix or a directory all machines mount"
+    " (default: ZTFCAT_BLOB_URL, then the catalog's recorded store, then the data dir).",
+)
 @click.pass_context
-def ingest(ctx, sources, force, as_json) -> None:
+def ingest(ctx, sources, force, as_json, blobs) -> None:
     """Ingest nightly tarballs (paths or gs://bucket/object URLs) into the catalog.
 
     A progress bar (bytes, rate, ETA, alerts so far) is drawn on a terminal; pipes stay quiet.
     """
     from .progress import Bar
 
-    catalog = _catalog(ctx)
+    catalog = _catalog(ctx, blobs=blobs)
     failed = 0
     for source in sources:
         size = Path(source).stat().st_size if Path(source).is_file() else None
@@ -351,6 +359,8 @@ def info(ctx, as_json) -> None:
         return
     click.echo(f"database:  {facts['database']}")
     click.echo(f"data dir:  {facts['data_dir']}  (layout: {facts['layout']})")
+    if facts.get("blobs"):
+        click.echo(f"blobs:     {facts['blobs']}  (new nights' packs; rows name their objects)")
     counts = facts["counts"]
     click.echo(
         f"alerts:    {counts['alerts']} in {plural(counts['releases'], 'release')}; history: "

@@ -174,7 +174,7 @@ def history_rows(data_dir: str, tasks: Sequence[Packet], strict: bool = False) -
     merged = PointSet()
     for task in tasks:
         try:
-            decoded = decoder.rows(read_blob(root, task.path, task.offset, task.size))
+            decoded = decoder.rows(read_blob(root, task.path, task.offset, task.size, task.candid))
         except AlertDecodeError as exc:  # damage, a NUL byte: the packet's history is not read
             merged.failures.append((task.candid, str(exc)))
             continue

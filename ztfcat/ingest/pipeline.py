@@ -41,6 +41,7 @@ from sqlalchemy import Engine, bindparam, delete, func, insert, select, text, up
 
 from ..errors import AlertDecodeError, IngestError, ZtfcatError
 from ..sources.names import night_of, release_key
+from ..store import blobstore
 from ..store.blobs import BlobWriter, remove_release
 from ..store.fields import KNOWN_VERSIONS
 from ..store.sky import hpx_index
@@ -318,7 +319,9 @@ def _early_history_pays(source) -> bool:
     return not isinstance(size, int) or size > EARLY_HISTORY_BYTES
 
 
-def _main_pass(engine, data_dir, source, report, release_id, key, layout, progress, decoder) -> set[int]:
+def _main_pass(
+    engine, data_dir, source, report, release_id, key, layout, progress, decoder, staged=None
+) -> set[int]:
     """Alerts and packets in, one batch at a time; returns the alerts whose history is already stored."""
     with contextlib.ExitStack() as stack:  # whatever fails, workers, pack file and inflater are closed
         # Its workers fork now, while this process has one thread; a fork made later would let go of
@@ -327,7 +330,7 @@ def _main_pass(engine, data_dir, source, report, release_id, key, layout, progre
         if early is not None:
             stack.callback(early.close)
         remove_release(data_dir, key)  # whatever a killed run left there: a release's store starts empty
-        blobs = stack.enter_context(contextlib.closing(BlobWriter(data_dir, key, layout)))
+        blobs = stack.enter_context(contextlib.closing(BlobWriter(data_dir, key, layout, staged=staged)))
         gz = stack.enter_context(GzipStream(source, report.release))
         writer = _Writer(engine, blobs, report, progress, gz, early)
         writer.start()
@@ -432,6 +435,10 @@ def purge_release(engine: Engine, data_dir: Path, release_id: int, name: str) ->
     files go, and the marked light curves are derived again from the alerts that remain.  Each step
     can be repeated: a rerun after a kill ends in exactly the state of an uninterrupted one.
     """
+    # Its objects on shared storage go before its rows: a failed delete is retried by the next purge.
+    with engine.connect() as conn:
+        objects = blobstore.release_objects(conn, [release_id])
+    blobstore.remove_objects(data_dir, objects)
     with engine.connect() as conn:
         lock_alert_writes(conn)  # no ingest batch adds a holder between the reads and the writes
         # Every object the release's rows read a packet of is derived again: a moved alert's points
@@ -530,6 +537,7 @@ def ingest(
     force: bool = False,
     decoder: AlertDecoder | None = None,
     verify: Callable[[], None] | None = None,
+    blobs: blobstore.BlobStore | None = None,
 ) -> IngestReport:
     """Ingest the ``.tar.gz`` bytes readable from ``source`` as the release ``name``.
 
@@ -544,15 +552,22 @@ def ingest(
     verify : callable, optional
         Called once every byte is read and before anything is marked complete (a download checks its
         size and MD5 here); whatever it raises fails the release like a broken tarball.
+    blobs : BlobStore, optional
+        Shared storage for the night's pack (:mod:`ztfcat.store.blobstore`): staged in ``data_dir``, put to
+        the store once the night is otherwise done, and only then ``complete``.
     """
+    if blobs is not None and layout != "pack":
+        raise ZtfcatError(f"{name}: a blob store ({blobs.url}) holds pack files; the layout must be pack")
     repair(engine, data_dir)
     with release_lock(engine, data_dir, name), _quiet_gc():
         return _ingest_locked(
-            engine, data_dir, source, name, layout, origin, progress, force, decoder, verify
+            engine, data_dir, source, name, layout, origin, progress, force, decoder, verify, blobs
         )
 
 
-def _ingest_locked(engine, data_dir, source, name, layout, origin, progress, force, decoder, verify):
+def _ingest_locked(
+    engine, data_dir, source, name, layout, origin, progress, force, decoder, verify, blobs=None
+):
     key = release_key(name)
     report = IngestReport(name)
     started = time.perf_counter()
@@ -588,10 +603,12 @@ def _ingest_locked(engine, data_dir, source, name, layout, origin, progress, for
         else:
             release_id = existing.id
             conn.execute(update(releases).where(releases.c.id == release_id).values(**values))
+    staged = blobstore.stage(data_dir, key, blobs) if blobs is not None else None
     try:
         done = _main_pass(
-            engine, data_dir, source, report, release_id, key, layout, progress, decoder or AlertDecoder()
-        )
+            engine, data_dir, source, report, release_id, key, layout, progress, decoder or AlertDecoder(),
+            staged,
+        )  # fmt: skip
         if verify is not None:
             verify()
         report.seconds_alerts = time.perf_counter() - started
@@ -609,10 +626,14 @@ def _ingest_locked(engine, data_dir, source, name, layout, origin, progress, for
         for candid, reason in history.derive_history(engine, data_dir, release_id, done=done):
             report.errors.append((f"{candid}.avro", f"history not read: {reason}"))
         _refresh_objects(engine, release_id)
+        if staged is not None:
+            staged.publish()  # the whole night, at once, under its own name; a failure fails the night
         report.status = "complete"
         _set(engine, release_id, status="complete", finished_at=_now())
     except BaseException as exc:
         report.status = "failed"
+        if staged is not None:
+            staged.discard()
         with contextlib.suppress(Exception):  # the original error matters more; the next run purges
             purge_release(engine, data_dir, release_id, name)
             _set(

@@ -12,8 +12,13 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ZtfcatError
+from .blobstore import is_shared, read_shared
+
+if TYPE_CHECKING:
+    from .blobstore import StagedPack
 
 LAYOUTS = ("files", "pack")
 BLOCK = 512
@@ -47,9 +52,15 @@ def pack_path(release_key: str) -> str:
 
 
 class BlobWriter:
-    """Writes one release's packets; ``write`` returns ``(relative path, offset or None)``."""
+    """Writes one release's packets; ``write`` returns ``(relative path, offset or None)``.
 
-    def __init__(self, data_dir: Path, release_key: str, layout: str) -> None:
+    With ``staged`` (:func:`ztfcat.store.blobstore.stage`) the pack goes to that staging file and the path
+    returned is the shared-storage object's URL.
+    """
+
+    def __init__(
+        self, data_dir: Path, release_key: str, layout: str, *, staged: StagedPack | None = None
+    ) -> None:
         if layout not in LAYOUTS:
             raise ZtfcatError(f"unknown blob layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
         self.data_dir = data_dir
@@ -60,8 +71,9 @@ class BlobWriter:
             self._dir = release_dir(release_key)
             (data_dir / self._dir).mkdir(parents=True, exist_ok=True)
         else:
-            self._rel = pack_path(release_key)
-            path = data_dir / self._rel
+            # Staged for a blob store: written locally, rows record the object it will become.
+            self._rel = pack_path(release_key) if staged is None else staged.url
+            path = data_dir / self._rel if staged is None else staged.path
             path.parent.mkdir(parents=True, exist_ok=True)
             self._pack = open(path, "wb")  # noqa: SIM115 - held for the whole ingest, closed in close()
             self._offset = 0
@@ -100,8 +112,11 @@ class BlobWriter:
             self._pack = None
 
 
-def read_blob(data_dir: Path, path: str, offset: int | None, size: int) -> bytes:
-    """The raw packet bytes stored at ``path`` (and ``offset`` in a pack file)."""
+def read_blob(data_dir: Path, path: str, offset: int | None, size: int, candid: int | None = None) -> bytes:
+    """The raw packet bytes stored at ``path`` (and ``offset`` in a pack file); ``path`` may be an
+    object URL on shared storage (:mod:`ztfcat.store.blobstore`), whose errors name ``candid``."""
+    if is_shared(path):
+        return read_shared(data_dir, path, offset, size, candid)
     full = data_dir / path
     try:
         with open(full, "rb") as fh:

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, bindparam, select, update
 from ..errors import ZtfcatError
 from ..ingest.pipeline import release_key
 from .blobs import LAYOUTS, BlobWriter, pack_path, read_blob, release_dir
+from .blobstore import is_shared
 from .tables import alert_releases, alerts, releases
 
 PAGE = 2000
@@ -66,6 +67,8 @@ def convert_release(
             if not rows:
                 break
             for candid, path, offset, size in rows:
+                if is_shared(path):  # one object per night already; it has no files layout to go to
+                    raise ZtfcatError(f"{name}: its packets are on shared storage ({path}); not converted")
                 _rel, new_offset = writer.write(candid, read_blob(data_dir, path, offset, size))
                 moved.append((candid, new_offset))
             last = rows[-1][0]
