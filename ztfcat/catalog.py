@@ -22,7 +22,7 @@ from . import settings
 from .errors import InvalidQueryError, NotFoundError, ZtfcatError
 from .store.blobs import LAYOUTS, read_blob, remove_release
 from .store.db import ensure_schema, is_sqlite, make_engine
-from .store.filters import as_date, column, unfinished_hidden, where_clauses
+from .store.filters import DEFAULT_COLUMNS, as_date, column, unfinished_hidden, where_clauses
 from .store.readonly import DEFAULT_MAX_ROWS, DEFAULT_TIME_LIMIT_S, Cancel, SqlResult, run_readonly
 from .store.tables import (
     alert_releases,
@@ -752,9 +752,6 @@ class Catalog:
             "unknown_fields": sorted(unknown_fields),
             "unknown_top_fields": sorted(unknown_top),
         }
-
-
-DEFAULT_COLUMNS = ("candid", "objectId", "jd", "fid", "ra", "dec", "magpsf", "sigmapsf", "rb", "isdiffpos")
 
 
 #: Where the ZTF docs of each table's columns are (``ztfcat.store.fields.FIELDS``), and the docs of the
