@@ -85,8 +85,10 @@ class Catalog:
 
     @property
     def url_for_display(self) -> str:
-        """The database URL with any password hidden, for messages and ``ztfcat info``."""
-        return self.engine.url.render_as_string(hide_password=True)
+        """The database URL with any password hidden, for messages and ``ztfcat info``; opens nothing."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.database_url).render_as_string(hide_password=True)
 
     @property
     def _decoder(self):
@@ -301,6 +303,20 @@ class Catalog:
                     progress(row.name)
         repair(self.engine, self.data_dir)
         return len(chosen)
+
+    def upgrade(self) -> str | None:
+        """Bring the catalog's schema to the revision this ztfcat needs (``ztfcat db upgrade``); the revision now.
+
+        Runs on an engine of its own: :attr:`engine` checks the schema first and refuses an old one.
+        Light curves an upgrade marks for rebuilding wait for :meth:`repair` (see :meth:`pending_rebuilds`).
+        """
+        from .store.db import upgrade
+
+        engine = make_engine(self.database_url)
+        try:
+            return upgrade(engine)
+        finally:
+            engine.dispose()
 
     def pending_rebuilds(self) -> int:
         """How many objects' light curves wait to be derived again (after a killed delete, or an
@@ -686,12 +702,13 @@ class Catalog:
         finally:
             engine.dispose()
 
-    def columns(self, table: str = "alerts") -> list[tuple[str, str, str]]:
+    def columns(self, table: str = "alerts", search: str | None = None) -> list[tuple[str, str, str]]:
         """Every column of a catalog table as ``(name, SQL type, description)``, in table order.
 
         The descriptions of ZTF's own fields are the ``doc`` strings of ZTF's Avro schemas; the
         catalog's own columns say what ztfcat keeps in them.  Read from the schema this ztfcat
-        defines, so it needs no database.
+        defines, so it needs no database.  ``search`` keeps only the columns whose name or description
+        holds that text (case-insensitive).
         """
         from .store.tables import metadata
 
@@ -705,6 +722,9 @@ class Catalog:
             doc = docs.get(col.name)
             doc = doc[2] if isinstance(doc, tuple) else doc
             out.append((col.name, _type_name(col.type), doc or col.comment or ""))
+        if search:
+            needle = search.lower()
+            out = [r for r in out if needle in r[0].lower() or needle in r[2].lower()]
         return out
 
     def info(self) -> dict[str, Any]:
