@@ -28,9 +28,9 @@ from sqlalchemy import inspect
 
 from tests.tarballs import tar_members
 from ztfcat import Catalog
-from ztfcat.cli.root import main
 from ztfcat.cli.output import display, plural
 from ztfcat.cli.progress import Bar
+from ztfcat.cli.root import main
 from ztfcat.store.fields import FIELDS
 from ztfcat.testing.synthetic import make_night
 
@@ -274,7 +274,7 @@ def test_ingest_and_export_stay_quiet_in_a_pipe(database_url, tmp_path, night):
 
 
 def test_demo_has_no_hand_written_progress_lines():
-    source = (ROOT / "ztfcat" / "demo.py").read_text()
+    source = (ROOT / "ztfcat" / "testing" / "demo.py").read_text()
     assert "\\r" not in source and "DownloadBars" in source
 
 
