@@ -374,6 +374,16 @@ def test_columns_command(tmp_path):
     assert not (tmp_path / "nowhere").exists()
 
 
+def test_catalog_columns_search_names_and_descriptions():
+    every = Catalog().columns("alerts")
+    found = Catalog().columns("alerts", "Solar SYSTEM")
+    assert found == [r for r in every if "solar system" in r[0].lower() or "solar system" in r[2].lower()]
+    assert "ssnamenr" in [r[0] for r in found] and len(found) < len(every)
+    assert [r[0] for r in Catalog().columns("alerts", "magpsf")] == [
+        r[0] for r in every if "magpsf" in r[0].lower() or "magpsf" in r[2].lower()
+    ]
+
+
 def test_readme_schema_tables_are_generated_and_fresh():
     proc = subprocess.run(
         [sys.executable, str(ROOT / "docs" / "schema_columns.py"), "--check"],
