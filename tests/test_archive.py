@@ -472,3 +472,49 @@ def test_the_catalog_holds_the_mirror_calls(cat, archive_root):
     assert [r.release for r in newest] == ["ztf_public_20180602.tar.gz", "ztf_public_20180601.tar.gz"]
     assert list(cat.remote_releases()["in_catalog"]) == [True, True, True]
     assert cat.remove_downloads() == 0  # nothing kept: downloads stream into the catalog
+
+
+# --- what the CLI asks for: plans, filtered listings, deletes with their downloads ----------------
+
+
+def test_plan_download_by_nights_range_and_recent(cat, client, server):
+    archive.download_night(cat, 2018, 6, 1, client=client)
+    plan = archive.plan_download(cat, nights=["2018-06-03", "20180610"], client=client)
+    assert [f.name for f in plan.files] == [N3]
+    assert [night for night, _ in plan.missing] == [date(2018, 6, 10)]
+    assert "2018-06-10" in str(plan.missing[0][1])
+    ranged = archive.plan_download(cat, first="2018-06-01", last="2018-06-02", client=client)
+    assert [f.name for f in ranged.files] == [N2]  # N1 is complete
+    forced = archive.plan_download(cat, first="2018-06-01", last="2018-06-02", force=True, client=client)
+    assert [f.name for f in forced.files] == [N1, N2]
+    listing = archive.cached_listing(cat, client=client)
+    recent = archive.plan_download(cat, recent=5, refresh=False, client=client)
+    expected = plan_recent(listing, archive.local_statuses(cat), 5)
+    assert [f.name for f in recent.files] == [f.name for f in expected] and recent.missing == []
+    server.requests.clear()
+    with pytest.raises(InvalidNightError):
+        archive.plan_download(cat, nights=["2018-06-03", "2018-06-31"], client=client)
+    assert server.requests == []  # every night is checked before any request
+
+
+def test_listing_table_by_nights_and_missing(cat, client):
+    archive.download_night(cat, 2018, 6, 1, client=client)
+    whole = archive.listing_table(cat, refresh=True, client=client)
+    later = archive.listing_table(cat, client=client, first="2018-06-02", last=date(2018, 6, 3))
+    assert list(later["file"]) == [r["file"] for r in whole if "2018-06-02" <= r["night"] <= "2018-06-03"]
+    missing = archive.listing_table(cat, client=client, missing=True)
+    assert list(missing["file"]) == [r["file"] for r in whole if r["status"] != "complete"]
+    assert N1 in list(whole["file"]) and N1 not in list(missing["file"])
+
+
+def test_delete_releases_takes_their_downloads_too(cat, client):
+    archive.download_night(cat, 2018, 6, 1, client=client, keep_tarballs=True)
+    archive.download_night(cat, 2018, 6, 3, client=client, keep_tarballs=True)
+    folder = archive.downloads_dir(cat)
+    assert {p.name for p in folder.iterdir()} == {N1, N3}
+    gone = []
+    assert archive.delete_releases(cat, [N1], progress=gone.append) == 1
+    assert gone == [N1] and {p.name for p in folder.iterdir()} == {N3}
+    assert [r["name"] for r in cat.releases()] == [N3]
+    assert archive.delete_releases(cat) == 1
+    assert list(folder.iterdir()) == [] and len(cat.releases()) == 0

@@ -8,15 +8,11 @@ import pytest
 from click.testing import CliRunner
 
 from ztfcat import Catalog
-from ztfcat.cli.archive import register
 from ztfcat.cli.root import main
 from ztfcat.testing.archive_server import ArchiveServer
 from ztfcat.testing.synthetic import make_archive
 
 N1, N2, N3 = (f"ztf_public_2018060{d}.tar.gz" for d in (1, 2, 3))
-
-if "download" not in main.commands:  # until cli.py registers them itself
-    register(main)
 
 
 @pytest.fixture(scope="module")

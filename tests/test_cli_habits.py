@@ -274,7 +274,7 @@ def test_ingest_and_export_stay_quiet_in_a_pipe(database_url, tmp_path, night):
 
 
 def test_demo_has_no_hand_written_progress_lines():
-    source = (ROOT / "ztfcat" / "demo.py").read_text()
+    source = (ROOT / "ztfcat" / "testing" / "demo.py").read_text()
     assert "\\r" not in source and "DownloadBars" in source
 
 
@@ -372,6 +372,16 @@ def test_columns_command(tmp_path):
     assert "alert_candid" in prv and "hpx" not in prv
     assert run([], "columns", "nosuch", ok=False).exit_code == 1
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_catalog_columns_search_names_and_descriptions():
+    every = Catalog().columns("alerts")
+    found = Catalog().columns("alerts", "Solar SYSTEM")
+    assert found == [r for r in every if "solar system" in r[0].lower() or "solar system" in r[2].lower()]
+    assert "ssnamenr" in [r[0] for r in found] and len(found) < len(every)
+    assert [r[0] for r in Catalog().columns("alerts", "magpsf")] == [
+        r[0] for r in every if "magpsf" in r[0].lower() or "magpsf" in r[2].lower()
+    ]
 
 
 def test_readme_schema_tables_are_generated_and_fresh():

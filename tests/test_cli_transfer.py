@@ -16,11 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from ztfcat.cli.root import main
-from ztfcat.cli.transfer import register
 from ztfcat.testing.archive_server import ArchiveServer
 from ztfcat.testing.synthetic import make_archive
-
-register(main)
 
 pytestmark = pytest.mark.gcs
 
@@ -62,9 +59,11 @@ def setup(catalog, archive_root, gcs_bucket):  # noqa: F811 - fixtures from conf
         yield run, gcs_bucket, data, server
 
 
-def test_commands_are_registered_once():
-    register(main)  # again: harmless
-    assert {"sync-table", "sync-bucket"} <= set(main.commands)
+def test_commands_are_on_the_root_group():
+    from ztfcat.cli import transfer
+
+    assert main.commands["sync-table"] is transfer.sync_table
+    assert main.commands["sync-bucket"] is transfer.sync_bucket
     for name in ("sync-table", "sync-bucket"):
         assert main.commands[name].help
 

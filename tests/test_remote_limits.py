@@ -578,12 +578,9 @@ def test_download_command_flags_reach_the_client(
     server: ArchiveServer, other: ArchiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     """``ztfcat download --allow-redirect-host`` and the redirect refused without it, as one line."""
-    from ztfcat.cli.archive import register
     from ztfcat.cli.root import main
     from ztfcat.testing.synthetic import make_archive
 
-    if "download" not in main.commands:
-        register(main)
     root = make_archive(tmp_path / "arch", [("20180605", 3)])
     name = "ztf_public_20180605.tar.gz"
     with ArchiveServer(root) as source, ArchiveServer(root) as mirror:

@@ -26,6 +26,7 @@ from ztfcat.mirror.bucket import (
     lenient_md5sums,
     listing_prefix,
     sync_bucket,
+    sync_table_tsv,
     transferable,
 )
 from ztfcat.sources import gcs
@@ -196,6 +197,7 @@ def test_without_a_bucket_every_tarball_is_listed(archive_catalog, archive_root,
     assert list(table["md5"]) == [b64md5(data[name]) for name in sorted(data)]
     assert table.meta["bucket"] is None and table.meta["n_in_bucket"] == 0
     assert len((tmp_path / "all.tsv").read_text().splitlines()) == len(data) + 1
+    assert sync_table_tsv(table) == (tmp_path / "all.tsv").read_text()  # `sync-table -o -` writes this
 
 
 def test_sizes_come_from_the_cached_listing(archive_catalog, archive_root, server):

@@ -22,7 +22,7 @@ from . import settings
 from .errors import InvalidQueryError, NotFoundError, ZtfcatError
 from .store.blobs import LAYOUTS, read_blob, remove_release
 from .store.db import ensure_schema, is_sqlite, make_engine
-from .store.filters import as_date, column, unfinished_hidden, where_clauses
+from .store.filters import DEFAULT_COLUMNS, as_date, column, unfinished_hidden, where_clauses
 from .store.readonly import DEFAULT_MAX_ROWS, DEFAULT_TIME_LIMIT_S, Cancel, SqlResult, run_readonly
 from .store.tables import (
     alert_releases,
@@ -96,8 +96,10 @@ class Catalog:
 
     @property
     def url_for_display(self) -> str:
-        """The database URL with any password hidden, for messages and ``ztfcat info``."""
-        return self.engine.url.render_as_string(hide_password=True)
+        """The database URL with any password hidden, for messages and ``ztfcat info``; opens nothing."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.database_url).render_as_string(hide_password=True)
 
     @property
     def _decoder(self):
@@ -370,6 +372,20 @@ class Catalog:
                     progress(row.name)
         repair(self.engine, self.data_dir)
         return len(chosen)
+
+    def upgrade(self) -> str | None:
+        """Bring the catalog's schema to the revision this ztfcat needs (``ztfcat db upgrade``); the revision now.
+
+        Runs on an engine of its own: :attr:`engine` checks the schema first and refuses an old one.
+        Light curves an upgrade marks for rebuilding wait for :meth:`repair` (see :meth:`pending_rebuilds`).
+        """
+        from .store.db import upgrade
+
+        engine = make_engine(self.database_url)
+        try:
+            return upgrade(engine)
+        finally:
+            engine.dispose()
 
     def pending_rebuilds(self) -> int:
         """How many objects' light curves wait to be derived again (after a killed delete, or an
@@ -759,12 +775,13 @@ class Catalog:
         finally:
             engine.dispose()
 
-    def columns(self, table: str = "alerts") -> list[tuple[str, str, str]]:
+    def columns(self, table: str = "alerts", search: str | None = None) -> list[tuple[str, str, str]]:
         """Every column of a catalog table as ``(name, SQL type, description)``, in table order.
 
         The descriptions of ZTF's own fields are the ``doc`` strings of ZTF's Avro schemas; the
         catalog's own columns say what ztfcat keeps in them.  Read from the schema this ztfcat
-        defines, so it needs no database.
+        defines, so it needs no database.  ``search`` keeps only the columns whose name or description
+        holds that text (case-insensitive).
         """
         from .store.tables import metadata
 
@@ -778,6 +795,9 @@ class Catalog:
             doc = docs.get(col.name)
             doc = doc[2] if isinstance(doc, tuple) else doc
             out.append((col.name, _type_name(col.type), doc or col.comment or ""))
+        if search:
+            needle = search.lower()
+            out = [r for r in out if needle in r[0].lower() or needle in r[2].lower()]
         return out
 
     def info(self) -> dict[str, Any]:
@@ -826,9 +846,6 @@ class Catalog:
             "unknown_fields": sorted(unknown_fields),
             "unknown_top_fields": sorted(unknown_top),
         }
-
-
-DEFAULT_COLUMNS = ("candid", "objectId", "jd", "fid", "ra", "dec", "magpsf", "sigmapsf", "rb", "isdiffpos")
 
 
 #: Where the ZTF docs of each table's columns are (``ztfcat.store.fields.FIELDS``), and the docs of the

@@ -2,17 +2,19 @@
 
 Tables are for reading, so floats are rounded (six decimals: a milliarcsecond in ra/dec, a tenth of a
 second in jd) and headers are red on a terminal; CSV and JSON carry every digit the catalog holds.
-Nothing here imports astropy or numpy: a query command that prints a few rows should not pay for them
-(an astropy Table handed in is read through its own attributes).
+Nothing here imports astropy or numpy at import: a query command that prints a few rows should not pay for
+them (an astropy Table handed in is read through its own attributes; only :func:`emit_tables`, which stacks
+tables, loads astropy when it runs).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import click
@@ -24,6 +26,15 @@ DECIMALS = 6
 def plural(n: int, word: str, words: str | None = None) -> str:
     """``1 release``, ``2 releases``: the count and the noun that fits it."""
     return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
+def human_bytes(n: float) -> str:
+    """``532 B``, ``1.5 MB``: a size in decimal units, as the archive's listing gives them."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
 
 
 def plain(value: Any) -> Any:
@@ -97,26 +108,53 @@ def emit_rows(
         for i in range(len(names))
     ]
     widths = [max(len(names[i]), *(len(c[i]) for c in cells)) for i in range(len(names))]
-
-    def line(values: Sequence[str], style: bool = False) -> str:
-        parts = []
-        last = len(values) - 1
-        for i, value in enumerate(values):
-            width = 0 if i == last and not numeric[i] else widths[i]  # no trailing blanks
-            padded = value.rjust(width) if numeric[i] else value.ljust(width)
-            parts.append(click.style(padded, fg="red", bold=True) if style else padded)
-        return " ".join(parts).rstrip()
-
-    click.echo(line(names, style=True), color=_colour())
+    click.echo(_line(names, widths, numeric, style=True), color=_colour())
     click.echo(" ".join("-" * w for w in widths))
     for c in cells:
-        click.echo(line(c))
+        click.echo(_line(c, widths, numeric))
+
+
+def _line(values: Sequence[str], widths: list[int], numeric: list[bool], style: bool = False) -> str:
+    """One line of an aligned table: numbers right-aligned, text left-aligned, no trailing blanks."""
+    parts = []
+    last = len(values) - 1
+    for i, value in enumerate(values):
+        width = 0 if i == last and not numeric[i] else widths[i]  # no trailing blanks
+        padded = value.rjust(width) if numeric[i] else value.ljust(width)
+        parts.append(click.style(padded, fg="red", bold=True) if style else padded)
+    return " ".join(parts).rstrip()
 
 
 def emit_table(table, fmt: str) -> None:
     """Write an astropy Table to stdout as an aligned table, CSV or JSON lines."""
     names, rows, formats = table_columns(table)
     emit_rows(names, rows, fmt, formats)
+
+
+def emit_tables(tables: Iterable, fmt: str) -> None:
+    """Write astropy Tables one after the other as one CSV (one header), JSON lines, or one aligned table.
+
+    CSV and JSON are written table by table as they arrive (``ztfcat xmatch`` streams a million-row
+    match this way, in bounded memory); an aligned table needs every width, so it is stacked first.
+    """
+    if fmt == "table":
+        from astropy.table import Table, vstack
+
+        parts = [t for t in tables if len(t)]
+        emit_table(vstack(parts, metadata_conflicts="silent") if parts else Table(), fmt)
+        return
+    first = True
+    for table in tables:
+        if fmt == "json":
+            emit_table(table, fmt)
+            continue
+        if not len(table) and not first:
+            continue
+        buffer = io.StringIO()
+        table.write(buffer, format="ascii.csv")
+        text = buffer.getvalue()
+        sys.stdout.write(text if first else text.split("\n", 1)[1] if "\n" in text else "")
+        first = False
 
 
 def _full(value: Any) -> Any:

@@ -15,6 +15,8 @@ import sys
 import threading
 from typing import IO, Any
 
+from .output import plural
+
 
 def _tqdm(**kwargs: Any):
     from tqdm import tqdm
@@ -102,6 +104,24 @@ class Bar:
         """Move the bar ``n`` units on."""
         self.to(self.n + n, note)
 
+    # The library's progress callbacks, as bound methods: a command passes ``progress=bar.ingested``.
+
+    def ingested(self, n_alerts: int, n_bytes: int) -> None:
+        """An ingest's ``progress(n_alerts, n_bytes)``: bytes read as the bar, alerts so far beside it."""
+        self.to(n_bytes, plural(n_alerts, "alert"))
+
+    def exported(self, n_alerts: int, _n_bytes: int) -> None:
+        """An export's ``progress(n_alerts, n_bytes)``: alerts written as the bar."""
+        self.to(n_alerts)
+
+    def converted(self, name: str, n_packets: int) -> None:
+        """A layout conversion's ``progress(name, n_packets)``: one release done."""
+        self.add(1, f"{name}: {n_packets} packets")
+
+    def deleted(self, name: str) -> None:
+        """A delete's ``progress(name)``: one release gone."""
+        self.add(1, name)
+
 
 class DownloadBar(Bar):
     """The bar of one release download: bytes as the bar, alerts ingested so far beside it.
@@ -148,6 +168,43 @@ class DownloadBars:
                 self._bar = None
 
     def __enter__(self) -> DownloadBars:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class ObjectBars:
+    """One bar per bucket object for a bucket sync, whose ``progress(obj, n_alerts, n_bytes)`` names the object.
+
+    Objects are ingested one at a time, so the first call for a new object finishes the last one's bar.
+    """
+
+    def __init__(self, hidden: bool = False, file: IO[str] | None = None) -> None:
+        self._hidden = hidden
+        self._file = file
+        self._lock = threading.Lock()
+        self._name: str | None = None
+        self._bar: Bar | None = None
+
+    def __call__(self, obj, n_alerts: int, n_bytes: int) -> None:
+        with self._lock:
+            if obj.name != self._name:
+                if self._bar is not None:
+                    self._bar.close()
+                self._name = obj.name
+                self._bar = Bar(obj.name, obj.size, "B", self._hidden, self._file)
+            bar = self._bar
+        bar.to(n_bytes, f"{n_alerts} alerts")
+
+    def close(self) -> None:
+        """Finish the last bar."""
+        with self._lock:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+
+    def __enter__(self) -> ObjectBars:
         return self
 
     def __exit__(self, *exc) -> None:

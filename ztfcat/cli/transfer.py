@@ -1,113 +1,97 @@
 """Commands for a Google Cloud Storage mirror: ``sync-table`` and ``sync-bucket``.
 
-Each opens the catalog, calls one function of :mod:`ztfcat.mirror.bucket` and reports, as in :mod:`ztfcat.cli.root`.
-They are added to the ``ztfcat`` group by :func:`register`; the shared pieces of :mod:`ztfcat.cli.root` are
-imported there, so neither module needs the other at import time.
+They are the commands for a bucket mirror of the archive (the Storage Transfer Service's URL list, and
+ingesting what a bucket holds): each opens the catalog, calls one function of :mod:`ztfcat.mirror.bucket`
+and reports; :mod:`ztfcat.cli.root` adds them to the ``ztfcat`` group.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import warnings
-from typing import Any
 
 import click
 
+from .common import FORMAT, open_catalog
+from .output import emit_table, plural
+from .progress import ObjectBars
 
-def register(group: click.Group) -> None:
-    """Add ``sync-table`` and ``sync-bucket`` to ``group`` (the root ``ztfcat`` group); harmless twice."""
-    from .root import FORMAT, _catalog, emit_table, plural
 
-    @group.command("sync-table")
-    @click.argument("bucket", required=False)
-    @click.option(
-        "--output",
-        "-o",
-        type=click.Path(dir_okay=False, allow_dash=True),
-        help="Write the URL list (TsvHttpData-1.0) here; '-' writes it to stdout instead of the table.",
-    )
-    @click.option("--prefix", default="", help="Destination folder of the transfer job in the bucket.")
-    @click.option("--no-empty", is_flag=True, help="Leave out empty nights (tarballs of at most 100 bytes).")
-    @click.option("--cached", is_flag=True, help="Use the cached archive listing instead of asking again.")
-    @FORMAT
-    @click.pass_context
-    def sync_table(ctx, bucket, output, prefix, no_empty, cached, fmt) -> None:
-        """List the archive tarballs BUCKET lacks (all without BUCKET), for the Storage Transfer Service.
+@click.command("sync-table")
+@click.argument("bucket", required=False)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write the URL list (TsvHttpData-1.0) here; '-' writes it to stdout instead of the table.",
+)
+@click.option("--prefix", default="", help="Destination folder of the transfer job in the bucket.")
+@click.option("--no-empty", is_flag=True, help="Leave out empty nights (tarballs of at most 100 bytes).")
+@click.option("--cached", is_flag=True, help="Use the cached archive listing instead of asking again.")
+@FORMAT
+@click.pass_context
+def sync_table(ctx, bucket, output, prefix, no_empty, cached, fmt) -> None:
+    """List the archive tarballs BUCKET lacks (all without BUCKET), for the Storage Transfer Service.
 
-        A tarball counts as held when BUCKET has it under the name the service writes, HOST/PATH of its
-        URL (e.g. ztf.uw.edu/alerts/public/ztf_public_20180626.tar.gz), with the archive's MD5.
-        """
-        from ..mirror.bucket import SkippedFilesWarning, create_sync_table
-        from ..mirror.urllist import format_tsv
+    A tarball counts as held when BUCKET has it under the name the service writes, HOST/PATH of its
+    URL (e.g. ztf.uw.edu/alerts/public/ztf_public_20180626.tar.gz), with the archive's MD5.
+    """
+    from ..mirror.bucket import SkippedFilesWarning, create_sync_table, sync_table_tsv
 
-        catalog = _catalog(ctx)
-        to_stdout = output == "-"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SkippedFilesWarning)  # reported below, one line each
-            table = create_sync_table(
-                catalog,
-                bucket,
-                None if to_stdout else output,
-                prefix=prefix,
-                include_empty=not no_empty,
-                refresh=not cached,
-            )
-        for line in table.meta["skipped"]:
-            click.echo(f"left out {line}", err=True)
-        if to_stdout:
-            from ..mirror.urllist import SyncRow
-
-            rows = [SyncRow(r["url"], int(r["size"]), r["md5"], r["reason"]) for r in table]
-            sys.stdout.write(format_tsv(rows))
-            return
-        emit_table(table, fmt)
-        where = f" in gs://{bucket}/{prefix}" if bucket else ""
-        summary = (
-            f"{len(table)} of {plural(table.meta['n_archive'], 'archive tarball')} to transfer "
-            f"({table.meta['total_bytes']} bytes); {table.meta['n_in_bucket']} already{where}"
+    catalog = open_catalog(ctx)
+    to_stdout = output == "-"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkippedFilesWarning)  # reported below, one line each
+        table = create_sync_table(
+            catalog,
+            bucket,
+            None if to_stdout else output,
+            prefix=prefix,
+            include_empty=not no_empty,
+            refresh=not cached,
         )
-        if output:
-            summary += f"; URL list written to {output}"
-        click.echo(summary, err=True)
+    for line in table.meta["skipped"]:
+        click.echo(f"left out {line}", err=True)
+    if to_stdout:
+        sys.stdout.write(sync_table_tsv(table))
+        return
+    emit_table(table, fmt)
+    where = f" in gs://{bucket}/{prefix}" if bucket else ""
+    summary = (
+        f"{len(table)} of {plural(table.meta['n_archive'], 'archive tarball')} to transfer "
+        f"({table.meta['total_bytes']} bytes); {table.meta['n_in_bucket']} already{where}"
+    )
+    if output:
+        summary += f"; URL list written to {output}"
+    click.echo(summary, err=True)
 
-    @group.command("sync-bucket")
-    @click.argument("bucket")
-    @click.option("--prefix", default="", help="Only objects whose names start with this.")
-    @click.option("--json", "as_json", is_flag=True, help="Print each report as one JSON line.")
-    @click.pass_context
-    def sync_bucket(ctx, bucket, prefix, as_json) -> None:
-        """Ingest every release tarball in BUCKET that the catalog does not hold complete yet.
 
-        Objects are streamed from the bucket (no local copy), with the google-cloud-storage default
-        credentials.  A progress bar per tarball on a terminal.
-        """
-        from ..mirror.bucket import sync_bucket as run
-        from .progress import Bar
+@click.command("sync-bucket")
+@click.argument("bucket")
+@click.option("--prefix", default="", help="Only objects whose names start with this.")
+@click.option("--json", "as_json", is_flag=True, help="Print each report as one JSON line.")
+@click.pass_context
+def sync_bucket(ctx, bucket, prefix, as_json) -> None:
+    """Ingest every release tarball in BUCKET that the catalog does not hold complete yet.
 
-        catalog = _catalog(ctx)
-        with contextlib.ExitStack() as stack:
-            bars: dict[str, Any] = {}
+    Objects are streamed from the bucket (no local copy), with the google-cloud-storage default
+    credentials.  A progress bar per tarball on a terminal.
+    """
+    from ..mirror.bucket import sync_bucket as run
 
-            def progress(obj, n_alerts, n_bytes):
-                bar = bars.get(obj.name)
-                if bar is None:
-                    for done in bars.values():  # one object at a time: finish the last one's line
-                        done.close()
-                    bar = bars[obj.name] = stack.enter_context(Bar(obj.name, obj.size, "B", hidden=as_json))
-                bar.to(n_bytes, f"{n_alerts} alerts")
-
-            reports = run(catalog, bucket, prefix, progress)
-        failed = [r for r in reports if r.status == "failed"]
-        for report in reports:
-            if as_json:
-                click.echo(json.dumps(report.as_dict()))
-            elif report.status == "failed":
-                click.echo(f"{report.release}: failed: {report.errors[0][1]}")
-            else:
-                click.echo(str(report))
-        if not reports:
-            click.echo(f"no release tarballs in gs://{bucket}/{prefix}", err=True)
-        if failed:
-            raise click.ClickException(f"{len(failed)} of {plural(len(reports), 'tarball')} failed")
+    catalog = open_catalog(ctx)
+    with ObjectBars(hidden=as_json) as bars:
+        reports = run(catalog, bucket, prefix, bars)
+    failed = [r for r in reports if r.status == "failed"]
+    for report in reports:
+        if as_json:
+            click.echo(json.dumps(report.as_dict()))
+        elif report.status == "failed":
+            click.echo(f"{report.release}: failed: {report.errors[0][1]}")
+        else:
+            click.echo(str(report))
+    if not reports:
+        click.echo(f"no release tarballs in gs://{bucket}/{prefix}", err=True)
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {plural(len(reports), 'tarball')} failed")

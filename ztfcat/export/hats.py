@@ -50,7 +50,7 @@ from .parquet import (
     objects_schema,
     write_dataset,
 )
-from .target import building
+from .target import building, check_target
 
 #: Rows per HATS partition at most (hats-import's ``pixel_threshold``); pixels split past it.
 PIXEL_THRESHOLD = 1_000_000
@@ -332,3 +332,28 @@ def write_hats_objects(
         highest_order=highest_order,
         progress=progress,
     )
+
+
+def write_hats_catalogs(
+    engine: Engine,
+    *,
+    alerts: str | os.PathLike[str] | None = None,
+    objects: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    scheduler: str | None = None,
+) -> Iterator[HatsReport]:
+    """Build the HATS catalog of alerts at ``alerts`` and of objects at ``objects`` on one Dask cluster.
+
+    ``ztfcat export --hats A --hats-objects B``: the extra is imported and both targets are checked
+    before any cluster starts (a mistake costs no start-up), then both catalogs are built on the one
+    client of :func:`dask_client`; the report of each is yielded as soon as it is built.  Either target
+    may be None.
+    """
+    require()
+    targets = [(path, of_objects) for path, of_objects in ((alerts, False), (objects, True)) if path]
+    for path, _ in targets:
+        check_target(Path(path).absolute(), overwrite)
+    with dask_client(scheduler) as client:
+        for path, of_objects in targets:
+            build = write_hats_objects if of_objects else write_hats
+            yield build(engine, path, overwrite=overwrite, client=client)

@@ -24,7 +24,7 @@ import contextlib
 import hashlib
 import io
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
@@ -240,17 +240,40 @@ def local_statuses(catalog: Catalog) -> dict[str, str]:
         return dict(conn.execute(select(releases.c.name, releases.c.status)).all())
 
 
-def listing_table(catalog: Catalog, refresh: bool = False, *, client: ArchiveClient | None = None) -> Table:
+def listing_table(
+    catalog: Catalog,
+    refresh: bool = False,
+    *,
+    client: ArchiveClient | None = None,
+    first: str | date | None = None,
+    last: str | date | None = None,
+    missing: bool = False,
+) -> Table:
     """The archive's releases as an astropy Table, oldest first, with what the catalog holds of each.
 
     Columns: ``file``, ``night`` (ISO date), ``kind``, ``size`` (exact bytes, -1 if unknown), ``md5``,
     ``url``, ``status`` (the release's status in the catalog, ``""`` if absent) and ``in_catalog``
     (True when complete).
+
+    Parameters
+    ----------
+    first, last : str or date, optional
+        Only the nights from ``first`` to ``last`` (inclusive; ``YYYY-MM-DD``), checked before any request.
+    missing : bool
+        Only the releases not complete in the catalog (what a download would fetch).
     """
     from astropy.table import Table
 
-    files = cached_listing(catalog, refresh, client=client)
+    first = None if first is None else parse_night(first)
+    last = None if last is None else parse_night(last)
     statuses = local_statuses(catalog)
+    files = [
+        f
+        for f in cached_listing(catalog, refresh, client=client)
+        if (first is None or f.night >= first)
+        and (last is None or f.night <= last)
+        and not (missing and statuses.get(f.name) == "complete")
+    ]
     names = ("file", "night", "kind", "size", "md5", "url", "status", "in_catalog")
     dtypes = (str, str, str, "i8", str, str, str, bool)
     if not files:
@@ -620,6 +643,77 @@ def download_recent(
         return reports
 
 
+@dataclass
+class DownloadPlan:
+    """What ``ztfcat download`` fetches, in order, and the nights asked for that the archive lacks."""
+
+    files: list[RemoteFile]
+    missing: list[tuple[date, NotFoundError]] = field(default_factory=list)
+
+
+def plan_download(
+    catalog: Catalog,
+    *,
+    nights: Iterable[str | date] = (),
+    recent: int | None = None,
+    first: str | date | None = None,
+    last: str | date | None = None,
+    stop_on_exist: bool = False,
+    force: bool = False,
+    refresh: bool = True,
+    client: ArchiveClient | None = None,
+) -> DownloadPlan:
+    """Which releases to download: those of ``nights``, or the ``recent`` newest missing, or ``first``..``last``.
+
+    Every night is parsed (:func:`parse_night`) before any request.  Given nights read ``MD5SUMS`` once
+    and need no listing refresh (:func:`release_for_night`); one the archive does not have goes into
+    :attr:`DownloadPlan.missing` and the others are still planned.  ``recent`` follows :func:`plan_recent`;
+    a range takes every release of its nights not complete in the catalog (all of them with ``force``).
+    """
+    nights = [parse_night(n) for n in nights]
+    first = None if first is None else parse_night(first)
+    last = None if last is None else parse_night(last)
+    with _client_for(catalog, client) as archive:
+        if nights:
+            plan = DownloadPlan([])
+            md5s = archive.md5sums()
+            for night in nights:
+                try:
+                    plan.files.append(release_for_night(catalog, night, client=archive, md5s=md5s))
+                except NotFoundError as exc:
+                    plan.missing.append((night, exc))
+            return plan
+        listing = cached_listing(catalog, refresh, client=archive)
+    statuses = local_statuses(catalog)
+    if recent is not None:
+        return DownloadPlan(plan_recent(listing, statuses, recent, stop_on_exist))
+    return DownloadPlan(
+        [
+            f
+            for f in listing
+            if (first is None or f.night >= first)
+            and (last is None or f.night <= last)
+            and (force or statuses.get(f.name) != "complete")
+        ]
+    )
+
+
+def delete_releases(
+    catalog: Catalog, names: Sequence[str] | None = None, *, progress: Callable[[str], None] | None = None
+) -> int:
+    """Delete releases (every one when None) with their ``.part`` files and kept tarballs; how many went.
+
+    ``ztfcat delete``: :meth:`Catalog.delete` for the rows and packets, then :func:`remove_downloads`, so
+    a later download starts from nothing.  ``progress(name)`` as in :meth:`Catalog.delete`.
+    """
+    if names is None:
+        removed = catalog.delete(progress=progress)
+    else:
+        removed = catalog.delete(names=names, progress=progress)
+    remove_downloads(catalog, names)
+    return removed
+
+
 def remove_downloads(catalog: Catalog, names: Iterable[str] | None = None) -> int:
     """Delete ``.part`` files and kept tarballs of the given releases (all when None); how many went."""
     folder = downloads_dir(catalog)
@@ -637,10 +731,12 @@ def remove_downloads(catalog: Catalog, names: Iterable[str] | None = None) -> in
 
 __all__ = [
     "DOWNLOADS",
+    "DownloadPlan",
     "DownloadProgress",
     "DownloadState",
     "RemoteFile",
     "cached_listing",
+    "delete_releases",
     "download_night",
     "download_recent",
     "download_release",
@@ -650,6 +746,7 @@ __all__ = [
     "local_statuses",
     "merge_listing",
     "parse_night",
+    "plan_download",
     "plan_recent",
     "refresh_listing",
     "release_for_night",

@@ -30,6 +30,8 @@ from ..sources.http import MD5SUMS, ArchiveClient, classify, parse_md5sums
 from ..store.tables import releases, remote_files
 from .urllist import (
     ArchiveFile,
+    SyncRow,
+    format_tsv,
     md5_base64,
     md5_hex_from_base64,
     sync_rows,
@@ -287,6 +289,14 @@ def create_sync_table(
             stacklevel=2,
         )
     return table
+
+
+def sync_table_tsv(table: Table) -> str:
+    """The URL list (``TsvHttpData-1.0``) of a :func:`create_sync_table` table: the text its ``out_path`` gets.
+
+    For ``ztfcat sync-table -o -``, which writes the list to stdout instead of a file.
+    """
+    return format_tsv(SyncRow(r["url"], int(r["size"]), r["md5"], r["reason"]) for r in table)
 
 
 def _release_state(catalog: Catalog, name: str):

@@ -24,7 +24,7 @@ import numpy as np
 from sqlalchemy import Engine
 
 from ..errors import InvalidQueryError
-from ..store.filters import column, where_clauses
+from ..store.filters import DEFAULT_COLUMNS, column, where_clauses
 from ..store.lightcurve import sql_column
 from ..store.sky import _PIXRAD_NSIDE, HPX_ORDER, cover_pixels, parse_radius, pixel_ranges, separation_deg
 from ..store.tables import alerts
@@ -206,8 +206,6 @@ def iter_crossmatch(
         raise InvalidQueryError(f"chunk_size must be at least 1, not {chunk_size}")
     window = check_window(jd)
     if columns is None:
-        from ..catalog import DEFAULT_COLUMNS
-
         columns = DEFAULT_COLUMNS
     selected = [column(n) for n in columns]
     clauses = [*where_clauses(conditions, filters), *window_clauses(window)]

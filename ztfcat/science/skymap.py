@@ -24,7 +24,7 @@ import numpy as np
 from sqlalchemy import Engine, and_, exists, select, union
 
 from ..errors import InvalidQueryError
-from ..store.filters import column, where_clauses
+from ..store.filters import DEFAULT_COLUMNS, column, where_clauses
 from ..store.lightcurve import sql_column
 from ..store.sky import HPX_ORDER
 from ..store.tables import alerts, prv_candidates
@@ -303,8 +303,6 @@ def skymap_search(
         raise InvalidQueryError(f"min_detections must be at least 1, not {min_detections}")
     region = credible_region(skymap, credible)
     if columns is None:
-        from ..catalog import DEFAULT_COLUMNS
-
         columns = DEFAULT_COLUMNS
     selected = [column(n) for n in columns]
     if not any(c.name == "objectId" for c in selected):

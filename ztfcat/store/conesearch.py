@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import Engine, Select, and_, select
 
 from ..errors import InvalidQueryError
-from .filters import column, unfinished_hidden, where_clauses
+from .filters import DEFAULT_COLUMNS, column, unfinished_hidden, where_clauses
 from .lightcurve import sql_column
 from .sky import MAX_RANGES, cone_ranges, hpx_condition, parse_position, parse_radius, separation_deg
 from .tables import alerts
@@ -43,8 +43,6 @@ def cone_query(
     A pure function of its arguments (no database), so the query plan can be inspected.
     """
     if columns is None:
-        from ..catalog import DEFAULT_COLUMNS
-
         columns = DEFAULT_COLUMNS
     selected = [column(n) for n in columns]
     ranges = cone_ranges(ra, dec, radius_deg, max_ranges)

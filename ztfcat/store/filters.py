@@ -29,6 +29,11 @@ from ..errors import InvalidQueryError
 from ..sources.names import parse_night
 from .tables import alert_releases, alerts, releases
 
+#: Columns a query returns when none are named (``Catalog.query``, cone searches, cross-matches, sky maps).
+#: Kept here, beside the column lookup, so the store's modules and :mod:`ztfcat.catalog` all import it
+#: from below rather than from each other.
+DEFAULT_COLUMNS = ("candid", "objectId", "jd", "fid", "ra", "dec", "magpsf", "sigmapsf", "rb", "isdiffpos")
+
 _CONDITION = re.compile(
     r"^\s*(?P<col>[A-Za-z_][A-Za-z0-9_]*)\s*"
     r"(?P<op><=|>=|!=|<>|==|=|<|>|\bnot\s+like\b|\blike\b|\bnot\s+in\b|\bin\b|\bis\s+not\b|\bis\b)\s*"
