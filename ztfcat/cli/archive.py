@@ -179,7 +179,8 @@ def delete(ctx, nights, yes) -> None:
 
     Partial downloads and kept tarballs of those releases go too.  A progress bar on a terminal.
     """
-    from ..mirror.archive import delete_releases, parse_night
+    from ..mirror.archive import delete_releases
+    from ..sources.names import parse_night
 
     catalog = open_catalog(ctx)
     wanted = {parse_night(n) for n in nights}
