@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("packet", type=Path, help="a real alert packet (.avro) of the new version")
     parser.add_argument("--version", help="the version to file it under (default: the schema's own)")
-    parser.add_argument("--schemas", type=Path, default=SCHEMAS, help="the schema folder (default: %(default)s)")
+    parser.add_argument(
+        "--schemas", type=Path, default=SCHEMAS, help="the schema folder (default: %(default)s)"
+    )
     parser.add_argument("--force", action="store_true", help="replace a different schema already there")
     args = parser.parse_args(argv)
     try:
@@ -45,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     target = args.schemas / version / "alert.avsc"
     if target.exists() and target.read_text(encoding="utf-8") != text + "\n" and not args.force:
-        print(f"{target}: a different schema {version} is already there (--force replaces it)", file=sys.stderr)
+        print(
+            f"{target}: a different schema {version} is already there (--force replaces it)", file=sys.stderr
+        )
         return 1
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text + "\n", encoding="utf-8")
