@@ -196,17 +196,22 @@ def test_versions_sort_numerically(gen):
 # ------------------------------------------------------------------------------------- add_schema
 
 
-def test_add_schema_copies_the_packets_header_text(tmp_path):
-    packet = tmp_path / "a.avro"
+def _packet(path: Path, version: str) -> Path:
     record = synthetic.make_alert(
         np.random.default_rng(3),
+        version=version,
         object_id="ZTF18abcdefg",
         candid=595147624915010001,
         jd=2458349.6,
         ra=1.0,
         dec=2.0,
     )
-    packet.write_bytes(synthetic.alert_bytes(record, "4.02"))
+    path.write_bytes(synthetic.alert_bytes(record, version))
+    return path
+
+
+def test_add_schema_copies_the_packets_header_text(tmp_path):
+    packet = _packet(tmp_path / "a.avro", "4.02")
     schemas = tmp_path / "schemas"
     done = _run(ADD_SCHEMA, str(packet), "--schemas", str(schemas))
     assert done.returncode == 0, done.stderr
@@ -216,9 +221,7 @@ def test_add_schema_copies_the_packets_header_text(tmp_path):
     assert copied == synthetic._schema_json("4.02") + "\n"
     # the same schema again is fine; a different one under that version needs --force
     assert _run(ADD_SCHEMA, str(packet), "--schemas", str(schemas)).returncode == 0
-    other = tmp_path / "b.avro"
-    other.write_bytes(synthetic.alert_bytes(synthetic.make_alert(np.random.default_rng(3), version="4.01",
-        object_id="ZTF18abcdefg", candid=595147624915010001, jd=2458349.6, ra=1.0, dec=2.0), "4.01"))  # fmt: skip
+    other = _packet(tmp_path / "b.avro", "4.01")
     done = _run(ADD_SCHEMA, str(other), "--schemas", str(schemas), "--version", "4.02")
     assert done.returncode == 1 and "--force" in done.stderr
     assert (schemas / "4.02" / "alert.avsc").read_text(encoding="utf-8") == copied
