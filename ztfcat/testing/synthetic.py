@@ -1,8 +1,8 @@
 """Schema-faithful synthetic ZTF alerts and nightly tarballs.
 
 The project's tests and benchmarks must run on a machine that has never seen the real archive, so this
-module writes alert packets that a reader cannot tell from ZTF's own: the same Avro writer schemas (built
-from :mod:`ztfcat.store.fields`, laid out as ZTF lays them out, version by version), one record per object
+module writes alert packets that a reader cannot tell from ZTF's own: the same Avro writer schemas (ZTF's own,
+kept in ``ztfcat/schemas/<version>/alert.avsc``, version by version), one record per object
 container file with the schema embedded, 63×63 gzip'd FITS cutouts of float32 noise (so packets have real
 size and real compressibility), ``prv_candidates`` that mix detections and upper limits and that repeat,
 with last-digit differences, from one alert of an object to the next, and ``.tar.gz`` nights streamed to
@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +53,6 @@ CUTOUT_SIZE = 63
 _NID_EPOCH_JD = 2457754.5
 _UNIX_EPOCH_JD = 2440587.5
 _PRV_WINDOW_DAYS = 30.0
-#: prv_candidate fields that are nullable but carry no default in every real ZTF schema.
-_PRV_NO_DEFAULT = frozenset({"candid", "isdiffpos", "ra", "dec", "magpsf", "sigmapsf", "ranr", "decnr"})
-_TOP_DOCS = {
-    "schemavsn": "schema version used",
-    "publisher": "origin of alert packet",
-    "objectId": "object identifier or name",
-}
 _BAND = {1: "g", 2: "r", 3: "i"}
 
 
@@ -85,78 +79,13 @@ def _field_type(part: str, name: str, version: str) -> tuple[str, bool]:
     return avro_type, nullable
 
 
-def _nullable(t: Any, new: bool) -> list[Any]:
-    return ["null", t] if new else [t, "null"]
-
-
-def _record(name: str, version: str, fields: list[dict[str, Any]], *, namespace: str = "ztf.alert") -> dict:
-    if _new_style(version):
-        return {
-            "doc": "avro alert schema",
-            "fields": fields,
-            "name": name,
-            "namespace": namespace,
-            "type": "record",
-            "version": version,
-        }
-    return {
-        "type": "record",
-        "version": version,
-        "name": name,
-        "namespace": namespace,
-        "fields": fields,
-        "doc": "avro alert schema",
-    }
-
-
-_NO_DEFAULT = object()
-
-
-def _field(
-    name: str, avro_type: Any, version: str, *, doc: str | None = None, default: Any = _NO_DEFAULT
-) -> dict:
-    if _new_style(version):
-        out: dict[str, Any] = {}
-        if default is not _NO_DEFAULT:
-            out["default"] = default
-        if doc is not None:
-            out["doc"] = doc
-        out["name"] = name
-        out["type"] = avro_type
-        return out
-    out = {"type": avro_type, "name": name}
-    if default is not _NO_DEFAULT:
-        out["default"] = default
-    if doc is not None:
-        out["doc"] = doc
-    return out
-
-
-def _part_record(part: str, version: str) -> dict:
-    new = _new_style(version)
-    fields = []
-    for name in VERSION_FIELDS[part][version]:
-        avro_type, nullable = _field_type(part, name, version)
-        doc = FIELDS[part][name][2]
-        if nullable:
-            if part == "prv_candidate" and name in _PRV_NO_DEFAULT:
-                default = _NO_DEFAULT
-            elif part == "candidate" and name == "tooflag" and version != "4.02":
-                default = 0  # ZTF's own (invalid for a null-last union before 4.x) default until 4.02
-            else:
-                default = None
-            fields.append(_field(name, _nullable(avro_type, new), version, doc=doc, default=default))
-        else:
-            fields.append(_field(name, avro_type, version, doc=doc))
-    return _record(part, version, fields)
-
-
 def writer_schema(version: str = "4.02") -> dict:
-    """The Avro writer schema of ZTF alerts of ``version``, laid out as ZTF's own files embed it.
+    """The Avro writer schema of ZTF alerts of ``version``, as ZTF's own packets embed it.
 
-    Built from :mod:`ztfcat.store.fields` so the synthetic packets carry exactly the fields, types, union order,
-    defaults and record names (``ztf.alert``, ``ztf.alert.candidate``, ...) of the real ones; a fresh dict
-    is returned on each call, so callers may mutate it.
+    Read from the package's copy of the real schema (``ztfcat/schemas/<version>/alert.avsc``, from which
+    :mod:`ztfcat.store.fields` is generated), so the synthetic packets carry exactly the fields, types, union
+    order, defaults, docs and record names of the real ones; a fresh dict is returned on each call, so
+    callers may mutate it.
 
     Parameters
     ----------
@@ -173,42 +102,12 @@ def writer_schema(version: str = "4.02") -> dict:
 
 @cache
 def _schema_json(version: str) -> str:
-    new = _new_style(version)
-    top: list[dict[str, Any]] = []
-    cutout_seen = False
-    for name in TOP_FIELDS[version]:
-        if name in _TOP_DOCS:
-            top.append(_field(name, "string", version, doc=_TOP_DOCS[name]))
-        elif name == "candid":
-            top.append(_field(name, "long", version))
-        elif name == "candidate":
-            top.append(_field(name, _part_record("candidate", version), version))
-        elif name in ("prv_candidates", "fp_hists"):
-            part = "prv_candidate" if name == "prv_candidates" else "fp_hist"
-            items = _part_record(part, version)
-            array = {"items": items, "type": "array"} if new else {"type": "array", "items": items}
-            top.append(_field(name, _nullable(array, new), version, default=None))
-        elif name.startswith("cutout"):
-            if cutout_seen:
-                cutout: Any = "ztf.alert.cutout"
-            else:
-                doc = "jpeg" if version == "1.3" else "fits.gz"
-                cutout = _record(
-                    "cutout",
-                    version,
-                    [_field("fileName", "string", version), _field("stampData", "bytes", version, doc=doc)],
-                )
-                cutout_seen = True
-            top.append(_field(name, _nullable(cutout, new), version, default=None))
-        else:  # pragma: no cover - fields.py and this module disagree
-            raise ValueError(f"no rule for top-level field {name!r} of schema {version}")
-    doc = "avro alert schema" if version.startswith("1.") else f"avro alert schema for {PUBLISHER}"
-    if new:
-        schema = {"doc": doc, "fields": top, "name": "ztf.alert", "type": "record", "version": version}
-        return json.dumps(schema, separators=(",", ":"))
-    schema = {"type": "record", "version": version, "name": "alert", "namespace": "ztf", "fields": top}
-    schema["doc"] = doc
-    return json.dumps(schema)
+    """ZTF's writer schema of ``version`` as its packets embed it: ``ztfcat/schemas/<version>/alert.avsc``.
+
+    Kept as the packets' own text (key order, union order, escaping), so a synthetic header is a real one.
+    """
+    path = resources.files("ztfcat") / "schemas" / version / "alert.avsc"
+    return path.read_text(encoding="utf-8").removesuffix("\n")
 
 
 # --------------------------------------------------------------------------------------------------------
