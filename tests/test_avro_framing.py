@@ -37,7 +37,7 @@ from ztfcat.ingest.avro import (
 )
 from ztfcat.testing import synthetic
 
-SCHEMA = synthetic._schema_json("4.02").encode()
+SCHEMA = synthetic.schema.schema_json("4.02").encode()
 
 
 def _agrees_with_fastavro(data: bytes) -> None:
@@ -64,7 +64,7 @@ def test_varints_are_fastavros(value):
 
 
 def test_synthetic_writes_with_the_one_encoder():
-    assert synthetic._varint is encode_long
+    assert synthetic.encode._varint is encode_long
 
 
 @pytest.mark.parametrize(

@@ -95,7 +95,7 @@ def test_one_schema_file_per_known_version(gen):
         fastavro.parse_schema(schema)
         assert schema["version"] == version
         # what synthetic packets embed is the file's text, byte for byte
-        assert synthetic._schema_json(version) + "\n" == text
+        assert synthetic.schema.schema_json(version) + "\n" == text
 
 
 def test_fields_against_a_plain_walk_of_each_schema():
@@ -219,7 +219,7 @@ def test_add_schema_copies_the_packets_header_text(tmp_path):
     copied = (schemas / "4.02" / "alert.avsc").read_text(encoding="utf-8")
     with packet.open("rb") as f:
         assert copied == fastavro.reader(f).metadata["avro.schema"] + "\n"
-    assert copied == synthetic._schema_json("4.02") + "\n"
+    assert copied == synthetic.schema.schema_json("4.02") + "\n"
     # the same schema again is fine; a different one under that version needs --force
     assert _run(ADD_SCHEMA, str(packet), "--schemas", str(schemas)).returncode == 0
     other = _packet(tmp_path / "b.avro", "4.01")
@@ -230,7 +230,7 @@ def test_add_schema_copies_the_packets_header_text(tmp_path):
         _run(ADD_SCHEMA, str(other), "--schemas", str(schemas), "--version", "4.02", "--force").returncode
         == 0
     )
-    assert (schemas / "4.02" / "alert.avsc").read_text(encoding="utf-8") == synthetic._schema_json(
+    assert (schemas / "4.02" / "alert.avsc").read_text(encoding="utf-8") == synthetic.schema.schema_json(
         "4.01"
     ) + "\n"
     done = _run(ADD_SCHEMA, str(tmp_path / "missing.avro"), "--schemas", str(schemas))
