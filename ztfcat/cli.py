@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from . import __version__
+from .cli_fleet import fleet_options, report_fleet, wants_fleet
 from .cli_output import emit_rows, emit_table, plain, plural
 from .errors import QueryInterruptedError, ZtfcatError
 from .readonly import DEFAULT_MAX_ROWS, DEFAULT_TIME_LIMIT_S
@@ -127,15 +128,24 @@ def filter_options(func):
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--force", is_flag=True, help="Ingest again even if the release is complete.")
 @click.option("--json", "as_json", is_flag=True, help="Print each report as one JSON line.")
+@fleet_options
 @click.pass_context
-def ingest(ctx, sources, force, as_json) -> None:
+def ingest(ctx, sources, force, as_json, workers, dask_scheduler) -> None:
     """Ingest nightly tarballs (paths or gs://bucket/object URLs) into the catalog.
 
     A progress bar (bytes, rate, ETA, alerts so far) is drawn on a terminal; pipes stay quiet.
+    With --workers N (or --dask-scheduler) the tarballs are ingested in parallel, one night per
+    worker, into a PostgreSQL catalog; the paths must be readable by every worker.
     """
     from .cli_progress import Bar
 
     catalog = _catalog(ctx)
+    if wants_fleet(workers, dask_scheduler):
+        from .fleet import ingest_sources
+
+        options = dict(workers=workers, scheduler=dask_scheduler, force=force)
+        report_fleet(lambda on_result: ingest_sources(catalog, sources, on_result=on_result, **options))
+        return
     failed = 0
     for source in sources:
         size = Path(source).stat().st_size if Path(source).is_file() else None

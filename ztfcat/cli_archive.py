@@ -23,6 +23,7 @@ def _bytes(n: float) -> str:
 def register(group: click.Group) -> None:
     """Add the archive commands to ``group`` (the root ``ztfcat`` group)."""
     from .cli import FORMAT, _catalog, emit_table, plural
+    from .cli_fleet import fleet_options, report_fleet, wants_fleet
 
     @group.command()
     @click.option("--from", "night_from", help="First night (YYYY-MM-DD).")
@@ -87,6 +88,7 @@ def register(group: click.Group) -> None:
         metavar="HOST[:PORT]",
         help="A host the archive may redirect to (default ZTFCAT_ALLOW_REDIRECT_HOSTS; others are refused).",
     )
+    @fleet_options
     @click.pass_context
     def download(
         ctx,
@@ -103,6 +105,8 @@ def register(group: click.Group) -> None:
         stall_timeout,
         min_speed,
         redirect_hosts,
+        workers,
+        dask_scheduler,
     ) -> None:
         """Download, verify (size and MD5) and ingest nightly releases, newest first with --recent.
 
@@ -110,6 +114,8 @@ def register(group: click.Group) -> None:
         On a terminal each release draws a progress bar (bytes, rate, ETA, alerts so far).
         Examples: ``ztfcat download 2018-06-26``, ``ztfcat download --recent 3``,
         ``ztfcat download --from 2018-06-01 --to 2018-06-30``.
+        With --workers N (or --dask-scheduler) the releases download in parallel, one per worker,
+        into a PostgreSQL catalog: ``ztfcat download --workers 4 --from 2018-06-01``.
         """
         from .archive import (
             cached_listing,
@@ -127,6 +133,10 @@ def register(group: click.Group) -> None:
         if sum(chosen) != 1:
             raise click.UsageError("give NIGHTS, or --recent N, or --from/--to (one of them)")
         catalog = _catalog(ctx)
+        if wants_fleet(workers, dask_scheduler):
+            from .fleet import require_postgresql
+
+            require_postgresql(catalog)  # before the listing is fetched
         client = ArchiveClient(
             catalog.archive_url,
             timeout=(None, stall_timeout),
@@ -165,6 +175,19 @@ def register(group: click.Group) -> None:
             ]
         if not files and not failed:
             click.echo("nothing to download: every release asked for is complete in the catalog", err=True)
+            return
+        if wants_fleet(workers, dask_scheduler):
+            from .fleet import DownloadOptions, download_releases
+
+            options = DownloadOptions(
+                stall_timeout, min_speed, tuple(redirect_hosts), keep_tarballs, not no_md5
+            )
+            run = dict(workers=workers, scheduler=dask_scheduler, force=force)
+            report_fleet(
+                lambda on_result: download_releases(catalog, files, options, on_result=on_result, **run)
+            )
+            if failed:  # nights the archive does not have, named above
+                raise click.ClickException(f"{len(failed)} nights not in the archive: {', '.join(failed)}")
             return
         asked = len(files) + len(failed)
         started = time.perf_counter()

@@ -73,3 +73,7 @@ class QueryTimeoutError(InvalidQueryError):
 
 class QueryInterruptedError(ZtfcatError):
     """Ad-hoc SQL was stopped by Ctrl-C (or another canceller) before it finished."""
+
+
+class FleetError(ZtfcatError):
+    """Nights cannot be spread over workers: a SQLite catalog, no scheduler, a night given twice."""
