@@ -53,7 +53,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",
             silence_logs=logging.ERROR,
         ) as cluster,
         Client(cluster) as client,
