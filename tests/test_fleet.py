@@ -213,9 +213,7 @@ def test_three_workers_one_killed_mid_night_give_the_single_process_catalog(pg, 
     assert redone.status == "complete" and not redone.worker.endswith(f":{victim}")
     with Catalog(url, tmp_path / "data") as cat:
         got = snapshot(cat)
-        states = [(r["name"], r["status"], r["error"], str(r["started_at"]), str(r["finished_at"])) for r in cat.releases()]
-    Path("/tmp/fleet_debug.txt").write_text(repr((_diff(got, expected), states, [str(r) for r in report.results])).replace("), ", "),\n"))
-    assert differences(got, expected) == {}
+    assert differences(got, expected) == {}, _diff(got, expected)
     assert max(r.peak_rss for r in report.results) < 300 * MB
     assert max(peaks.values()) < 300 * MB, peaks
 
@@ -418,3 +416,61 @@ def test_download_with_two_workers_equals_a_serial_download(pg, tmp_path):
             assert differences(snapshot(cat), expected) == {}
             assert {r["status"] for r in cat.releases()} == {"complete"}
             assert list((tmp_path / "data" / "downloads").glob("*")) == []  # no .part left behind
+
+
+# -- claims and repair under concurrency (no dask) -------------------------------------------------
+
+
+def test_repair_leaves_a_release_that_finished_while_it_waited_for_its_lock(
+    database_url, tmp_path, monkeypatch
+):
+    """A worker's repair reads the unfinished releases, then takes each one's lock: a live ingest in its
+    history pass may finish (``complete``) and let go in between; repair must not purge it then."""
+    from sqlalchemy import update
+
+    from ztfcat import ingest
+
+    night = make_night(tmp_path / "ztf_public_20240610.tar.gz", night="20240610", n_alerts=30, seed=5).path
+    with Catalog(database_url, tmp_path / "data") as cat:
+        cat.ingest(night)
+        before = snapshot(cat)
+        with cat.engine.begin() as conn:  # as the repair saw it: the ingest still in its history pass
+            conn.execute(update(releases).where(releases.c.name == night.name).values(status="history"))
+        real = ingest.release_lock
+
+        @contextlib.contextmanager
+        def finished_meanwhile(engine, data_dir, name):
+            with engine.begin() as conn:
+                conn.execute(update(releases).where(releases.c.name == name).values(status="complete"))
+            with real(engine, data_dir, name):
+                yield
+
+        monkeypatch.setattr(ingest, "release_lock", finished_meanwhile)
+        cat.repair()
+        assert differences(snapshot(cat), before) == {}
+
+
+@pytest.mark.postgres
+def test_a_claim_waits_for_its_holder_and_a_dead_holder_lets_go(pg):
+    """The claim blocks a second worker while the first holds it, and the server drops it with the
+    first one's connection (as when a worker is killed)."""
+    from ztfcat.errors import FleetError
+    from ztfcat.fleet.claims import claim_key, night_claim
+
+    url = pg()
+    with Catalog(url, "/nonexistent") as cat:
+        holder = cat.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        holder.exec_driver_sql("SELECT pg_advisory_lock(%s)", (claim_key("ztf_public_20240611.tar.gz"),))
+        started = time.monotonic()
+        claimed = night_claim(cat.engine, "ztf_public_20240611.tar.gz", timeout_s=1)
+        with (
+            pytest.raises(FleetError, match="ztf_public_20240611.tar.gz: another worker has held its claim"),
+            claimed,
+        ):
+            pass
+        assert time.monotonic() - started >= 0.9
+        with night_claim(cat.engine, "ztf_public_20240612.tar.gz", timeout_s=1):
+            pass  # another night's claim is free
+        holder.invalidate()  # the holder's connection ends, as a killed worker's does
+        with night_claim(cat.engine, "ztf_public_20240611.tar.gz", timeout_s=5):
+            pass
