@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import resource
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -173,6 +174,11 @@ def _download(catalog: Catalog, file: RemoteFile, force: bool, options: Download
         )
 
 
+_children_lock = threading.Lock()
+_children_users = 0
+_children_saved: object = None
+
+
 @contextlib.contextmanager
 def _children_allowed() -> Iterator[None]:
     """Let the ingest fork its history workers in a daemonic dask worker process.
@@ -180,18 +186,23 @@ def _children_allowed() -> Iterator[None]:
     ``multiprocessing`` forbids children to daemonic processes so none outlives its parent; the
     ingest's pools already guarantee that (their workers get ``PR_SET_PDEATHSIG``, and the pool is
     shut down before the ingest returns).  The fleet's own ``LocalCluster`` starts non-daemonic
-    workers; this covers workers started by ``dask worker`` elsewhere.
+    workers; this covers workers started by ``dask worker`` elsewhere.  Process-wide, so the first of
+    a worker's concurrent nights lifts the flag and the last one puts it back.
     """
+    global _children_users, _children_saved
     config = multiprocessing.current_process()._config  # no public setter for a running process
-    daemon = config.get("daemon")
-    if not daemon:
-        yield
-        return
-    config["daemon"] = False
+    with _children_lock:
+        if _children_users == 0:
+            _children_saved = config.get("daemon")
+            config["daemon"] = False
+        _children_users += 1
     try:
         yield
     finally:
-        config["daemon"] = daemon
+        with _children_lock:
+            _children_users -= 1
+            if _children_users == 0:
+                config["daemon"] = _children_saved
 
 
 def _result(name, status, started, attempts, *, report=None, error=None) -> NightResult:
