@@ -1,12 +1,15 @@
 """Many ingest workers into one PostgreSQL: nights/hour and alerts/s with 1 and 2 workers (issue 16).
 
-    python benchmarks/fleet.py --postgres-url URL [--nights 6] [--alerts 3000] [--rounds 2]
+    python benchmarks/fleet.py [--postgres-url URL] [--nights 6] [--alerts 3000] [--rounds 2]
                                [--workers 1,2] [--work DIR] [--json OUT]
 
 Makes ``--nights`` synthetic nights of real shape (cutouts included, ~2.5 alerts per object), once, in
 ``<work>/fleet``.  Each run ingests all of them with :func:`ztfcat.fleet.ingest_sources` on a fresh
-``LocalCluster`` into a fresh scratch database ``ztfcat_fleet`` on the server of ``--postgres-url``
-(never the database the URL names) and a fresh data directory; runs alternate between the worker counts
+``LocalCluster`` into a fresh scratch database ``ztfcat_fleet`` and a fresh data directory.  The
+server is a private throw-away PostgreSQL 15 started here (``initdb`` in a temporary folder, on a free
+port, with the settings of ``.ci/start-postgres``), so its CPU time is this benchmark's alone; or the
+server of ``--postgres-url`` (never the database the URL names), whose CPU then includes whatever else
+uses it; runs alternate between the worker counts
 (1, 2, 1, 2, ...) so the machine's drift hits both alike.  Measured per run:
 
 - wall time of the ingest (cluster start-up apart, reported on its own), nights/hour, alerts/s;
@@ -21,11 +24,17 @@ Prints a table per run, then the median and the spread (min-max) per worker coun
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shutil
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,6 +60,41 @@ def make_nights(work: Path, nights: int, alerts: int) -> list[Path]:
             done.touch()
         paths.append(path)
     return paths
+
+
+PG_BIN = Path(os.environ.get("ZTFCAT_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+@contextlib.contextmanager
+def private_server() -> Iterator[str]:
+    """A throw-away PostgreSQL server of this benchmark's own; yields its URL, then stops and removes it.
+    As root, the cluster belongs to ``postgres`` (initdb refuses root)."""
+    root = Path(tempfile.mkdtemp(prefix="ztfcat-fleet-bench-pg-", dir="/tmp"))
+    root.chmod(0o755)
+    as_owner = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+    if as_owner:
+        shutil.chown(root, "postgres")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = root / "data"
+
+    def run(*argv: str) -> None:
+        subprocess.run([*as_owner, *argv], check=True, capture_output=True)
+
+    run(str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-instructions")
+    with open(data / "postgresql.conf", "a") as conf:
+        conf.write(
+            f"\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{root}'\n"
+            "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nshared_buffers = 128MB\n"
+        )
+    run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-t", "60", "start")
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def server_process(url: str):
@@ -134,7 +178,9 @@ def one_run(server: str, paths: list[Path], workers: int, work: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--postgres-url", required=True, help="Any database URL on the server to use.")
+    parser.add_argument(
+        "--postgres-url", help="A server to use instead of a private one (any database URL on it)."
+    )
     parser.add_argument("--nights", type=int, default=6)
     parser.add_argument("--alerts", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=2, help="Runs per worker count, alternating.")
@@ -145,13 +191,15 @@ def main() -> None:
     counts = [int(n) for n in args.workers.split(",")]
     paths = make_nights(args.work, args.nights, args.alerts)
     runs = []
-    for round_no in range(args.rounds):
-        for workers in counts:
-            print(f"round {round_no + 1}: {workers} workers ...", file=sys.stderr, flush=True)
-            run = one_run(args.postgres_url, paths, workers, args.work)
-            run["round"] = round_no + 1
-            runs.append(run)
-            print(json.dumps(run), file=sys.stderr, flush=True)
+    with contextlib.ExitStack() as stack:
+        server = args.postgres_url or stack.enter_context(private_server())
+        for round_no in range(args.rounds):
+            for workers in counts:
+                print(f"round {round_no + 1}: {workers} workers ...", file=sys.stderr, flush=True)
+                run = one_run(server, paths, workers, args.work)
+                run["round"] = round_no + 1
+                runs.append(run)
+                print(json.dumps(run), file=sys.stderr, flush=True)
     rows = [
         (
             r["workers"],
@@ -168,7 +216,10 @@ def main() -> None:
         )
         for r in runs
     ]
-    print(f"{args.nights} nights x {args.alerts} alerts (cutouts included), pack layout, PostgreSQL")
+    where = "the server of --postgres-url" if args.postgres_url else "a private server"
+    print(
+        f"{args.nights} nights x {args.alerts} alerts (cutouts included), pack layout, PostgreSQL 15 ({where})"
+    )
     headers = ("workers", "round", "wall s", "nights/h", "alerts/s", "worker CPU s", "server CPU s",
                "server share", "worker RSS MB", "child RSS MB", "cluster start s")  # fmt: skip
     print(table(rows, headers))
