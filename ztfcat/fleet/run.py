@@ -65,6 +65,8 @@ class FleetReport:
         text += f"; {len(self.failed)} failed"
         if self.failed:
             text += ": " + ", ".join(r.name for r in self.failed)
+        if self.peak_rss:
+            text += f"; peak worker RSS {self.peak_rss / 1e6:.0f} MB"
         return text
 
 
