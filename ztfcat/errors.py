@@ -78,3 +78,7 @@ class QueryInterruptedError(ZtfcatError):
 class PacketReadError(ZtfcatError):
     """An alert's raw packet could not be read back from shared storage (object gone, short read,
     store unreachable); the message names the alert, the object and the reason."""
+
+
+class FleetError(ZtfcatError):
+    """Nights cannot be spread over workers: a SQLite catalog, no scheduler, a night given twice."""

@@ -15,6 +15,7 @@ import click
 
 from ..errors import ZtfcatError
 from .common import FORMAT, echo_error, open_catalog
+from .fleet import fleet_options, report_fleet, wants_fleet
 from .output import emit_table, human_bytes, plural
 from .progress import Bar, DownloadBar, DownloadBars
 
@@ -79,6 +80,7 @@ def remote(ctx, night_from, night_to, refresh, missing, fmt) -> None:
     metavar="HOST[:PORT]",
     help="A host the archive may redirect to (default ZTFCAT_ALLOW_REDIRECT_HOSTS; others are refused).",
 )
+@fleet_options
 @click.pass_context
 def download(
     ctx,
@@ -95,6 +97,8 @@ def download(
     stall_timeout,
     min_speed,
     redirect_hosts,
+    workers,
+    dask_scheduler,
 ) -> None:
     """Download, verify (size and MD5) and ingest nightly releases, newest first with --recent.
 
@@ -102,6 +106,8 @@ def download(
     On a terminal each release draws a progress bar (bytes, rate, ETA, alerts so far).
     Examples: ``ztfcat download 2018-06-26``, ``ztfcat download --recent 3``,
     ``ztfcat download --from 2018-06-01 --to 2018-06-30``.
+    With --workers N (or --dask-scheduler) the releases download in parallel, one per worker,
+    into a PostgreSQL catalog: ``ztfcat download --workers 4 --from 2018-06-01``.
     """
     from ..mirror.archive import download_release, plan_download
     from ..sources.http import ArchiveClient
@@ -110,6 +116,11 @@ def download(
     if sum(chosen) != 1:
         raise click.UsageError("give NIGHTS, or --recent N, or --from/--to (one of them)")
     catalog = open_catalog(ctx)
+    fleet = wants_fleet(workers, dask_scheduler)
+    if fleet:
+        from ..fleet import require_postgresql
+
+        require_postgresql(catalog)  # before the listing is fetched
     client = ArchiveClient(
         catalog.archive_url,
         timeout=(None, stall_timeout),
@@ -134,6 +145,15 @@ def download(
         echo_error(exc)
     if not files and not failed:
         click.echo("nothing to download: every release asked for is complete in the catalog", err=True)
+        return
+    if fleet:
+        from ..fleet import DownloadOptions, download_releases
+
+        options = DownloadOptions(stall_timeout, min_speed, tuple(redirect_hosts), keep_tarballs, not no_md5)
+        run = dict(workers=workers, scheduler=dask_scheduler, force=force)
+        report_fleet(lambda on_result: download_releases(catalog, files, options, on_result=on_result, **run))
+        if failed:  # nights the archive does not have, named above
+            raise click.ClickException(f"{len(failed)} nights not in the archive: {', '.join(failed)}")
         return
     asked = len(files) + len(failed)
     started = time.perf_counter()

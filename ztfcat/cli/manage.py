@@ -17,6 +17,7 @@ import click
 
 from ..errors import ZtfcatError
 from .common import FORMAT, echo_error, open_catalog
+from .fleet import fleet_options, report_fleet, wants_fleet
 from .output import emit_table, plural
 from .progress import Bar
 
@@ -31,13 +32,22 @@ from .progress import Bar
     help="Put each night's pack on shared storage: gs://bucket/prefix or a directory all machines mount"
     " (default: ZTFCAT_BLOB_URL, then the catalog's recorded store, then the data dir).",
 )
+@fleet_options
 @click.pass_context
-def ingest(ctx, sources, force, as_json, blobs) -> None:
+def ingest(ctx, sources, force, as_json, blobs, workers, dask_scheduler) -> None:
     """Ingest nightly tarballs (paths or gs://bucket/object URLs) into the catalog.
 
     A progress bar (bytes, rate, ETA, alerts so far) is drawn on a terminal; pipes stay quiet.
+    With --workers N (or --dask-scheduler) the tarballs are ingested in parallel, one night per
+    worker, into a PostgreSQL catalog; the paths must be readable by every worker.
     """
     catalog = open_catalog(ctx, blobs=blobs)
+    if wants_fleet(workers, dask_scheduler):
+        from ..fleet import ingest_sources
+
+        options = dict(workers=workers, scheduler=dask_scheduler, force=force)
+        report_fleet(lambda on_result: ingest_sources(catalog, sources, on_result=on_result, **options))
+        return
     failed = 0
     for source in sources:
         size = Path(source).stat().st_size if Path(source).is_file() else None

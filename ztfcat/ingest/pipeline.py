@@ -503,9 +503,12 @@ def repair(engine: Engine, data_dir: Path) -> None:
         ).all()
     for row in unfinished:
         with contextlib.suppress(ZtfcatError), release_lock(engine, data_dir, row.name):
-            if row.status == "deleting":
+            # Read again under the lock: the ingest that held it may have finished (``complete``) since.
+            with engine.connect() as conn:
+                status = conn.execute(select(releases.c.status).where(releases.c.id == row.id)).scalar()
+            if status == "deleting":
                 delete_release(engine, data_dir, row.name)
-            else:
+            elif status in ("ingesting", "history"):
                 purge_release(engine, data_dir, row.id, row.name)
                 _set(engine, row.id, status="failed", n_alerts=0, finished_at=_now(),
                      error="interrupted (the process was killed); ingest it again")  # fmt: skip
