@@ -41,6 +41,8 @@ from sqlalchemy import (
     text,
 )
 
+from .errors import ZtfcatError
+
 #: Julian date of 2017-01-01 0h UT, the day ZTF's night ids count from.
 EPOCH_JD = 2457754.5
 #: Candid units per day: ``candid // CANDID_PER_DAY`` is the night id.
@@ -103,6 +105,14 @@ def partition_ddl() -> list[str]:
     return ddl
 
 
+#: An alert whose candid the hints cannot vouch for: more than the tolerance from its jd, or not on
+#: its jd's UT day, or not on its ``night`` (a NULL jd or night is never matched by a jd/night filter).
+_OFF_CLOCK = (
+    f"(abs(candid::float8 / {CANDID_PER_DAY}::float8 - (jd - {EPOCH_JD}::float8)) > {CLOCK_TOLERANCE_DAYS}"
+    f" OR candid / {CANDID_PER_DAY} <> floor(jd - {EPOCH_JD}::float8)"
+    f" OR night <> date '2017-01-01' + (candid / {CANDID_PER_DAY})::integer)"
+)
+
 #: Records, once, the first alert whose candid does not follow its jd.  A statement trigger over the
 #: statement's new rows: one scan of what the statement wrote, nothing per row.
 CLOCK_FUNCTION = f"""
@@ -111,7 +121,7 @@ DECLARE
     stray record;
 BEGIN
     SELECT candid, jd INTO stray FROM new_rows
-    WHERE abs(candid::float8 / {CANDID_PER_DAY}::float8 - (jd - {EPOCH_JD}::float8)) > {CLOCK_TOLERANCE_DAYS}
+    WHERE {_OFF_CLOCK}
     LIMIT 1;
     IF FOUND THEN
         INSERT INTO catalog_settings (key, value)
@@ -130,7 +140,7 @@ CLOCK_TRIGGERS = [
 CLOCK_SCAN = f"""
 INSERT INTO catalog_settings (key, value)
 SELECT '{CLOCK_SETTING}', 'off: alert ' || candid || ' has jd ' || jd FROM alerts
-WHERE abs(candid::float8 / {CANDID_PER_DAY}::float8 - (jd - {EPOCH_JD}::float8)) > {CLOCK_TOLERANCE_DAYS}
+WHERE {_OFF_CLOCK}
 LIMIT 1
 ON CONFLICT (key) DO NOTHING
 """  # noqa: S608 - constants of this module, no user value
@@ -238,60 +248,66 @@ def conflict_keys(table_name: str, keys: tuple[str, ...]) -> tuple[str, ...]:
 # -- pruning hints --------------------------------------------------------------------------------
 
 
-def _jd_of(day: date) -> float:
-    return EPOCH_JD + (day - date(2017, 1, 1)).days
-
-
 def jd_range(keywords: Mapping[str, Any]) -> tuple[float | None, float | None]:
-    """The jd interval that the ``jd=`` and ``night=`` keyword filters confine alerts to (None: open).
-
-    ``night`` ``d`` is ``d`` 0h UT up to ``d + 1`` 0h UT; an inclusive ``(lo, hi)`` of nights ends at
-    ``hi + 1``.  A bound a filter does not give stays None.  Values it cannot read are left to the
-    filter itself, which raises the user-facing error.
-    """
-    from .filters import as_date
-
-    lows: list[float] = []
-    highs: list[float] = []
+    """The inclusive jd interval the ``jd=`` keyword filter confines alerts to (None: open)."""
     value = keywords.get("jd")
     if isinstance(value, tuple) and len(value) == 2:
-        if value[0] is not None:
-            lows.append(float(value[0]))
-        if value[1] is not None:
-            highs.append(float(value[1]))
-    elif isinstance(value, list | set | frozenset) and value:
-        lows.append(float(min(value)))
-        highs.append(float(max(value)))
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        lows.append(float(value))
-        highs.append(float(value))
-    night = keywords.get("night")
-    if night is not None:
-        lo, hi = night if isinstance(night, tuple | list) else (night, night)
-        if lo is not None:
-            lows.append(_jd_of(as_date(lo)))
-        if hi is not None:
-            highs.append(_jd_of(as_date(hi) + timedelta(days=1)))
-    return (max(lows) if lows else None, min(highs) if highs else None)
+        lo, hi = value
+        return (None if lo is None else float(lo), None if hi is None else float(hi))
+    if isinstance(value, list | set | frozenset) and value:
+        return float(min(value)), float(max(value))
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value), float(value)
+    return None, None
+
+
+def night_range(keywords: Mapping[str, Any]) -> tuple[date | None, date | None]:
+    """The inclusive range of nights the ``night=`` keyword filter confines alerts to (None: open)."""
+    from .filters import as_date
+
+    value = keywords.get("night")
+    if value is None:
+        return None, None
+    lo, hi = value if isinstance(value, tuple | list) else (value, value)
+    return (None if lo is None else as_date(lo), None if hi is None else as_date(hi))
 
 
 _BIGINT = (-(2**63), 2**63 - 1)
 
 
+def _clamp(value: float, rounding) -> int:
+    if math.isnan(value):
+        raise ValueError("NaN")  # no hint: the filter alone decides
+    if not math.isfinite(value):
+        return _BIGINT[0] if value < 0 else _BIGINT[1]
+    return min(max(rounding(value), _BIGINT[0]), _BIGINT[1])
+
+
+def _day_start(days: float) -> float:
+    return math.floor(days) * CANDID_PER_DAY if math.isfinite(days) else days
+
+
 def candid_bounds(jd_lo: float | None, jd_hi: float | None) -> tuple[int | None, int | None]:
-    """Candids every alert with ``jd_lo <= jd <= jd_hi`` lies between, with :data:`HINT_MARGIN_DAYS`."""
-
-    def at(jd: float, rounding) -> int:
-        value = (jd - EPOCH_JD) * CANDID_PER_DAY
-        return (
-            min(max(rounding(value), _BIGINT[0]), _BIGINT[1])
-            if math.isfinite(value)
-            else (_BIGINT[0] if value < 0 else _BIGINT[1])
+    """Candids every alert with ``jd_lo <= jd <= jd_hi`` lies between, on a catalog the trigger
+    vouches for: within :data:`HINT_MARGIN_DAYS` of its jd, and on its jd's UT day."""
+    lo = hi = None
+    if jd_lo is not None:
+        days = jd_lo - EPOCH_JD
+        lo = _clamp(max((days - HINT_MARGIN_DAYS) * CANDID_PER_DAY, _day_start(days)), math.floor)
+    if jd_hi is not None:
+        days = jd_hi - EPOCH_JD
+        hi = _clamp(
+            min((days + HINT_MARGIN_DAYS) * CANDID_PER_DAY, _day_start(days) + CANDID_PER_DAY - 1), math.ceil
         )
-
-    lo = None if jd_lo is None else at(jd_lo - HINT_MARGIN_DAYS, math.floor)
-    hi = None if jd_hi is None else at(jd_hi + HINT_MARGIN_DAYS, math.ceil)
     return lo, hi
+
+
+def night_bounds(lo: date | None, hi: date | None) -> tuple[int | None, int | None]:
+    """Candids of the alerts observed in the nights ``lo`` to ``hi``: their night ids are those days."""
+    return (
+        None if lo is None else candid_at(lo),
+        None if hi is None else candid_at(hi + timedelta(days=1)) - 1,
+    )
 
 
 def candid_hints(engine: Engine | None, keywords: Mapping[str, Any] | None) -> list:
@@ -306,10 +322,12 @@ def candid_hints(engine: Engine | None, keywords: Mapping[str, Any] | None) -> l
     if "jd" not in keywords and "night" not in keywords:
         return []
     try:
-        lo, hi = candid_bounds(*jd_range(keywords))
-    except (TypeError, ValueError):
+        bounds = [candid_bounds(*jd_range(keywords)), night_bounds(*night_range(keywords))]
+    except (TypeError, ValueError, ZtfcatError):
         return []  # an unreadable value: the filter itself says why
-    if lo is None and hi is None:
+    lows = [lo for lo, _ in bounds if lo is not None]
+    highs = [hi for _, hi in bounds if hi is not None]
+    if not lows and not highs:
         return []
     from .tables import alerts, catalog_settings
 
@@ -320,8 +338,8 @@ def candid_hints(engine: Engine | None, keywords: Mapping[str, Any] | None) -> l
     if off is not None:
         return []
     clauses = []
-    if lo is not None:
-        clauses.append(alerts.c.candid >= lo)
-    if hi is not None:
-        clauses.append(alerts.c.candid <= hi)
+    if lows:
+        clauses.append(alerts.c.candid >= max(lows))
+    if highs:
+        clauses.append(alerts.c.candid <= min(highs))
     return clauses
