@@ -67,6 +67,23 @@ def _copy(conn, table, source: str) -> None:
         conn.exec_driver_sql(sql, (table.name,))
 
 
+def _copy_detections_once(conn, table, source: str) -> None:
+    """Back to ``candid`` alone as the detection key: a candid kept under two objects (never in real
+    packets) keeps the row the upsert would have kept, its own alert's first, then the newest copy."""
+    cols = ", ".join(_q(c.name) for c in table.columns)
+    conn.exec_driver_sql(
+        f"INSERT INTO {_q(table.name)} ({cols}) SELECT {cols} FROM {_q(source)} WHERE candid IS NULL"  # noqa: S608
+    )
+    conn.exec_driver_sql(
+        f"INSERT INTO {_q(table.name)} ({cols}) SELECT DISTINCT ON (candid) {cols} FROM {_q(source)} "  # noqa: S608
+        "WHERE candid IS NOT NULL ORDER BY candid, candid = alert_candid DESC, alert_jd DESC, alert_candid DESC"
+    )
+    conn.exec_driver_sql(
+        "SELECT setval(pg_get_serial_sequence('prv_candidates', 'id'), coalesce(max(id), 0) + 1, false) "
+        "FROM prv_candidates"
+    )
+
+
 def upgrade() -> None:
     conn = op.get_bind()
     if conn.dialect.name == "sqlite":
@@ -109,6 +126,9 @@ def downgrade() -> None:
         _set_aside(conn, name, "_0004")
     for name in _TABLES:
         metadata.tables[name].create(conn)
-        _copy(conn, metadata.tables[name], f"{name}_0004")
+        if name == "prv_candidates":
+            _copy_detections_once(conn, metadata.tables[name], f"{name}_0004")
+        else:
+            _copy(conn, metadata.tables[name], f"{name}_0004")
         conn.exec_driver_sql(f"DROP TABLE {_q(name + '_0004')}")
     conn.exec_driver_sql(LIGHTCURVES_VIEW)
