@@ -27,11 +27,14 @@ from ztfcat.tables import alerts
 
 NIGHTS = ("20190730", "20190731", "20190801", "20200115")
 QUERIES = {
-    "alert_ids(night='2019-07-31')": {"night": "2019-07-31"},
+    "count(night='2019-07-31')": {"night": "2019-07-31"},
     "count(jd=(2458695.6, 2458695.8))": {"jd": (2458695.6, 2458695.8)},
 }
 SIZE = """
-SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree(CAST(:t AS regclass))
+SELECT CASE WHEN c.relkind = 'p'
+    THEN (SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree(c.oid))
+    ELSE pg_total_relation_size(c.oid) END
+FROM pg_class c WHERE c.oid = CAST(:t AS regclass)
 """
 
 
@@ -64,26 +67,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--alerts", type=int, default=5000, help="alerts per night")
+    parser.add_argument("--reuse", action="store_true", help="keep ztfcat_part_new from a previous run")
     args = parser.parse_args()
     server = make_url(os.environ["ZTFCAT_TEST_POSTGRES_URL"])
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     new_url = server.set(database="ztfcat_part_new").render_as_string(hide_password=False)
     old_url = server.set(database="ztfcat_part_old").render_as_string(hide_password=False)
     with admin.connect() as conn:
-        for name in ("ztfcat_part_new", "ztfcat_part_old"):
+        for name in ("ztfcat_part_old",) if args.reuse else ("ztfcat_part_new", "ztfcat_part_old"):
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
-        conn.exec_driver_sql("CREATE DATABASE ztfcat_part_new")
+        if not args.reuse:
+            conn.exec_driver_sql("CREATE DATABASE ztfcat_part_new")
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with Catalog(new_url, args.work / "data") as cat:
-        cat.count()
-        print(f"new partitioned catalog created in {time.perf_counter() - started:.2f} s")
-        for night in NIGHTS:
-            path = args.work / f"ztf_public_{night}.tar.gz"
-            if not path.exists():
-                make_night(path, night=night, n_alerts=args.alerts, seed=int(night), cutouts=False)
-            cat.ingest(path)
-        print(f"{cat.count()} alerts")
+    if not args.reuse:
+        with Catalog(new_url, args.work / "data") as cat:
+            cat.count()
+            print(f"new partitioned catalog created in {time.perf_counter() - started:.2f} s")
+            for night in NIGHTS:
+                path = args.work / f"ztf_public_{night}.tar.gz"
+                if not path.exists():
+                    make_night(path, night=night, n_alerts=args.alerts, seed=int(night), cutouts=False)
+                cat.ingest(path)
+            print(f"{cat.count()} alerts")
     with admin.connect() as conn:
         conn.exec_driver_sql("CREATE DATABASE ztfcat_part_old TEMPLATE ztfcat_part_new")
     old = make_engine(old_url)
@@ -105,7 +111,10 @@ def main() -> None:
             }
             total = float(conn.execute(text("SELECT pg_database_size(current_database())")).scalar())
         print(f"\n== {label}")
-        print(" ".join(f"{t}={v / 1e6:.1f} MB" for t, v in sizes.items()), f"database={total / 1e6:.1f} MB")
+        print(
+            " ".join(f"{t}={float(v) / 1e6:.1f} MB" for t, v in sizes.items()),
+            f"database={total / 1e6:.1f} MB",
+        )
         for name, keywords in QUERIES.items():
             print(f"-- {name}: {_timed(engine, keywords, hints):.2f} ms")
             print(_plan(engine, keywords, hints))
