@@ -10,7 +10,9 @@ migrations and write freely without seeing each other's tables, and a failed tes
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,7 +87,20 @@ def drop_database(url: str, name: str) -> None:
             " AND pid <> pg_backend_pid() AND usename = current_user",
             (name,),
         )
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        for attempt in range(20):
+            try:
+                conn.execute(drop)
+                return
+            except psycopg.errors.InsufficientPrivilege:
+                # FORCE may not signal an autovacuum worker (a superuser's), which a catalog's ~1,700
+                # new relations keep busy: it ends on its own, or plain DROP DATABASE cancels it.
+                if attempt == 19:
+                    raise
+                time.sleep(0.25)
+                with contextlib.suppress(psycopg.errors.ObjectInUse):
+                    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+                    return
 
 
 @contextmanager

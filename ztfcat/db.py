@@ -345,19 +345,28 @@ def repair_unstamped(engine: Engine) -> None:
         if not present & set(metadata.tables):
             _create_all(conn)
         else:
-            if not is_sqlite(engine):  # completed as an older ztfcat made it; revision 0004 partitions it
+            if not is_sqlite(engine):  # completed unpartitioned; revision 0004 partitions what is not
                 revision = "0003"
             for table in metadata.sorted_tables:
                 if table.name not in present:
                     table.create(conn)
                     continue
                 indexes = {ix["name"] for ix in inspector.get_indexes(table.name)}
-                for index in table.indexes:
+                for index in _indexes(conn, table):
                     if index.name not in indexes:
                         index.create(conn)
             if "lightcurves" not in set(inspector.get_view_names()):
                 conn.execute(text(LIGHTCURVES_VIEW))
         _stamp(conn, revision)
+
+
+def _indexes(conn: Connection, table: Table) -> set:
+    """The indexes ``table`` has in this catalog: a partitioned table's keys hold its partition key."""
+    from .partitions import PARTITION_BY, is_partitioned, pg_table
+
+    if conn.dialect.name != "sqlite" and table.name in PARTITION_BY and is_partitioned(conn, table.name):
+        return set(pg_table(table).indexes)
+    return set(table.indexes)
 
 
 def table_counts(engine: Engine) -> dict[str, int]:

@@ -88,15 +88,19 @@ def candid_at(day: date) -> int:
     return (day - date(2017, 1, 1)).days * CANDID_PER_DAY
 
 
-def partition_ddl() -> list[str]:
-    """``CREATE TABLE ... PARTITION OF`` for every partition of the three tables (they must exist)."""
-    ddl = [
-        f"CREATE TABLE alerts_m{day:%Y_%m} PARTITION OF alerts "
-        f"FOR VALUES FROM ({candid_at(day)}) TO ({candid_at(_next_month(day))})"
-        for day in months()
-    ]
-    ddl.append("CREATE TABLE alerts_default PARTITION OF alerts DEFAULT")
+def partition_ddl(names=tuple(PARTITION_BY)) -> list[str]:
+    """``CREATE TABLE ... PARTITION OF`` for every partition of the tables ``names`` (they must exist)."""
+    ddl = []
+    if "alerts" in names:
+        ddl += [
+            f"CREATE TABLE alerts_m{day:%Y_%m} PARTITION OF alerts "
+            f"FOR VALUES FROM ({candid_at(day)}) TO ({candid_at(_next_month(day))})"
+            for day in months()
+        ]
+        ddl.append("CREATE TABLE alerts_default PARTITION OF alerts DEFAULT")
     for name in ("prv_candidates", "fp_hists"):
+        if name not in names:
+            continue
         ddl += [
             f"CREATE TABLE {name}_h{i:02d} PARTITION OF {name} "
             f"FOR VALUES WITH (MODULUS {HASH_PARTITIONS}, REMAINDER {i})"
@@ -116,7 +120,7 @@ _OFF_CLOCK = (
 #: Records, once, the first alert whose candid does not follow its jd.  A statement trigger over the
 #: statement's new rows: one scan of what the statement wrote, nothing per row.
 CLOCK_FUNCTION = f"""
-CREATE FUNCTION ztfcat_candid_clock() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION ztfcat_candid_clock() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     stray record;
 BEGIN
@@ -132,7 +136,7 @@ BEGIN
 END $$
 """  # noqa: S608 - constants of this module, no user value
 CLOCK_TRIGGERS = [
-    f"CREATE TRIGGER ztfcat_candid_clock_{event.lower()} AFTER {event} ON alerts "
+    f"CREATE OR REPLACE TRIGGER ztfcat_candid_clock_{event.lower()} AFTER {event} ON alerts "
     "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION ztfcat_candid_clock()"
     for event in ("INSERT", "UPDATE")
 ]
@@ -192,27 +196,29 @@ def pg_table(table: Table) -> Table:
     return copy
 
 
-def create_tables(conn: Connection, metadata: MetaData, indexes: bool = True) -> None:
-    """Create the three partitioned tables and their partitions (``releases`` must exist).
+def create_tables(
+    conn: Connection, metadata: MetaData, indexes: bool = True, names=tuple(PARTITION_BY)
+) -> None:
+    """Create the partitioned tables ``names`` and their partitions (``releases`` must exist).
 
-    ``indexes=False`` leaves out the secondary indexes, for a bulk copy (:func:`create_indexes`
-    afterwards); the primary keys are always there.
+    ``indexes=False`` leaves out the secondary indexes and the trigger, for a bulk copy
+    (:func:`create_indexes` and :func:`create_trigger` afterwards); the primary keys are always there.
     """
-    for name in PARTITION_BY:
+    for name in names:
         copy = pg_table(metadata.tables[name])
         saved = set(copy.indexes)
         if not indexes:
             copy.indexes.clear()
         copy.create(conn)
         copy.indexes.update(saved)
-    conn.exec_driver_sql(";\n".join(partition_ddl()))  # one round trip for 246 statements
-    if indexes:
+    conn.exec_driver_sql(";\n".join(partition_ddl(names)))  # one round trip for 246 statements
+    if indexes and "alerts" in names:
         create_trigger(conn)
 
 
-def create_indexes(conn: Connection, metadata: MetaData) -> None:
-    """The secondary indexes of the three tables, on every partition (after a bulk copy)."""
-    for name in PARTITION_BY:
+def create_indexes(conn: Connection, metadata: MetaData, names=tuple(PARTITION_BY)) -> None:
+    """The secondary indexes of the tables ``names``, on every partition (after a bulk copy)."""
+    for name in names:
         for index in pg_table(metadata.tables[name]).indexes:
             index.create(conn)
 

@@ -91,20 +91,20 @@ def upgrade() -> None:
     from ztfcat import partitions
     from ztfcat.tables import metadata
 
-    if partitions.is_partitioned(conn, "alerts"):
-        return  # created partitioned already
+    # Each table that is not partitioned yet (a catalog completed by `ztfcat db upgrade` can have some)
+    plain = [name for name in _TABLES if not partitions.is_partitioned(conn, name)]
     conn.exec_driver_sql("DROP VIEW IF EXISTS lightcurves")
-    for name in _TABLES:
+    for name in plain:
         _set_aside(conn, name, "_0003")
-    partitions.create_tables(conn, metadata, indexes=False)
-    for name in _TABLES:
+    partitions.create_tables(conn, metadata, indexes=False, names=plain)
+    for name in plain:
         _copy(conn, metadata.tables[name], f"{name}_0003")
         conn.exec_driver_sql(f"DROP TABLE {_q(name + '_0003')}")
-    partitions.create_indexes(conn, metadata)
+    partitions.create_indexes(conn, metadata, names=plain)
     partitions.create_trigger(conn)
     conn.exec_driver_sql(partitions.CLOCK_SCAN)
     conn.exec_driver_sql(LIGHTCURVES_VIEW)
-    for name in _TABLES:
+    for name in plain:
         conn.exec_driver_sql(f"ANALYZE {_q(name)}")
 
 
