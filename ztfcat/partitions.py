@@ -211,7 +211,7 @@ def create_tables(
             copy.indexes.clear()
         copy.create(conn)
         copy.indexes.update(saved)
-    conn.exec_driver_sql(";\n".join(partition_ddl(names)))  # one round trip for 246 statements
+    conn.exec_driver_sql(";\n".join(partition_ddl(names)))  # one round trip for 247 statements
     if indexes and "alerts" in names:
         create_trigger(conn)
 
