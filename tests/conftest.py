@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.gcs_emulator import gcs_bucket, gcs_client, gcs_emulator  # noqa: F401 - fixtures
-from tests.pg import fresh_database, postgres_url
+from tests.pg import fresh_database, postgres_url, refill_from_head
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ALERTS = SHARED / "ztf-alerts"
@@ -48,6 +48,8 @@ def catalog(database_url, tmp_path):
     """An empty :class:`ztfcat.Catalog` on each database, with its own data directory."""
     from ztfcat import Catalog
 
+    if not database_url.startswith("sqlite"):  # a copy of a catalog made once: partitions take seconds
+        refill_from_head(postgres_url(), database_url)
     cat = Catalog(database_url, tmp_path / "data")
     yield cat
     cat.close()

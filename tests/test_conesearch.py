@@ -192,4 +192,5 @@ def test_cone_query_can_read_the_hpx_index(catalog) -> None:
             conn.execute(text("SET enable_seqscan = off"))
             plan = " ".join(str(row[0]) for row in conn.execute(text(f"EXPLAIN {compiled}")))
             assert "Seq Scan" not in plan
-    assert "ix_alerts_hpx" in plan
+    # PostgreSQL: the index of every partition (alerts_m2019_07_hpx_idx, ...) on a partitioned catalog
+    assert "ix_alerts_hpx" in plan or ("_hpx_idx" in plan and "Seq Scan" not in plan)

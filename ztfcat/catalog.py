@@ -411,7 +411,7 @@ class Catalog:
     def alert_ids(self, *conditions: str, **filters: Any) -> list[int]:
         """Candids of every alert (or those matching the filters), in increasing order."""
         query = select(alerts.c.candid).order_by(alerts.c.candid)
-        clauses = where_clauses(conditions, filters) + unfinished_hidden(self.engine)
+        clauses = where_clauses(conditions, filters, self.engine) + unfinished_hidden(self.engine)
         if clauses:
             query = query.where(and_(*clauses))
             with self.engine.connect() as conn:
@@ -431,7 +431,7 @@ class Catalog:
     def count(self, *conditions: str, **filters: Any) -> int:
         """How many alerts match the filters."""
         query = select(func.count()).select_from(alerts)
-        clauses = where_clauses(conditions, filters) + unfinished_hidden(self.engine)
+        clauses = where_clauses(conditions, filters, self.engine) + unfinished_hidden(self.engine)
         if clauses:
             query = query.where(and_(*clauses))
         with self.engine.connect() as conn:
@@ -484,7 +484,7 @@ class Catalog:
         """
         if n is not None and (not isinstance(n, int) or n < 1):
             raise InvalidQueryError(f"iter_alerts takes a positive batch size, not {n!r}")
-        clauses = where_clauses(conditions, filters) + unfinished_hidden(self.engine)
+        clauses = where_clauses(conditions, filters, self.engine) + unfinished_hidden(self.engine)
         page = max(PAGE, n or 1)
         batch: list = []
         last = None
@@ -547,7 +547,7 @@ class Catalog:
         cols = [column(c) for c in names]
         order = order_by.lstrip("-")
         query = select(*cols).order_by(column(order).desc() if order_by.startswith("-") else column(order))
-        clauses = where_clauses(conditions, filters) + unfinished_hidden(self.engine)
+        clauses = where_clauses(conditions, filters, self.engine) + unfinished_hidden(self.engine)
         if clauses:
             query = query.where(and_(*clauses))
         if limit is not None:

@@ -52,7 +52,7 @@ def iter_packets(
 
     Pages by key (``WHERE candid > :last ORDER BY candid LIMIT n``) so each page costs the same.
     """
-    clauses = where_clauses(conditions, filters) + unfinished_hidden(engine)
+    clauses = where_clauses(conditions, filters, engine) + unfinished_hidden(engine)
     cols = (alerts.c.candid, alerts.c.blob_path, alerts.c.blob_offset, alerts.c.blob_size)
     last = None
     while True:

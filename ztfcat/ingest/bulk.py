@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 from sqlalchemy import Connection, Engine, Table
 
+from ..store.partitions import conflict_keys
+
 #: Advisory lock key that serialises the "which alerts are new" check and insert across ingests.
 ALERT_INSERT_LOCK = 0x7A7463_01
 
@@ -70,6 +72,8 @@ class BulkWriter:
             tail = " ON CONFLICT DO NOTHING"
         else:
             keys, rank, where = on_conflict
+            if not self.sqlite:  # PostgreSQL's partitioned keys hold the partition key too
+                keys = conflict_keys(table.name, keys)
             updates = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in columns if c not in keys)
             predicate = f" WHERE {where}" if where else ""
             tail = (

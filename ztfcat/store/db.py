@@ -194,12 +194,22 @@ def ensure_schema(engine: Engine) -> None:
                         "schema revision (an older ztfcat was interrupted creating it); run "
                         "`ztfcat db upgrade` to check and stamp it"
                     )
-                metadata.create_all(conn)
+                _create_all(conn)
                 _stamp(conn, HEAD_REVISION)
                 return
         if revision == HEAD_REVISION:  # another process created it while we waited for the lock
             return
     _refuse_revision(engine, revision)
+
+
+def _create_all(conn: Connection) -> None:
+    """Every table at head: PostgreSQL partitions the big ones (:mod:`ztfcat.store.partitions`)."""
+    if conn.dialect.name == "sqlite":
+        metadata.create_all(conn)
+        return
+    from .partitions import create_schema
+
+    create_schema(conn, metadata)
 
 
 def _refuse_revision(engine: Engine, revision: str) -> None:
@@ -302,7 +312,9 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
     current = current_revision(engine)
     if current is None:
         repair_unstamped(engine)
-        return current_revision(engine)
+        current = current_revision(engine)
+        if current == HEAD_REVISION:
+            return current
     if current != HEAD_REVISION and current not in known_revisions():
         _refuse_revision(engine, current)
     from alembic import command
@@ -329,17 +341,29 @@ def repair_unstamped(engine: Engine) -> None:
                 f"{_where(engine)} has no schema revision and tables that are not this ztfcat's: "
                 f"{'; '.join(mismatched)}; it cannot be stamped"
             )
+        revision = HEAD_REVISION
         if not present & set(metadata.tables):
-            metadata.create_all(conn)
+            _create_all(conn)
         else:
+            if not is_sqlite(engine):  # completed unpartitioned; revision 0004 partitions what is not
+                revision = "0003"
             for table in metadata.sorted_tables:
                 if table.name not in present:
                     table.create(conn)
                     continue
                 indexes = {ix["name"] for ix in inspector.get_indexes(table.name)}
-                for index in table.indexes:
+                for index in _indexes(conn, table):
                     if index.name not in indexes:
                         index.create(conn)
             if "lightcurves" not in set(inspector.get_view_names()):
                 conn.execute(text(LIGHTCURVES_VIEW))
-        _stamp(conn, HEAD_REVISION)
+        _stamp(conn, revision)
+
+
+def _indexes(conn: Connection, table: Table) -> set:
+    """The indexes ``table`` has in this catalog: a partitioned table's keys hold its partition key."""
+    from .partitions import PARTITION_BY, is_partitioned, pg_table
+
+    if conn.dialect.name != "sqlite" and table.name in PARTITION_BY and is_partitioned(conn, table.name):
+        return set(pg_table(table).indexes)
+    return set(table.indexes)

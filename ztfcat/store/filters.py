@@ -245,11 +245,20 @@ def keyword_match(col, name: str, value: Any) -> ColumnElement[bool]:
     return col == value
 
 
-def where_clauses(conditions: Iterable[str] = (), keywords: Mapping[str, Any] | None = None) -> list:
-    """Every condition and keyword filter as a list of SQL expressions to AND together."""
+def where_clauses(
+    conditions: Iterable[str] = (), keywords: Mapping[str, Any] | None = None, engine: Engine | None = None
+) -> list:
+    """Every condition and keyword filter as a list of SQL expressions to AND together.
+
+    Given the catalog's ``engine``, a ``jd``/``night`` range also yields the candid bounds it implies on
+    PostgreSQL, so the planner reads only the partitions of those months
+    (:func:`ztfcat.store.partitions.candid_hints`); they never change which rows match.
+    """
+    from .partitions import candid_hints
+
     clauses = [parse_condition(c) for c in conditions]
     clauses += [_keyword(k, v) for k, v in (keywords or {}).items()]
-    return clauses
+    return clauses + candid_hints(engine, keywords)
 
 
 def unfinished_hidden(engine: Engine) -> list:

@@ -30,7 +30,7 @@ from sqlalchemy.types import TypeEngine
 from .fields import FIELDS
 
 #: The Alembic revision these tables describe; a catalog stamped with another one must be upgraded.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 metadata = MetaData(
     naming_convention={
