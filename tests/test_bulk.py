@@ -39,21 +39,20 @@ def _random_copies(rng: random.Random, n: int) -> tuple[list[tuple], list[tuple]
     """Copies of detections and upper limits (``PRV_DUMP`` order) and of forced points (``FP_DUMP``).
 
     Few keys, few alerts and few distinct jds, so keys clash often and ranks tie on jd; an alert's own
-    detection row (``candid == alert_candid``) appears among the copies.
+    detection row (``candid == alert_candid``) appears among the copies.  As in ZTF's data, an alert
+    and every detection belong to one object (here: the parity of the candid), so a detection's
+    candid names it on either database (PostgreSQL keys it with its ``objectId``, the partition key).
     """
     alerts = [(1000 + i, 2458350.5 + rng.randrange(4) / 8) for i in range(12)]
     objects = ["ZTF18aaaaaaa", "ZTF18aaaaaab"]
     prv, fp = [], []
     for _ in range(n):
         alert_candid, alert_jd = rng.choice(alerts)
-        obj = rng.choice(objects)
+        obj = objects[alert_candid % 2]
         payload = rng.uniform(14, 21)
         if rng.random() < 0.5:
-            candid = (
-                alert_candid
-                if rng.random() < 0.3
-                else rng.choice([1000 + rng.randrange(12), 5000 + rng.randrange(6)])
-            )
+            same_object = [c for c in (*range(1000, 1012), *range(5000, 5006)) if c % 2 == alert_candid % 2]
+            candid = alert_candid if rng.random() < 0.3 else rng.choice(same_object)
             prv.append((obj, alert_candid, alert_jd, candid, rng.randrange(3), 1 + rng.randrange(2), payload))
         else:
             prv.append((obj, alert_candid, alert_jd, None, rng.randrange(3), 1 + rng.randrange(2), payload))
