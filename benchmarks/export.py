@@ -249,6 +249,7 @@ def main() -> None:
     parser.add_argument("--database-url", help="export this catalog instead of a synthetic night")
     parser.add_argument("--data-dir", type=Path, help="its data directory (with --database-url)")
     parser.add_argument("--no-hats", action="store_true", help="time the Parquet export only")
+    parser.add_argument("--no-parquet", action="store_true", help="time the HATS export only")
     args = parser.parse_args()
 
     from ztfcat import Catalog
@@ -271,7 +272,7 @@ def main() -> None:
     cli = [sys.executable, "-m", "ztfcat.cli", "export"]
 
     rows = []
-    runs = [("export --parquet", "--parquet", out / "parquet")]
+    runs = [] if args.no_parquet else [("export --parquet", "--parquet", out / "parquet")]
     if not args.no_hats:
         runs.append(("export --hats (LocalCluster, 2 workers)", "--hats", out / "hats"))
     for label, option, path in runs:
@@ -286,10 +287,10 @@ def main() -> None:
     print(table(rows, ("export", "alerts/s", "wall s", "CPU s", "alerts/CPU-s", "peak RSS")))
     print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
-    sizes = [
-        ("Parquet, all three datasets", dir_bytes(out / "parquet")),
-        ("Parquet, alerts dataset only", dir_bytes(out / "parquet" / "alerts")),
-    ]
+    sizes = []
+    if not args.no_parquet:
+        sizes.append(("Parquet, all three datasets", dir_bytes(out / "parquet")))
+        sizes.append(("Parquet, alerts dataset only", dir_bytes(out / "parquet" / "alerts")))
     if not args.no_hats:
         sizes.append(("HATS catalog (alerts)", dir_bytes(out / "hats")))
     if url.startswith("sqlite:///"):
