@@ -60,6 +60,12 @@ HIGHEST_ORDER = 10
 WORKER_MEMORY = "1GiB"
 #: Seconds to wait for a scheduler given by address.
 CONNECT_TIMEOUT = 10
+#: Rows per staging file, and per chunk that hats-import reads of one: each file is one mapping and one
+#: splitting task, so the files bound a worker's memory (hats-import's default of one 500,000-row pandas
+#: chunk per read, from a file of every alert, killed 1 GiB workers on a million alerts) and spread the
+#: work over the workers whatever the catalog's size.
+STAGING_ROWS = 100_000
+STAGING_CHUNK = 50_000
 _STAGING = ".ztfcat-input"
 _TMP = ".ztfcat-tmp"
 
@@ -190,6 +196,7 @@ def _build(
     """Stage ``batches`` as Parquet beside ``target``, run hats-import on them, rename the result into place."""
     require()
     from hats_import.catalog.arguments import ImportArguments
+    from hats_import.catalog.file_readers import get_file_reader
     from hats_import.pipeline import pipeline_with_client
 
     target = Path(target).absolute()
@@ -206,7 +213,7 @@ def _build(
                 if progress is not None:
                     progress(kind, counts[kind])
 
-        write_dataset(counted(), schema, staging)
+        write_dataset(counted(), schema, staging, rows_per_file=STAGING_ROWS)
         n_rows = counts.get(kind, 0)
         if n_rows == 0:
             raise ZtfcatError(
@@ -218,7 +225,7 @@ def _build(
             output_artifact_name=target.name,
             output_path=partial,
             input_path=staging,
-            file_reader="parquet",
+            file_reader=get_file_reader("parquet", chunksize=STAGING_CHUNK),
             catalog_type="source" if kind == "alerts" else "object",
             ra_column="ra",
             dec_column="dec",
