@@ -417,6 +417,56 @@ CONES = [
 ]
 
 
+#: A position on an order-29 pixel edge where astropy-healpix (ztfcat's hpx) and cdshealpix (hats')
+#: round to different pixels: the one alert of the million-alert scale catalog that stopped the export.
+EDGE = (217.0903309, -7.510094)
+
+
+def _index_batch(candid, ra, dec, index):
+    return pa.RecordBatch.from_arrays(
+        [pa.array(candid, pa.int64()), pa.array(ra), pa.array(dec), pa.array(index, pa.int64())],
+        names=["candid", "ra", "dec", "_healpix_29"],
+    )
+
+
+def test_hats_index_check_passes_a_pixel_edge_and_stops_a_wrong_index():
+    from hats.pixel_math.spatial_index import compute_spatial_index
+
+    from ztfcat.columnar.hats import _checked
+    from ztfcat.sky import hpx_index
+
+    ra, dec = np.array([EDGE[0], 10.0, 300.0]), np.array([EDGE[1], 20.0, -25.0])
+    ours = hpx_index(ra, dec)
+    theirs = compute_spatial_index(ra, dec)
+    assert ours[0] != theirs[0] and np.array_equal(ours[1:], theirs[1:])  # the two libraries differ there
+    batch = _index_batch([1, 2, 3], ra, dec, ours)
+    assert list(_checked(iter([batch]))) == [batch]  # the edge point keeps its hpx
+    stale = ours.copy()
+    stale[2] = hpx_index(300.0 + 1 / 3600, -25.0)  # the index of a position an arcsecond away
+    with pytest.raises(ZtfcatError, match="alert 3: hpx .* is not hats' _healpix_29"):
+        list(_checked(iter([_index_batch([1, 2, 3], ra, dec, stale)])))
+
+
+@pytest.mark.slow
+def test_hats_export_of_an_alert_on_a_pixel_edge(catalog, tmp_path, client):
+    spec = make_night(tmp_path / "n.tar.gz", night="20200103", n_alerts=12, seed=8, cutouts=False, n_fp=2)
+    members = []
+    for i, candid in enumerate(spec.candids):
+        record = copy.deepcopy(spec.records[candid])
+        if i == 0:
+            record["candidate"]["ra"], record["candidate"]["dec"] = EDGE
+        members.append((f"{candid}.avro", alert_bytes(record, spec.versions[candid])))
+    path = tmp_path / "ztf_public_20200103.tar.gz"
+    write_tarball(path, members)
+    catalog.ingest(path)
+    catalog.to_hats(tmp_path / "edge_hats", client=client)
+    cat = lsdb.read_hats(tmp_path / "edge_hats")
+    assert sorted(cat.compute()["candid"]) == catalog.alert_ids()
+    ours = sorted(catalog.cone_search(*EDGE, 1.0, columns=["candid"])["candid"])
+    theirs = sorted(cat.cone_search(*EDGE, 1.0).compute()["candid"])
+    assert theirs == ours == [spec.candids[0]]
+
+
 @pytest.mark.slow
 def test_hats_cone_search_and_crossmatch_agree_with_the_catalog(filled, tmp_path, client):
     from hats.pixel_math.spatial_index import compute_spatial_index

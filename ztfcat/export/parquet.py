@@ -215,9 +215,16 @@ def _counted(batches: Iterator[pa.RecordBatch], name: str, counts: dict, progres
 
 
 def write_dataset(
-    batches: Iterator[pa.RecordBatch], schema: pa.Schema, directory: Path, partition_by: str | None = None
+    batches: Iterator[pa.RecordBatch],
+    schema: pa.Schema,
+    directory: Path,
+    partition_by: str | None = None,
+    rows_per_file: int = ROWS_PER_FILE,
 ) -> None:
-    """Stream ``batches`` into a Parquet dataset at ``directory`` (hive-partitioned by one column)."""
+    """Stream ``batches`` into a Parquet dataset at ``directory`` (hive-partitioned by one column).
+
+    ``rows_per_file`` caps each file (the HATS staging files are small, as each is one hats-import task).
+    """
     import pyarrow as pa
     import pyarrow.dataset as ds
 
@@ -231,9 +238,9 @@ def write_dataset(
         format="parquet",
         partitioning=partitioning,
         basename_template="part-{i}.parquet",
-        max_rows_per_file=ROWS_PER_FILE,
-        max_rows_per_group=min(ROWS_PER_FILE, 1 << 16),
-        min_rows_per_group=min(PAGE, 1 << 16),
+        max_rows_per_file=rows_per_file,
+        max_rows_per_group=min(rows_per_file, 1 << 16),
+        min_rows_per_group=min(PAGE, rows_per_file, 1 << 16),
         # Rows wait in memory per open file until a row group is full; candid order is about night
         # order, so keeping few files open (closing one flushes it) bounds memory over many nights.
         max_open_files=16,
