@@ -95,12 +95,12 @@ def grown_catalog(work: Path, nights: int, n_alerts: int) -> tuple[str, Path]:
         tarball = base / f"ztf_public_{night}.tar.gz"
         print(f"making {tarball.name} ({n_alerts} alerts) ...", file=sys.stderr, flush=True)
         subprocess.run(
-            [sys.executable, "-m", "ztfcat.synthetic", str(tarball), "--alerts", str(n_alerts),
+            [sys.executable, "-m", "ztfcat.testing.synthetic", str(tarball), "--alerts", str(n_alerts),
              "--night", night, "--seed", night, "--no-cutouts"],
             check=True,
         )  # fmt: skip
         print(f"ingesting {tarball.name} ...", file=sys.stderr, flush=True)
-        run = run_timed([sys.executable, "-m", "ztfcat.cli", "ingest", "--json", str(tarball)], env=env)
+        run = run_timed([sys.executable, "-m", "ztfcat.cli.root", "ingest", "--json", str(tarball)], env=env)
         print(
             f"  {n_alerts / run.seconds:,.0f} alerts/s, {run.peak_rss_mb:.0f} MB", file=sys.stderr, flush=True
         )
@@ -121,7 +121,7 @@ def replicate(url: str, copies: int) -> None:
     is that row with ``candid`` (and ``alert_candid``) + k * :data:`COPY_OFFSET`, objectIds of another
     year (ZTF18... -> ZTF28...), ``jd``/``night`` k times the ingested span later (so the copies are
     further nights, with releases of their own) and RA rotated by k * 360 / copies degrees, ``hpx``
-    recomputed by :func:`ztfcat.sky.hpx_index` (the HATS export checks every one against hats' own).
+    recomputed by :func:`ztfcat.store.sky.hpx_index` (the HATS export checks every one against hats' own).
     So every row is one an ingest wrote, at distinct keys and positions; only the ``objects`` aggregate
     is not copied (no export reads it).  Copies already made are kept.
     """
@@ -130,8 +130,8 @@ def replicate(url: str, copies: int) -> None:
 
     import numpy as np
 
-    from ztfcat.sky import hpx_index
-    from ztfcat.tables import alert_releases, alerts, fp_hists, prv_candidates
+    from ztfcat.store.sky import hpx_index
+    from ztfcat.store.tables import alert_releases, alerts, fp_hists, prv_candidates
 
     conn = sqlite3.connect(url.removeprefix("sqlite:///"))
     try:
@@ -216,7 +216,7 @@ def check_cones(catalog, hats_dir: Path, n: int, seed: int = 3) -> list[tuple]:
     import numpy as np
     from sqlalchemy import select
 
-    from ztfcat.tables import alerts
+    from ztfcat.store.tables import alerts
 
     ids = catalog.alert_ids()
     rng = np.random.default_rng(seed)

@@ -432,8 +432,8 @@ def _index_batch(candid, ra, dec, index):
 def test_hats_index_check_passes_a_pixel_edge_and_stops_a_wrong_index():
     from hats.pixel_math.spatial_index import compute_spatial_index
 
-    from ztfcat.columnar.hats import _checked
-    from ztfcat.sky import hpx_index
+    from ztfcat.export.hats import _checked
+    from ztfcat.store.sky import hpx_index
 
     ra, dec = np.array([EDGE[0], 10.0, 300.0]), np.array([EDGE[1], 20.0, -25.0])
     ours = hpx_index(ra, dec)

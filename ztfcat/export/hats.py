@@ -132,7 +132,7 @@ def _checked(batches: Iterator[Any]) -> Iterator[Any]:
     import numpy as np
     from hats.pixel_math.spatial_index import compute_spatial_index
 
-    from ..sky import HPX_ORDER, separation_deg
+    from ..store.sky import HPX_ORDER, separation_deg
 
     for batch in batches:
         ra = batch.column("ra").to_numpy(zero_copy_only=False).astype(np.float64)
