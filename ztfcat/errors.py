@@ -82,3 +82,7 @@ class PacketReadError(ZtfcatError):
 
 class FleetError(ZtfcatError):
     """Nights cannot be spread over workers: a SQLite catalog, no scheduler, a night given twice."""
+
+
+class ReleaseBusyError(ZtfcatError):
+    """Another process holds a release's ingest lock (it is ingesting or deleting that release now)."""

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 
 from sqlalchemy import Engine, text
 
-from ..errors import FleetError
+from ..errors import FleetError, ReleaseBusyError
 
 #: Seconds a worker waits for another live worker's claim on the same night before giving up on it.
 CLAIM_TIMEOUT_S = 3600.0
@@ -77,11 +77,13 @@ def _lock_timed_out(exc: BaseException) -> bool:
 def is_transient(exc: BaseException) -> bool:
     """Whether a night failed because the database connection did (a server restart, a network cut,
     a deadlock the server broke), not because of the night's bytes: such a night is worth redoing.
+    So is a release lock still held: the night's claim is this worker's, so its holder is a killed
+    worker's history process, which the kernel ends moments after its parent (``PR_SET_PDEATHSIG``).
 
     Looks through the ``raise ... from`` chain, as the ingest wraps driver errors in
     :class:`~ztfcat.errors.IngestError`.  Drivers are looked up, not imported.
     """
-    kinds: list[type] = []
+    kinds: list[type] = [ReleaseBusyError]  # under the claim, only a dying worker's children hold it
     sa = sys.modules.get("sqlalchemy.exc")
     if sa is not None:
         kinds += [sa.OperationalError, sa.InterfaceError]

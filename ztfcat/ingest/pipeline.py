@@ -39,7 +39,7 @@ from typing import BinaryIO
 import numpy as np
 from sqlalchemy import Engine, bindparam, delete, func, insert, select, text, update
 
-from ..errors import AlertDecodeError, IngestError, ZtfcatError
+from ..errors import AlertDecodeError, IngestError, ReleaseBusyError, ZtfcatError
 from ..sources.names import night_of, release_key
 from ..store import blobstore
 from ..store.blobs import BlobWriter, remove_release
@@ -711,7 +711,7 @@ def release_locks(engine: Engine, data_dir: Path, names: Sequence[str]) -> Itera
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise ZtfcatError(
+                raise ReleaseBusyError(
                     f"{name} is being ingested by another process; try again when it ends"
                 ) from None
         if engine.dialect.name != "postgresql" or not names:
