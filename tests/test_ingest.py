@@ -458,9 +458,9 @@ def test_history_from_worker_processes_equals_inline(database_url, tmp_path, mon
     pooled = Catalog(database_url, tmp_path / "pooled")
     pooled.ingest(spec.path)
     got = snapshot(pooled)
-    assert len(got["prv_candidates"]) == len(expected["prv_candidates"]) > 300
-    assert [r[:3] for r in got["prv_candidates"]] == [r[:3] for r in expected["prv_candidates"]]
-    assert len(got["fp_hists"]) == len(expected["fp_hists"])
+    assert len(got["prv_candidates"]) > 300 and len(got["fp_hists"]) > 300
+    for table in ("prv_candidates", "fp_hists", "alerts"):  # the workers wrote the first two themselves
+        assert got[table] == expected[table], table
     pooled.close()
 
 

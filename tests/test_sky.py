@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import math
+import subprocess
+import sys
 
 import astropy.units as u
 import numpy as np
@@ -114,6 +116,48 @@ def test_hpx_order_fits_int64_and_nested_parents_are_shifts() -> None:
     for order in (0, 5, 12, 20, 28):
         coarse = lonlat_to_healpix(ra * u.deg, dec * u.deg, 2**order, order="nested")
         assert np.array_equal(fine >> (2 * (HPX_ORDER - order)), coarse)
+
+
+def test_hpx_index_equals_astropy_healpix_bit_for_bit() -> None:
+    """The ufunc loaded on its own gives the public ``lonlat_to_healpix``'s index for every position:
+    random ones, the poles, RA 0/360, and the equator/polar-cap boundaries (dec = asin(2/3))."""
+    rng = np.random.default_rng(7)
+    n = 1_000_000
+    cap = math.degrees(math.asin(2 / 3))
+    ra = np.concatenate([
+        rng.uniform(0, 360, n), [0.0, 360 - 1e-12, 1e-13, 45.0, 90.0, 180.0, 270.0, 12.0, 12.0],
+        rng.uniform(0, 360, 64), np.arange(0, 360, 11.25),
+    ])  # fmt: skip
+    dec = np.concatenate([
+        np.degrees(np.arcsin(rng.uniform(-1, 1, n))), [0.0, 0.0, 90 - 1e-10, cap, -cap, 0.0, 0.0, 90.0, -90.0],
+        cap + rng.uniform(-1e-12, 1e-12, 64), np.zeros(32),
+    ])  # fmt: skip
+    public = lonlat_to_healpix(np.mod(ra, 360.0) * u.deg, dec * u.deg, 2**HPX_ORDER, order="nested")
+    assert np.array_equal(hpx_index(ra, dec), np.asarray(public, np.int64))
+
+
+def test_hpx_index_falls_back_to_the_public_function(monkeypatch) -> None:
+    """Where the extension module cannot be found on its own, the public route gives the same index."""
+    from ztfcat.store import sky
+
+    monkeypatch.delitem(sys.modules, "astropy_healpix._core", raising=False)
+    monkeypatch.setattr(sky.importlib.util, "find_spec", lambda name: None)
+    fallback = sky._load_core_ufunc()
+    assert fallback.__name__ == "public"
+    rng = np.random.default_rng(3)
+    ra, dec = rng.uniform(0, 360, 1000), np.degrees(np.arcsin(rng.uniform(-1, 1, 1000)))
+    got = np.asarray(fallback(np.radians(ra), np.radians(dec), sky._NSIDE_INTC)[0], np.int64)
+    assert np.array_equal(got, hpx_index(ra, dec))
+
+
+def test_hpx_index_does_not_import_astropy() -> None:
+    """Every ingest batch computes ``hpx``: importing astropy for it cost 0.5 s and 40 MB per process."""
+    code = (
+        "import sys, numpy as np; from ztfcat.store.sky import hpx_index; hpx_index(np.array([1.0]), np.array([2.0]));"
+        "print(sorted(m for m in sys.modules if m == 'astropy' or m.startswith('astropy.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_hpx_index_scalar_and_wrapping() -> None:

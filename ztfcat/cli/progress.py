@@ -63,15 +63,18 @@ class Bar:
         file: IO[str] | None = None,
     ) -> None:
         self._lock = threading.Lock()
-        self._bar = _tqdm(
-            desc=label,
-            total=total or None,
-            unit=unit,
-            unit_scale=unit == "B",
-            unit_divisor=1000,
-            disable=True if hidden else None,
-            file=file or sys.stderr,
-        )
+        file = file or sys.stderr
+        if hidden or (hasattr(file, "isatty") and not file.isatty()):  # what tqdm's disable=None decides
+            self._bar: Any = _Hidden(total or None)  # and tqdm, 55 ms of imports, is never loaded
+        else:
+            self._bar = _tqdm(
+                desc=label,
+                total=total or None,
+                unit=unit,
+                unit_scale=unit == "B",
+                unit_divisor=1000,
+                file=file,
+            )
         self.n = 0
 
     def __enter__(self) -> Bar:
@@ -121,6 +124,25 @@ class Bar:
     def deleted(self, name: str) -> None:
         """A delete's ``progress(name)``: one release gone."""
         self.add(1, name)
+
+
+class _Hidden:
+    """The part of tqdm's interface a :class:`Bar` uses, drawing nothing."""
+
+    def __init__(self, total: int | None) -> None:
+        self.total = total
+
+    def update(self, _n: int) -> None:
+        pass
+
+    def refresh(self) -> None:
+        pass
+
+    def set_postfix_str(self, _note: str, refresh: bool = True) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class DownloadBar(Bar):

@@ -204,8 +204,15 @@ _ENGINES: dict[str, Engine] = {}
 
 
 def store_history(url: str, data_dir: str, tasks: Sequence[Packet]) -> list[tuple[int, str]]:
-    """Decode and insert in the worker itself (PostgreSQL, which takes concurrent writers): the rows
-    never travel back to the parent, so neither pickling them nor inserting them serialises there."""
+    """Decode and insert in the worker itself: the rows never travel back to the parent, so neither
+    pickling them nor inserting them serialises there.
+
+    PostgreSQL takes the workers' transactions side by side.  SQLite has one writer at a time, so a
+    worker decodes its chunk while another one writes, then waits for the pool's write lock
+    (:func:`worker_pool`) and writes in a ``BEGIN IMMEDIATE`` transaction: the writes follow each
+    other with no wait in SQLite's busy handler, whose sleeps grow to 100 ms, and the decoding of
+    one chunk overlaps the insert of the next (docs/benchmarks.md: the history pass on two cores).
+    """
     engine = _ENGINES.get(url)
     if engine is None:
         from ..store.db import make_engine
@@ -214,8 +221,17 @@ def store_history(url: str, data_dir: str, tasks: Sequence[Packet]) -> list[tupl
     points = history_rows(data_dir, tasks)
     bulk = BulkWriter(engine)
     try:
-        insert_points(bulk, points)
-        bulk.commit()
+        if bulk.sqlite:
+            with _write_lock or contextlib.nullcontext():
+                bulk.begin_exclusive()
+                insert_points(bulk, points)
+                bulk.commit()
+        else:
+            insert_points(bulk, points)
+            bulk.commit()
+    except BaseException:
+        bulk.rollback()
+        raise
     finally:
         bulk.close()
     return points.failures
@@ -283,8 +299,8 @@ def derive_history(
             result = result.failures
         failures.extend(result)
 
-    if bulk.sqlite:
-        work, args = history_rows, (str(data_dir),)
+    if bulk.sqlite and engine.url.database in (None, "", ":memory:"):
+        work, args = history_rows, (str(data_dir),)  # a database only this process sees: rows come back
     else:
         work, args = store_history, (engine.url.render_as_string(hide_password=False), str(data_dir))
     try:
@@ -362,6 +378,16 @@ def finish_rebuilds(engine: Engine, data_dir: Path) -> int:
 _PR_SET_PDEATHSIG = 1
 
 
+#: In a worker of :func:`worker_pool`: the lock its siblings take to write to a SQLite catalog.
+_write_lock = None
+
+
+def _start_worker(parent: int, nice: int, lock) -> None:
+    global _write_lock
+    _write_lock = lock
+    _die_with_parent(parent, nice)
+
+
 def _die_with_parent(parent: int, nice: int = 0) -> None:
     """Worker initializer: the kernel kills this worker when the ingest that forked it dies, however it
     dies (``kill -9`` included), so no orphan keeps its release lock or its database connections."""
@@ -375,7 +401,7 @@ def _die_with_parent(parent: int, nice: int = 0) -> None:
 
 
 def worker_pool(workers: int, nice: int = 0) -> ProcessPoolExecutor:
-    """A pool whose workers die with their parent.
+    """A pool whose workers die with their parent, and share one lock to write to SQLite with.
 
     ``fork`` where there is one: unlike spawn and forkserver it does not re-run the user's ``__main__``,
     so a script without an ``if __name__ == "__main__"`` guard can still ingest.  The workers only read
@@ -386,7 +412,7 @@ def worker_pool(workers: int, nice: int = 0) -> ProcessPoolExecutor:
     """
     context = get_context("fork" if "fork" in get_all_start_methods() else "spawn")
     return ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_die_with_parent, initargs=(os.getpid(), nice)
+        workers, mp_context=context, initializer=_start_worker, initargs=(os.getpid(), nice, context.Lock())
     )
 
 

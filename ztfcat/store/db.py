@@ -66,10 +66,30 @@ def make_engine(url: str) -> Engine:
                     f"cannot create the folder {folder} for the catalog {parsed.database}: "
                     f"{exc.strerror or exc}"
                 ) from exc
+        _bind_nulls_quickly()
         engine = create_engine(url, connect_args={"timeout": 60})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def _bind_nulls_quickly() -> None:
+    """Give Python's ``sqlite3`` an adapter for ``None`` that returns ``None``.
+
+    Python 3.11's ``sqlite3`` binds an int, float or str directly, but looks every other parameter up as
+    something to adapt: a registry key built, a dict probed, then ``__adapt__`` asked of its
+    ``PrepareProtocol`` type, whose failed attribute lookup formats an error message that is thrown
+    away.  For ``None`` that costs about 0.3 µs, and a light-curve row is mostly ``None`` (an upper
+    limit binds ~50 of its 70 columns as NULL): the history pass spent more time binding NULLs than
+    storing rows (docs/benchmarks.md).  With an adapter registered the lookup ends at the dict probe
+    and ``dict.get`` (C, one argument, returns ``None``) gives the value back: 14 -> 6 µs per such row.
+    The registry is process-wide, and this entry changes no value: ``None`` still binds as NULL.
+    """
+    sqlite3.register_adapter(type(None), _NO_ADAPTATION.get)
+
+
+#: Empty, so ``get(anything)`` is ``None`` (see :func:`_bind_nulls_quickly`).
+_NO_ADAPTATION: dict = {}
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

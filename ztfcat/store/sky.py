@@ -17,8 +17,13 @@ the pixel, so the result is always a superset of the pixels the cone touches.
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import math
+import sys
+import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -72,9 +77,6 @@ def hpx_index(ra: Any, dec: Any) -> int | np.ndarray:
         A coordinate is not finite or a declination is outside [-90, 90]; a silently wrong index would
         hide the alert from every cone search.
     """
-    import astropy.units as u
-    from astropy_healpix import lonlat_to_healpix
-
     ra_arr = np.asarray(ra, dtype=float)
     dec_arr = np.asarray(dec, dtype=float)
     if not (np.all(np.isfinite(ra_arr)) and np.all(np.isfinite(dec_arr))):
@@ -82,12 +84,58 @@ def hpx_index(ra: Any, dec: Any) -> int | np.ndarray:
     if np.any(np.abs(dec_arr) > 90.0):
         raise ValueError(f"hpx_index: declination outside [-90, 90]: {dec_arr[np.abs(dec_arr) > 90.0]}")
     ra_arr, dec_arr = np.broadcast_arrays(np.mod(ra_arr, 360.0), dec_arr)
-    index = np.asarray(
-        lonlat_to_healpix(ra_arr * u.deg, dec_arr * u.deg, HPX_NSIDE, order="nested"), dtype=np.int64
-    )
+    index = np.asarray(_nested_ufunc()(np.radians(ra_arr), np.radians(dec_arr), _NSIDE_INTC)[0], np.int64)
     if index.ndim == 0:
         return int(index)
     return index
+
+
+_NSIDE_INTC = np.intc(HPX_NSIDE)
+_ufunc_lock = threading.Lock()
+_ufunc = None
+
+
+def _nested_ufunc():
+    """astropy_healpix's own C ufunc ``lonlat_to_healpix_nested(lon, lat, nside) -> (index, dx, dy)``,
+    loaded without the ``astropy_healpix`` package, whose import pulls in astropy (0.5 s, 40 MB).
+
+    Every ingest batch computes ``hpx``; importing astropy made the first batch of every ingest, and
+    of every fleet worker, take half a second with the GIL held (docs/benchmarks.md).  The extension
+    module itself needs only numpy.  The answer is the same function's, bit for bit (radians computed
+    as ``astropy.units`` does, ``x * (pi / 180)``), which ``tests/test_sky.py`` checks against the
+    public ``lonlat_to_healpix``.  Where the module cannot be found this way (a future layout of
+    the package), the public function is used: slower to import, never a different index.
+    """
+    global _ufunc
+    with _ufunc_lock:
+        if _ufunc is None:
+            _ufunc = _load_core_ufunc()
+        return _ufunc
+
+
+def _load_core_ufunc():
+    module = sys.modules.get("astropy_healpix._core")
+    if module is None:
+        spec = importlib.util.find_spec("astropy_healpix")  # finds the folder; imports nothing
+        folder = Path(spec.origin).parent if spec is not None and spec.origin else None
+        paths = (
+            [folder / f"_core{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES] if folder else []
+        )
+        path = next((p for p in paths if p.is_file()), None)
+        if path is not None:
+            loader = importlib.machinery.ExtensionFileLoader("astropy_healpix._core", str(path))
+            module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+            loader.exec_module(module)
+    ufunc = getattr(module, "lonlat_to_healpix_nested", None)
+    if ufunc is not None:
+        return ufunc
+    import astropy.units as u  # the public route: same ufunc underneath
+    from astropy_healpix import lonlat_to_healpix
+
+    def public(lon, lat, nside):
+        return (lonlat_to_healpix(lon * u.rad, lat * u.rad, int(nside), order="nested"),)
+
+    return public
 
 
 def separation_deg(ra1: Any, dec1: Any, ra2: Any, dec2: Any) -> np.ndarray | float:
