@@ -30,7 +30,7 @@ PARTS = (
     ("main pass, main thread: waiting for the writer (queue put)", "main", lambda f, n: n == _WAIT, False),
     ("main pass, main thread: tar framing (iter_members, own time)", "main", lambda f, n: n == "iter_members", False),
     ("main pass, main thread: decode to candidate (members_rows)", "main", lambda f, n: n == "members_rows", True),
-    ("main pass, main thread: alerts row (_row)", "main", lambda f, n: n == "_row" and f.endswith("ingest.py"), True),
+    ("main pass, main thread: alerts row (_row)", "main", lambda f, n: n == "_row" and f.endswith("pipeline.py"), True),
     ("main pass, writer: packet writes (BlobWriter.write)", "writer", lambda f, n: n == "write" and f.endswith("blobs.py"), True),
     ("main pass, writer: SQLite inserts (executemany)", "writer", lambda f, n: "executemany" in n, False),
     ("main pass, writer: commits", "writer", lambda f, n: "commit' of 'sqlite3" in n, False),
