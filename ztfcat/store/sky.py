@@ -17,8 +17,10 @@ the pixel, so the result is always a superset of the pixels the cone touches.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -72,9 +74,6 @@ def hpx_index(ra: Any, dec: Any) -> int | np.ndarray:
         A coordinate is not finite or a declination is outside [-90, 90]; a silently wrong index would
         hide the alert from every cone search.
     """
-    import astropy.units as u
-    from astropy_healpix import lonlat_to_healpix
-
     ra_arr = np.asarray(ra, dtype=float)
     dec_arr = np.asarray(dec, dtype=float)
     if not (np.all(np.isfinite(ra_arr)) and np.all(np.isfinite(dec_arr))):
@@ -82,12 +81,50 @@ def hpx_index(ra: Any, dec: Any) -> int | np.ndarray:
     if np.any(np.abs(dec_arr) > 90.0):
         raise ValueError(f"hpx_index: declination outside [-90, 90]: {dec_arr[np.abs(dec_arr) > 90.0]}")
     ra_arr, dec_arr = np.broadcast_arrays(np.mod(ra_arr, 360.0), dec_arr)
-    index = np.asarray(
-        lonlat_to_healpix(ra_arr * u.deg, dec_arr * u.deg, HPX_NSIDE, order="nested"), dtype=np.int64
-    )
+    index = np.asarray(_lonlat_to_nested()(ra_arr, dec_arr), dtype=np.int64)
     if index.ndim == 0:
         return int(index)
     return index
+
+
+@functools.cache
+def _lonlat_to_nested() -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``(ra, dec)`` in degrees to order-29 nested indices, by astropy_healpix's own C ufunc.
+
+    Its public ``lonlat_to_healpix`` takes astropy Quantities, and importing the package imports
+    ``astropy.units`` and ``astropy.coordinates``: about 26 MB of resident memory and 0.3 s in every
+    ingest process (a fleet worker among them) for one multiplication by pi/180.  So the compiled
+    ``_core`` module is loaded from the package's folder without running the package's ``__init__``,
+    and given radians as ``Quantity.to_value(u.rad)`` computes them (the same one multiplication, so
+    the same bits, checked in tests/test_sky.py).  The module registers itself under its own name, so
+    the package, imported later (a cone search), uses the same one.  If that module is not where this expects it (another
+    astropy_healpix layout), the public function is used.
+    """
+    import importlib.machinery
+    import importlib.util
+
+    spec = importlib.util.find_spec("astropy_healpix")  # finds the package, runs nothing
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            core = importlib.util.spec_from_file_location("astropy_healpix._core", f"{folder}/_core{suffix}")
+            if core is None or core.loader is None or not os.path.isfile(core.origin or ""):
+                continue
+            try:
+                module = importlib.util.module_from_spec(core)
+                core.loader.exec_module(module)
+                ufunc = module.lonlat_to_healpix_nested
+            except (ImportError, AttributeError, OSError):
+                break
+            nside = np.asarray(HPX_NSIDE, dtype=np.intc)
+            return lambda ra, dec: ufunc(ra * _RAD_PER_DEG, dec * _RAD_PER_DEG, nside)[0]
+    import astropy.units as u
+    from astropy_healpix import lonlat_to_healpix
+
+    return lambda ra, dec: lonlat_to_healpix(ra * u.deg, dec * u.deg, HPX_NSIDE, order="nested")
+
+
+# astropy's degree: ``pi / 180.0`` radians, the factor ``Quantity.to_value(u.rad)`` multiplies by.
+_RAD_PER_DEG = math.pi / 180.0
 
 
 def separation_deg(ra1: Any, dec1: Any, ra2: Any, dec2: Any) -> np.ndarray | float:
