@@ -188,6 +188,12 @@ def _executing(dask_worker) -> list[str]:
     return [str(ts.key) for ts in dask_worker.state.executing]
 
 
+def _ru_maxrss(dask_worker) -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10
+
+
 def _peak_rss(dask_worker) -> int:
     from ztfcat.fleet.tasks import peak_rss
 
@@ -314,6 +320,7 @@ def test_three_workers_one_killed_mid_night_give_the_single_process_catalog(pg, 
             runner.join(180)
             assert not runner.is_alive()
             peaks = client.run(_peak_rss)
+            inherited = client.run(_ru_maxrss)
             sampler.stop()
     finally:
         held.stop.set()
@@ -326,7 +333,8 @@ def test_three_workers_one_killed_mid_night_give_the_single_process_catalog(pg, 
         got = snapshot(cat)
     assert differences(got, expected) == {}, _diff(got, expected)
     memory = sampler.summary()
-    memory["client VmHWM MB"] = _status(os.getpid())["VmHWM"] >> 20  # what ru_maxrss gave each worker
+    memory["client VmHWM MB"] = _status(os.getpid())["VmHWM"] >> 20
+    memory["worker ru_maxrss MB"] = sorted(v >> 20 for v in inherited.values())  # the client's, carried over
     print("memory:", memory, "peak RSS per night MB:", [(r.name, r.peak_rss >> 20) for r in report.results])
     # memory per worker < 300 MB: each worker process's own peak, each of its children's, and the
     # peak of the whole tree counted in PSS (a forked history worker shares most pages with its worker)
