@@ -154,6 +154,27 @@ def wait_half_in(url: str, name: str, timeout: float = 120) -> int:
     raise AssertionError(f"{name} never got half in")
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux /proc")
+def test_a_spawned_process_peak_is_its_own_not_its_parents():
+    """A parent that once held 300 MB spawns a child (as a nanny spawns a dask worker): the child's
+    ``ru_maxrss`` carries the parent's peak, :func:`peak_rss` is the child's own."""
+    import sys
+
+    child = (
+        "import resource; from ztfcat.fleet.tasks import peak_rss; "
+        "print(peak_rss(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10)"
+    )
+    parent = (
+        "import subprocess, sys; block = bytearray(300 << 20); block[::4096] = b'x' * len(block[::4096]); "
+        f"del block; subprocess.run([sys.executable, '-c', {child!r}], check=True)"
+    )
+    out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, check=True).stdout
+    own, inherited = map(int, out.split())
+    # CPython >= 3.10 spawns with vfork on Linux, so ru_maxrss is the parent's 300 MB peak (what the
+    # fleet reported before); a plain fork would carry the parent's RSS at the fork instead
+    assert 0 < own < 100 << 20 and own <= inherited, (own, inherited)  # an interpreter and light imports
+
+
 def test_history_pools_share_the_cores_under_a_cap():
     from ztfcat.fleet.tasks import history_cap
     from ztfcat.ingest.history import pool_size, pool_size_at_most
