@@ -16,7 +16,9 @@ uses it; runs alternate between the worker counts
 - CPU seconds of the worker processes and their children (``getrusage`` in each worker, before/after);
 - CPU seconds of the PostgreSQL server: the postmaster's own and reaped children's times plus every
   live backend's, from ``/proc`` via psutil, before/after; its share of client + server CPU;
-- peak RSS of each worker process (``ru_maxrss``) and of its largest child.
+- peak RSS of each worker process (its own ``VmHWM``, :func:`ztfcat.fleet.tasks.peak_rss`: its
+  ``ru_maxrss`` would be this script's peak, which Linux carries into the processes it spawns) and the
+  ``ru_maxrss`` of its largest child (an upper bound: a forked child counts pages it shares).
 
 Prints a table per run, then the median and the spread (min-max) per worker count.
 """
@@ -126,10 +128,12 @@ def server_cpu(postmaster) -> float:
 def _usage() -> dict:
     import resource
 
+    from ztfcat.fleet.tasks import peak_rss
+
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
         "cpu": own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime,
-        "rss": own.ru_maxrss * 1024,
+        "rss": peak_rss(),
         "rss_children": children.ru_maxrss * 1024,
     }
 

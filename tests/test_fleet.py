@@ -38,7 +38,6 @@ from ztfcat.testing.synthetic import make_archive, make_night
 pytest.importorskip("distributed")
 
 
-
 @pytest.fixture
 def pg():
     """A factory of fresh databases on the shared test server (dropped afterwards)."""
@@ -155,6 +154,48 @@ def wait_half_in(url: str, name: str, timeout: float = 120) -> int:
     raise AssertionError(f"{name} never got half in")
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux /proc")
+def test_a_spawned_process_peak_is_its_own_not_its_parents():
+    """A parent that once held 300 MB spawns a child (as a nanny spawns a dask worker): the child's
+    ``ru_maxrss`` carries the parent's peak, :func:`peak_rss` is the child's own."""
+    import sys
+
+    child = (
+        "import resource; from ztfcat.fleet.tasks import peak_rss; "
+        "print(peak_rss(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10)"
+    )
+    parent = (
+        "import subprocess, sys; block = bytearray(300 << 20); block[::4096] = b'x' * len(block[::4096]); "
+        f"del block; subprocess.run([sys.executable, '-c', {child!r}], check=True)"
+    )
+    out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, check=True).stdout
+    own, inherited = map(int, out.split())
+    # CPython >= 3.10 spawns with vfork on Linux, so ru_maxrss is the parent's 300 MB peak (what the
+    # fleet reported before); a plain fork would carry the parent's RSS at the fork instead
+    assert 0 < own < 100 << 20 and own <= inherited, (own, inherited)  # an interpreter and light imports
+
+
+def test_history_pools_share_the_cores_under_a_cap():
+    from ztfcat.fleet.tasks import history_cap
+    from ztfcat.ingest.history import pool_size, pool_size_at_most
+
+    cores = os.cpu_count() or 1
+    assert pool_size() == cores and pool_size(5) == 5
+    with pool_size_at_most(1):
+        assert pool_size() == 1 and pool_size(5) == 5  # an explicit size is the caller's
+        with pool_size_at_most(cores + 4):
+            assert pool_size() == cores  # never more than the cores
+        assert pool_size() == 1
+    assert pool_size() == cores
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(pool_size()))
+    with pool_size_at_most(1):
+        worker.start()
+        worker.join()
+    assert seen == [cores]  # a cap is its context's (a dask task's), not the process's
+    assert history_cap({"127.0.0.1": 3}) == cores  # not in a dask worker: a lone ingest's pool
+
+
 def _diff(got: dict, expected: dict) -> dict:
     """The first rows that differ per part, for the failure message."""
     out = {}
@@ -168,10 +209,105 @@ def _executing(dask_worker) -> list[str]:
     return [str(ts.key) for ts in dask_worker.state.executing]
 
 
-def _peak_rss(dask_worker) -> int:
+def _ru_maxrss(dask_worker) -> int:
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10
+
+
+def _peak_rss(dask_worker) -> int:
+    from ztfcat.fleet.tasks import peak_rss
+
+    return peak_rss()
+
+
+#: Issue 16: memory per worker.
+MAX_WORKER_BYTES = 300 << 20
+
+
+def _status(pid: int) -> dict[str, int]:
+    """``VmRSS`` and ``VmHWM`` (bytes) of a live process, and its ``Pss`` (bytes: pages shared with
+    other processes counted by their share); {} once it is gone."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    out[line.split(":")[0]] = int(line.split()[1]) << 10
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    out["Pss"] = int(line.split()[1]) << 10
+    except (OSError, ValueError):
+        return {}
+    return out
+
+
+def _children(pids: set[int]) -> dict[int, int]:
+    """Live processes whose parent is one of ``pids``: {pid: parent}."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if parent in pids:
+                out[int(entry)] = parent
+    return out
+
+
+def _is_dask_worker(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"spawn_main" in f.read()  # not multiprocessing's resource tracker
+    except OSError:
+        return False
+
+
+class MemorySampler(threading.Thread):
+    """Samples, every 0.1 s, the dask worker processes and their children (inflaters, history
+    workers) from outside: each process's peak ``VmHWM``, and the peak over time of each worker's
+    whole tree in PSS (what it costs the machine, shared pages counted once).  ``getrusage`` in the
+    worker would not do: Linux carries the client's own peak into a spawned worker's ``ru_maxrss``."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.workers: set[int] = set()  # the LocalCluster's nannies spawn them from this process
+        self.peak: dict[int, int] = {}  # pid -> its VmHWM, last seen
+        self.parent: dict[int, int] = {}  # child pid -> its worker
+        self.tree_pss: dict[int, int] = {}  # worker pid -> peak of its own + its children's PSS
+        self.most_children = 0  # of one worker at once
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.1):
+            self.workers.update(p for p in _children({os.getpid()}) if _is_dask_worker(p))
+            kids = _children(self.workers)
+            self.parent.update(kids)
+            for worker in self.workers:
+                self.most_children = max(self.most_children, sum(p == worker for p in kids.values()))
+            tree = dict.fromkeys(self.workers, 0)
+            for pid in [*self.workers, *kids]:
+                st = _status(pid)
+                if st:
+                    self.peak[pid] = max(self.peak.get(pid, 0), st["VmHWM"])
+                    tree[kids.get(pid, pid)] += st.get("Pss", 0)
+            for pid, pss in tree.items():
+                self.tree_pss[pid] = max(self.tree_pss.get(pid, 0), pss)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+
+    def summary(self) -> dict:
+        mb = 1 << 20
+        return {
+            "worker VmHWM MB": {p: self.peak.get(p, 0) // mb for p in sorted(self.workers)},
+            "child VmHWM MB": {p: v // mb for p, v in sorted(self.peak.items()) if p in self.parent},
+            "worker+children PSS MB": {p: v // mb for p, v in sorted(self.tree_pss.items())},
+        }
 
 
 @pytest.mark.slow
@@ -185,6 +321,8 @@ def test_three_workers_one_killed_mid_night_give_the_single_process_catalog(pg, 
     outcome: dict = {}
     try:
         with dask_client(workers=3) as client:
+            sampler = MemorySampler()
+            sampler.start()
             runner = threading.Thread(
                 target=lambda: outcome.update(
                     report=ingest_sources(Catalog(url, tmp_path / "data"), sources, client=client)
@@ -203,6 +341,8 @@ def test_three_workers_one_killed_mid_night_give_the_single_process_catalog(pg, 
             runner.join(180)
             assert not runner.is_alive()
             peaks = client.run(_peak_rss)
+            inherited = client.run(_ru_maxrss)
+            sampler.stop()
     finally:
         held.stop.set()
     report = outcome["report"]
@@ -213,7 +353,20 @@ def test_three_workers_one_killed_mid_night_give_the_single_process_catalog(pg, 
     with Catalog(url, tmp_path / "data") as cat:
         got = snapshot(cat)
     assert differences(got, expected) == {}, _diff(got, expected)
-    print("peak RSS per night:", [(r.name, r.peak_rss) for r in report.results], "per worker:", peaks)
+    memory = sampler.summary()
+    memory["client VmHWM MB"] = _status(os.getpid())["VmHWM"] >> 20
+    memory["worker ru_maxrss MB"] = sorted(v >> 20 for v in inherited.values())  # the client's, carried over
+    print("memory:", memory, "peak RSS per night MB:", [(r.name, r.peak_rss >> 20) for r in report.results])
+    # memory per worker < 300 MB: each worker process's own peak, each of its children's, and the
+    # peak of the whole tree counted in PSS (a forked history worker shares most pages with its worker)
+    assert 0 < max(peaks.values()) < MAX_WORKER_BYTES, peaks
+    assert all(0 < r.peak_rss < MAX_WORKER_BYTES for r in report.results), report.results
+    assert victim in sampler.workers and len(sampler.workers) >= 3, memory  # every worker was seen
+    assert max(sampler.peak.values()) < MAX_WORKER_BYTES, memory
+    assert sampler.parent, memory  # the inflaters at least were sampled
+    assert max(sampler.tree_pss.values()) < MAX_WORKER_BYTES, memory
+    # three workers share the cores: each night's history pool gets its share (an inflater besides)
+    assert sampler.most_children <= 1 + max(1, (os.cpu_count() or 1) // 3), memory
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ a failed night with its reason, like any other.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,8 @@ class FleetReport:
 
     @property
     def peak_rss(self) -> int:
-        """The largest peak resident memory of a worker process that reported, in bytes."""
+        """The largest peak resident memory of a worker process (its own, children apart) that
+        reported, in bytes."""
         return max((r.peak_rss for r in self.results), default=0)
 
     def __str__(self) -> str:
@@ -133,7 +135,10 @@ def task_key(name: str) -> str:
 def _gather(client, spec, nights, force, download, claim_timeout_s, on_result, report) -> None:
     from distributed import as_completed
 
-    report.workers = len(client.scheduler_info().get("workers", {}))
+    workers = client.scheduler_info().get("workers", {})
+    report.workers = len(workers)
+    # how many workers share each host: a night's history pool gets its share of the host's cores
+    host_workers = Counter(w.get("host") for w in workers.values())
     futures = {
         client.submit(
             run_night,
@@ -142,6 +147,7 @@ def _gather(client, spec, nights, force, download, claim_timeout_s, on_result, r
             force=force,
             download=download,
             claim_timeout_s=claim_timeout_s,
+            host_workers=dict(host_workers),
             key=task_key(night.name),
             pure=False,
             retries=0,  # a night's own failures are its result; a lost worker is the scheduler's to redo

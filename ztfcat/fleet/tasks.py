@@ -16,9 +16,10 @@ import multiprocessing
 import os
 import resource
 import socket
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -88,8 +89,10 @@ class NightResult:
 
     ``status`` is ``complete``, ``already complete`` or ``failed`` (then ``error`` says why, in one
     line).  ``attempts`` counts tries on this worker (more than one after a database failure).
-    ``peak_rss`` is the worker process's peak resident memory so far, ``peak_rss_children`` that of its
-    largest finished child (inflater, history workers), in bytes.
+    ``peak_rss`` is the worker process's own peak resident memory so far (:func:`peak_rss`), in bytes;
+    ``peak_rss_children`` the kernel's ``ru_maxrss`` of its largest finished child (inflater, history
+    workers), an upper bound only: Linux starts a child's count at the resident memory of the process
+    it was forked from, pages they share included.
     """
 
     name: str
@@ -125,18 +128,24 @@ def run_night(
     download: DownloadOptions | None = None,
     claim_timeout_s: float = CLAIM_TIMEOUT_S,
     pauses: tuple[float, ...] = RETRY_PAUSES_S,
+    host_workers: Mapping[str, int] | None = None,
 ) -> NightResult:
     """Ingest (or download and ingest) one night under its claim; the function a worker runs.
 
-    Returns a :class:`NightResult` for every failure a night can have; raises only what is not the
-    night's (an interrupt, a bug), which dask reports as the task's error.
+    ``host_workers`` counts the dask workers on each host (by IP address) when the nights were
+    submitted: the night's history pool gets this machine's cores divided among them
+    (:func:`history_cap`).  Returns a :class:`NightResult` for every failure a night can have; raises
+    only what is not the night's (an interrupt, a bug), which dask reports as the task's error.
     """
+    from ..ingest.history import pool_size_at_most
+
     started = time.perf_counter()
+    cap = history_cap(host_workers)
     attempt = 0
     while True:
         attempt += 1
         try:
-            with _children_allowed():
+            with _children_allowed(), pool_size_at_most(cap):
                 report = _attempt(spec, night, force, download, claim_timeout_s)
         except Exception as exc:
             if is_transient(exc) and attempt <= len(pauses):
@@ -145,6 +154,47 @@ def run_night(
             return _result(night.name, "failed", started, attempt, error=_one_line(night.name, exc))
         status = "already complete" if report.already_complete else "complete"
         return _result(night.name, status, started, attempt, report=report)
+
+
+def history_cap(host_workers: Mapping[str, int] | None) -> int:
+    """History workers one night may fork on this dask worker: the machine's cores shared out among
+    the dask workers on it, at least one.
+
+    Each ingest would otherwise fork one history worker per core, so N workers on one machine would
+    run N times its cores in history processes, each with its resident memory (measured: 140 MB RSS,
+    25 MB of it its own), and contend for the cores the N inflaters and decoders also need.  Cores per
+    worker rather than the worker's threads: the fleet's workers run one night each, one thread.
+    Outside a dask worker, or on a host not counted, the whole machine's cores (a lone ingest's pool).
+    """
+    cores = os.cpu_count() or 1
+    if not host_workers:
+        return cores
+    try:
+        from distributed import get_worker
+
+        host = get_worker().ip
+    except (ImportError, ValueError):  # not in a dask worker
+        return cores
+    return max(1, cores // max(1, host_workers.get(host, 1)))
+
+
+def peak_rss() -> int:
+    """This process's own peak resident memory since it started, in bytes.
+
+    On Linux ``VmHWM`` of ``/proc/self/status``, not ``getrusage``'s ``ru_maxrss``: the kernel carries
+    into a process's ``ru_maxrss`` the peak of the process that forked it, across ``exec``, so a dask
+    worker spawned by a client process that once held 1 GB reports 1 GB however little it uses itself
+    (measured: a worker at 61 MB reported the 858 MB of its client).  Elsewhere ``ru_maxrss``.
+    """
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, kilobytes elsewhere
 
 
 def _attempt(spec, night: Night, force, download, claim_timeout_s) -> IngestReport:
@@ -210,8 +260,8 @@ def _children_allowed() -> Iterator[None]:
 
 
 def _result(name, status, started, attempts, *, report=None, error=None) -> NightResult:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kilobytes
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    children = children if sys.platform == "darwin" else children * 1024
     return NightResult(
         name=name,
         status=status,
@@ -221,7 +271,7 @@ def _result(name, status, started, attempts, *, report=None, error=None) -> Nigh
         attempts=attempts,
         error=error,
         worker=f"{socket.gethostname()}:{os.getpid()}",
-        peak_rss=own,
+        peak_rss=peak_rss(),
         peak_rss_children=children,
     )
 

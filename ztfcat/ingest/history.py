@@ -31,6 +31,7 @@ import signal
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextvars import ContextVar
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import NamedTuple
@@ -58,6 +59,36 @@ FP_INSERT = ("objectId", "alert_candid", "alert_jd", *FP_COLUMNS)
 CHUNK = 256
 INLINE_BELOW = 2000  # a process pool costs more than it saves on small releases
 REBUILD_CHUNK = 200  # objects re-derived per transaction after a delete
+
+# The most history workers an ingest in this context may fork (None: one per core); see pool_size.
+_pool_cap: ContextVar[int | None] = ContextVar("ztfcat_history_pool_cap", default=None)
+
+
+def pool_size(workers: int | None = None) -> int:
+    """How many history worker processes an ingest forks: ``workers`` if given, else one per core,
+    at most the cap of :func:`pool_size_at_most` in effect."""
+    if workers:
+        return workers
+    cores = os.cpu_count() or 1
+    cap = _pool_cap.get()
+    return max(1, min(cores, cap)) if cap else cores
+
+
+@contextlib.contextmanager
+def pool_size_at_most(cap: int) -> Iterator[None]:
+    """Ingests run in this thread (and context) fork at most ``cap`` history workers each.
+
+    For several ingests sharing one machine (the fleet's workers, :mod:`ztfcat.fleet.tasks`): each
+    would otherwise fork one worker per core, N times the cores in all, each worker with its own
+    resident memory.  A cap changes only where history is decoded, never what is stored: every point
+    goes in by the order-independent rule, from whichever process, in whatever chunks.
+    """
+    token = _pool_cap.set(max(1, int(cap)))
+    try:
+        yield
+    finally:
+        _pool_cap.reset(token)
+
 
 _NEWEST = "({row}.alert_jd, {row}.alert_candid)"
 #: Detections: an alert's own candidate first, then the newest copy.
@@ -288,7 +319,7 @@ def derive_history(
             select(func.count()).select_from(alerts).where(alerts.c.release_id == release_id)
         ).scalar_one()
     tasks = (t for t in packets(engine, alerts.c.release_id == release_id) if t.candid not in done)
-    workers = workers or os.cpu_count() or 1
+    workers = pool_size(workers)
     bulk = BulkWriter(engine)
     failures: list[tuple[int, str]] = []
 
@@ -431,7 +462,7 @@ class EarlyHistory:
 
     def __init__(self, data_dir: Path, workers: int | None = None) -> None:
         self.data_dir = str(data_dir)
-        self.workers = workers or os.cpu_count() or 1
+        self.workers = pool_size(workers)
         # objectId -> its packets not yet handed out, least recently updated object first
         self.pending: OrderedDict[str, list[Packet]] = OrderedDict()
         self.n_pending = 0
