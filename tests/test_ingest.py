@@ -459,7 +459,12 @@ def test_history_from_worker_processes_equals_inline(database_url, tmp_path, mon
     pooled.ingest(spec.path)
     got = snapshot(pooled)
     assert len(got["prv_candidates"]) > 300 and len(got["fp_hists"]) > 300
-    for table in ("prv_candidates", "fp_hists", "alerts"):  # the workers wrote the first two themselves
+    # The workers wrote the light curves and (SQLite) the objects rows themselves.  PostgreSQL's
+    # objects differ from SQLite's in the last bits of averaged floats, so only SQLite's are compared.
+    tables = ("prv_candidates", "fp_hists", "alerts") + (
+        ("objects",) if database_url.startswith("sqlite") else ()
+    )
+    for table in tables:
         assert got[table] == expected[table], table
     pooled.close()
 
