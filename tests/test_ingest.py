@@ -469,6 +469,64 @@ def test_history_from_worker_processes_equals_inline(database_url, tmp_path, mon
     pooled.close()
 
 
+def test_ingests_in_threads_of_one_process_equal_serial_ones(tmp_path, monkeypatch):
+    """Two ingests running in threads of one process: the second's history pool forks while the first's
+    threads may be inside SQLite, so its workers send their rows back (``shared_process``); the
+    catalog equals the one of the same nights ingested one after the other."""
+    import threading
+
+    import ztfcat.ingest.history
+
+    monkeypatch.setattr(ztfcat.ingest.history, "INLINE_BELOW", 0)  # a process pool even for a small night
+    monkeypatch.setattr(ztfcat.ingest.history, "CHUNK", 16)
+    seen = []
+    derive = ztfcat.ingest.history.derive_history
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("shared_process"))
+        return derive(*args, **kwargs)
+
+    monkeypatch.setattr(ztfcat.ingest.history, "derive_history", recording)
+    nights = [
+        make_night(
+            tmp_path / f"ztf_public_2018091{i}.tar.gz",
+            night=f"2018091{i}",
+            n_alerts=300,
+            seed=40 + i,
+            n_prv=6,
+        )
+        for i in (5, 6)
+    ]
+    serial = Catalog(f"sqlite:///{tmp_path / 'serial.sqlite'}", tmp_path / "serial")
+    for night in nights:
+        serial.ingest(night.path)
+    expected = snapshot(serial)
+    serial.close()
+    seen.clear()
+    threaded = Catalog(f"sqlite:///{tmp_path / 'threaded.sqlite'}", tmp_path / "threaded")
+    both = threading.Barrier(2)
+    errors = []
+
+    def run(path):
+        try:
+            both.wait()
+            threaded.ingest(path)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(night.path,)) for night in nights]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert True in seen  # at least one history pass ran beside the other ingest
+    got = snapshot(threaded)
+    threaded.close()
+    for table in ("alerts", "prv_candidates", "fp_hists", "objects"):
+        assert got[table] == expected[table], table
+
+
 def test_an_avro_file_that_is_not_an_alert_is_named(catalog, tmp_path):
     schema = {
         "type": "record",

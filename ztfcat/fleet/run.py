@@ -135,7 +135,11 @@ def task_key(name: str) -> str:
 def _gather(client, spec, nights, force, download, claim_timeout_s, on_result, report) -> None:
     from distributed import as_completed
 
-    workers = client.scheduler_info().get("workers", {})
+    try:  # some distributed releases list only the first 5 workers unless asked for all
+        info = client.scheduler_info(n_workers=-1)
+    except TypeError:  # a release without the parameter lists them all
+        info = client.scheduler_info()
+    workers = info.get("workers", {})
     report.workers = len(workers)
     # how many workers share each host: a night's history pool gets its share of the host's cores
     host_workers = Counter(w.get("host") for w in workers.values())

@@ -36,7 +36,7 @@ from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import NamedTuple
 
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, delete, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..errors import AlertDecodeError, ZtfcatError
@@ -249,6 +249,10 @@ def store_history(url: str, data_dir: str, tasks: Sequence[Packet]) -> list[tupl
         from ..store.db import make_engine
 
         engine = _ENGINES[url] = make_engine(url)
+        if engine.dialect.name == "sqlite":
+            # Every sibling's commit empties this connection's page cache, so it only serves one
+            # chunk's transaction: 8 MiB, not the 32 MiB of a long-lived connection, per worker.
+            event.listen(engine, "connect", _small_cache)
     points = history_rows(data_dir, tasks)
     bulk = BulkWriter(engine)
     try:
@@ -266,6 +270,10 @@ def store_history(url: str, data_dir: str, tasks: Sequence[Packet]) -> list[tupl
     finally:
         bulk.close()
     return points.failures
+
+
+def _small_cache(dbapi_connection, _record) -> None:
+    dbapi_connection.execute("PRAGMA cache_size=-8192")
 
 
 def _packets_query(*where):
@@ -308,11 +316,15 @@ def derive_history(
     release_id: int,
     workers: int | None = None,
     done: frozenset[int] | set[int] = frozenset(),
+    shared_process: bool = False,
 ) -> list[tuple[int, str]]:
     """Add the points of every packet a release's rows read (``alerts.release_id``) to the light-curve
     tables; returns packets whose history failed to decode.
 
     ``done`` holds alerts whose history was already stored while the main pass ran (:class:`EarlyHistory`).
+    ``shared_process``: another ingest runs in this process.  Its threads may be inside SQLite when the
+    pool forks, and SQLite's mutexes and lock bookkeeping do not survive a fork, so the workers then
+    send their rows back and this process inserts them, as it must for a database only it can open.
     """
     with engine.connect() as conn:
         n_alerts = conn.execute(
@@ -330,8 +342,8 @@ def derive_history(
             result = result.failures
         failures.extend(result)
 
-    if bulk.sqlite and engine.url.database in (None, "", ":memory:"):
-        work, args = history_rows, (str(data_dir),)  # a database only this process sees: rows come back
+    if bulk.sqlite and (shared_process or _private(engine)):
+        work, args = history_rows, (str(data_dir),)  # rows come back to this process
     else:
         work, args = store_history, (engine.url.render_as_string(hide_password=False), str(data_dir))
     try:
@@ -340,21 +352,35 @@ def derive_history(
                 store(history_rows(str(data_dir), chunk))
         else:
             with worker_pool(workers) as pool:
-                pending = set()
-                for chunk in _chunks(tasks):
-                    if len(pending) >= 2 * workers:
-                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for future in finished:
-                            store(future.result())
-                    pending.add(pool.submit(work, *args, chunk))
-                for future in pending:
-                    store(future.result())
+                try:
+                    pending = set()
+                    for chunk in _chunks(tasks):
+                        if len(pending) >= 2 * workers:
+                            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                            for future in finished:
+                                store(future.result())
+                        pending.add(pool.submit(work, *args, chunk))
+                    for future in pending:
+                        store(future.result())
+                except BaseException:
+                    # The chunks not started are dropped: each would meet the same failure (a catalog
+                    # locked by another program: 60 s each), and the release is purged anyway.
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
     except BaseException:
         bulk.rollback()
         raise
     finally:
         bulk.close()
     return failures
+
+
+def _private(engine: Engine) -> bool:
+    """Whether the SQLite database is one only this process can open (in memory)."""
+    database = engine.url.database or ""
+    return (
+        database in ("", ":memory:") or "mode=memory" in database or engine.url.query.get("mode") == "memory"
+    )
 
 
 def rebuild_objects(engine: Engine, data_dir: Path, object_ids: Sequence[str]) -> None:

@@ -38,6 +38,7 @@ from typing import BinaryIO
 
 import numpy as np
 from sqlalchemy import Engine, bindparam, delete, func, insert, select, text, update
+from sqlalchemy.exc import OperationalError
 
 from ..errors import AlertDecodeError, IngestError, ReleaseBusyError, ZtfcatError
 from ..sources.names import night_of, release_key
@@ -626,7 +627,10 @@ def _ingest_locked(
             n_duplicates=report.n_duplicates,
             unknown_fields=_unknown_fields(report),
         )
-        for candid, reason in history.derive_history(engine, data_dir, release_id, done=done):
+        alone = _gc_users == 1  # no other ingest's threads in this process (see derive_history)
+        for candid, reason in history.derive_history(
+            engine, data_dir, release_id, done=done, shared_process=not alone
+        ):
             report.errors.append((f"{candid}.avro", f"history not read: {reason}"))
         _backfill(engine)
         _refresh_objects(engine, release_id)
@@ -666,7 +670,7 @@ def _backfill(engine: Engine) -> None:
     ``PASSIVE`` never waits for other connections; what they still need stays in the log.
     """
     if engine.dialect.name == "sqlite":
-        with engine.connect() as conn:
+        with contextlib.suppress(OperationalError), engine.connect() as conn:  # only an optimisation
             conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").all()
 
 
