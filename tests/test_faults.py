@@ -191,3 +191,78 @@ def test_ztfcat_repair_finishes_an_interrupted_ingest(database_url, tmp_path, mo
         got = snapshot(cat)
     got["releases"] = [r for r in got["releases"] if r[0] != second.path.name]
     assert got == reference
+
+
+HOLD_WRITE_LOCK = textwrap.dedent(
+    """
+    import sqlite3, sys
+    conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")   # the write lock, as a program with the catalog open would hold it
+    print("locked", flush=True)
+    sys.stdin.readline()
+    conn.rollback()
+    """
+)
+
+
+def test_a_catalog_locked_by_another_program_during_the_history_pass_fails_soon(tmp_path, monkeypatch):
+    """Another program holds the catalog's write lock while the history workers want to write: the
+    ingest ends with one line naming the night after about one busy timeout, not one per queued chunk,
+    the night holds nothing, and once the lock is gone the next run ingests it whole."""
+    import ztfcat.ingest.history as history
+    import ztfcat.store.db as db
+
+    busy_s = 1.0
+    monkeypatch.setattr(db, "BUSY_TIMEOUT_S", busy_s)  # the forked workers inherit it
+    monkeypatch.setattr(history, "INLINE_BELOW", 0)  # a worker pool even for a small night
+    monkeypatch.setattr(history, "CHUNK", 16)  # and many chunks: ~19 for 300 alerts
+    monkeypatch.setattr(history, "pool_size", lambda workers=None: 2)
+    monkeypatch.setattr(ingest, "EARLY_HISTORY_BYTES", 1 << 40)  # the whole history in the pass locked
+    spec = make_night(tmp_path / "ztf_public_20240706.tar.gz", n_alerts=300, seed=46, n_prv=4)
+    path = tmp_path / "catalog.sqlite"
+    url, data = f"sqlite:///{path}", tmp_path / "data"
+    holder: list[subprocess.Popen] = []
+    timings: dict[str, float] = {}
+
+    def derive_while_locked(*args, **kwargs):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HOLD_WRITE_LOCK, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        holder.append(proc)
+        assert proc.stdout.readline().strip() == "locked"
+        timings["start"] = time.monotonic()
+        try:
+            return original_derive(*args, **kwargs)
+        finally:
+            timings["end"] = time.monotonic()
+
+    def purge_after_unlocking(*args, **kwargs):
+        if holder and holder[0].poll() is None:
+            holder[0].communicate("go\n", timeout=30)  # the other program lets go; the purge can write
+        return original_purge(*args, **kwargs)
+
+    original_derive, original_purge = history.derive_history, ingest.purge_release
+    monkeypatch.setattr(history, "derive_history", derive_while_locked)
+    monkeypatch.setattr(ingest, "purge_release", purge_after_unlocking)
+    with Catalog(url, data) as cat:
+        with pytest.raises(IngestError) as caught:
+            cat.ingest(spec.path)
+        message = str(caught.value)
+        assert "\n" not in message and spec.path.name in message and "database is locked" in message
+        waited = timings["end"] - timings["start"]
+        # One chunk's wait: the chunks handed to the workers (4) do not wait in turn, nor run the queued ones.
+        assert busy_s <= waited < 2.5 * busy_s, waited
+        with cat.engine.connect() as conn:
+            assert conn.execute(select(releases.c.status)).scalar() == "failed"
+            assert conn.execute(select(alerts.c.candid)).first() is None
+            got = snapshot(cat)
+        assert not any(got[table] for table in ("alerts", "prv_candidates", "fp_hists", "objects"))
+        monkeypatch.undo()
+        assert cat.ingest(spec.path).n_alerts == 300
+        got = snapshot(cat)
+    with Catalog(f"sqlite:///{tmp_path / 'clean.sqlite'}", tmp_path / "clean") as clean:
+        clean.ingest(spec.path)
+        expected = snapshot(clean)
+    for table in ("alerts", "prv_candidates", "fp_hists", "objects"):
+        assert got[table] == expected[table], table

@@ -176,6 +176,45 @@ def test_not_gzip_is_reported():
         list(iter_members(stream))
 
 
+@pytest.mark.parametrize(
+    "prefix, how, n, direct",
+    [
+        (b"", "seek", 0, True),  # the usual case: the child reads and hashes the file
+        (b"HEAD!", "seek", 5, True),  # from the file's offset on
+        (b"HEAD!", "seek", 0, True),  # not gzip: the child says so
+        (b"HEAD!", "read", 5, False),  # bytes buffered past the position: fed by this process
+        (b"HEAD!", "read", 2, False),  # ... and not gzip from there ("AD!")
+    ],
+)
+def test_a_file_is_inflated_with_the_bytes_md5_and_size_of_what_follows_its_position(
+    tmp_path, prefix, how, n, direct
+):
+    """A regular file goes to the inflater as it is; one whose Python buffer already holds bytes past
+    its position is fed through a pipe.  Either way the stream is the file's bytes from the position on,
+    with their MD5 and size, and a file that is not gzip from there is named in one line."""
+    import hashlib
+    import os
+
+    packed = gzip.compress(build([("a.avro", os.urandom(300_000)), ("b.avro", b"b" * 70_000)]), mtime=0)
+    path = tmp_path / "f.tar.gz"
+    path.write_bytes(prefix + packed)
+    rest = (prefix + packed)[n:]
+    with open(path, "rb") as source:
+        source.seek(n) if how == "seek" else source.read(n)
+        with GzipStream(source, path.name) as stream:
+            assert (stream._feeder is None) == direct
+            if rest[:2] != b"\x1f\x8b":
+                with pytest.raises(IngestError, match=r"^f\.tar\.gz is not a gzip file \(it starts with b'"):
+                    stream.drain()
+                return
+            got = bytearray()
+            while chunk := stream.read(1 << 16):
+                got.extend(chunk)
+                assert 0 <= stream.size <= len(rest)  # progress, while the child reads
+            assert bytes(got) == gzip.decompress(rest)
+            assert stream.md5 == hashlib.md5(rest).hexdigest() and stream.size == len(rest)
+
+
 # --- hostile headers -------------------------------------------------------------------------------
 
 

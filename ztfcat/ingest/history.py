@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 from sqlalchemy import Engine, delete, event, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ..errors import AlertDecodeError, ZtfcatError
 from ..store.blobs import read_blob
@@ -234,7 +233,7 @@ def insert_points(bulk: BulkWriter, points: Points) -> None:
 _ENGINES: dict[str, Engine] = {}
 
 
-def store_history(url: str, data_dir: str, tasks: Sequence[Packet]) -> list[tuple[int, str]]:
+def store_history(url: str, data_dir: str, tasks: Sequence[Packet]) -> list[tuple[int, str]] | None:
     """Decode and insert in the worker itself: the rows never travel back to the parent, so neither
     pickling them nor inserting them serialises there.
 
@@ -243,6 +242,10 @@ def store_history(url: str, data_dir: str, tasks: Sequence[Packet]) -> list[tupl
     (:func:`worker_pool`) and writes in a ``BEGIN IMMEDIATE`` transaction: the writes follow each
     other with no wait in SQLite's busy handler, whose sleeps grow to 100 ms, and the decoding of
     one chunk overlaps the insert of the next (docs/benchmarks.md: the history pass on two cores).
+
+    Once one worker's write fails, the others store nothing more and return ``None``: the failing
+    chunk's error reaches the parent and fails the release, which is purged.  Without that, a catalog
+    held locked by another program would cost one busy timeout (a minute) per chunk in flight.
     """
     engine = _ENGINES.get(url)
     if engine is None:
@@ -258,6 +261,8 @@ def store_history(url: str, data_dir: str, tasks: Sequence[Packet]) -> list[tupl
     try:
         if bulk.sqlite:
             with _write_lock or contextlib.nullcontext():
+                if _write_failed is not None and _write_failed.is_set():
+                    return None  # a sibling could not write: its error ends the pass, this wait would not
                 bulk.begin_exclusive()
                 insert_points(bulk, points)
                 bulk.commit()
@@ -266,6 +271,8 @@ def store_history(url: str, data_dir: str, tasks: Sequence[Packet]) -> list[tupl
             bulk.commit()
     except BaseException:
         bulk.rollback()
+        if _write_failed is not None:
+            _write_failed.set()
         raise
     finally:
         bulk.close()
@@ -335,7 +342,9 @@ def derive_history(
     bulk = BulkWriter(engine)
     failures: list[tuple[int, str]] = []
 
-    def store(result: Points | list) -> None:
+    def store(result: Points | list | None) -> None:
+        if result is None:
+            return  # skipped after a sibling's failure, which is in another future: it raises there
         if isinstance(result, Points):
             insert_points(bulk, result)
             bulk.commit()
@@ -413,7 +422,11 @@ def rebuild_objects(engine: Engine, data_dir: Path, object_ids: Sequence[str]) -
 def mark_for_rebuild(conn, object_ids: Iterable[str]) -> None:
     """Record, inside the caller's transaction, objects whose light curves must be derived again
     (an object marked already stays marked once)."""
-    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+    # Imported here: the PostgreSQL dialect pulls in asyncio, 60 ms of every SQLite ingest's start.
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects import sqlite as dialect
+    else:
+        from sqlalchemy.dialects import postgresql as dialect
     wanted = sorted(set(object_ids))
     for start in range(0, len(wanted), 5000):  # bounded statements, whatever the release's size
         rows = [{"objectId": o} for o in wanted[start : start + 5000]]
@@ -435,13 +448,15 @@ def finish_rebuilds(engine: Engine, data_dir: Path) -> int:
 _PR_SET_PDEATHSIG = 1
 
 
-#: In a worker of :func:`worker_pool`: the lock its siblings take to write to a SQLite catalog.
+#: In a worker of :func:`worker_pool`: the lock its siblings take to write to a SQLite catalog, and
+#: the event one of them sets when its write fails (:func:`store_history`).
 _write_lock = None
+_write_failed = None
 
 
-def _start_worker(parent: int, nice: int, lock) -> None:
-    global _write_lock
-    _write_lock = lock
+def _start_worker(parent: int, nice: int, lock, failed) -> None:
+    global _write_lock, _write_failed
+    _write_lock, _write_failed = lock, failed
     _die_with_parent(parent, nice)
 
 
@@ -458,7 +473,8 @@ def _die_with_parent(parent: int, nice: int = 0) -> None:
 
 
 def worker_pool(workers: int, nice: int = 0) -> ProcessPoolExecutor:
-    """A pool whose workers die with their parent, and share one lock to write to SQLite with.
+    """A pool whose workers die with their parent, and share one lock to write to SQLite with (and an
+    event that says one of their writes failed).
 
     ``fork`` where there is one: unlike spawn and forkserver it does not re-run the user's ``__main__``,
     so a script without an ``if __name__ == "__main__"`` guard can still ingest.  The workers only read
@@ -469,7 +485,7 @@ def worker_pool(workers: int, nice: int = 0) -> ProcessPoolExecutor:
     """
     context = get_context("fork" if "fork" in get_all_start_methods() else "spawn")
     return ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_start_worker, initargs=(os.getpid(), nice, context.Lock())
+        workers, mp_context=context, initializer=_start_worker, initargs=(os.getpid(), nice, context.Lock(), context.Event())
     )
 
 

@@ -52,6 +52,11 @@ alembic_version = Table(
 #: Any constant will do: every ztfcat process creating a catalog on one server takes the same lock.
 _CREATE_LOCK_KEY = 0x7A7466636174  # "ztfcat"
 
+#: How long a SQLite connection waits for another writer before "database is locked": long enough for
+#: any one transaction of another ztfcat process, short enough that a catalog held open for writing by
+#: another program fails the ingest in a minute rather than hanging it.
+BUSY_TIMEOUT_S = 60.0
+
 
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite files get WAL, a busy timeout and foreign keys (for cascades)."""
@@ -67,7 +72,7 @@ def make_engine(url: str) -> Engine:
                     f"{exc.strerror or exc}"
                 ) from exc
         _bind_nulls_quickly()
-        engine = create_engine(url, connect_args={"timeout": 60})
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True)
@@ -98,7 +103,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     for pragma in (
         "synchronous=NORMAL",
         "foreign_keys=ON",
-        "busy_timeout=60000",
+        f"busy_timeout={int(BUSY_TIMEOUT_S * 1000)}",
         "cache_size=-32768",  # 32 MiB per connection: an ingest holds four, and RSS must stay bounded
         "temp_store=MEMORY",
     ):
