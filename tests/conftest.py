@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.gcs_emulator import gcs_bucket, gcs_client, gcs_emulator  # noqa: F401 - fixtures
-from tests.pg import fresh_database, postgres_url, refill_from_head
+from tests.pg import fresh_database, head_database, postgres_url
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ALERTS = SHARED / "ztf-alerts"
@@ -30,7 +30,11 @@ def _isolated_settings(monkeypatch, tmp_path):
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request, tmp_path):
-    """A fresh, empty catalog database: a SQLite file, or a new PostgreSQL database."""
+    """A fresh catalog database: a SQLite file, or a new PostgreSQL database.
+
+    The PostgreSQL database already holds an empty catalog at head (a copy: creating its partitions
+    takes seconds), unless the test is marked ``empty_database`` (first opens, migrations).
+    """
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'catalog.sqlite'}"
         return
@@ -39,7 +43,8 @@ def database_url(request, tmp_path):
         if os.environ.get("CI") == "true":
             pytest.fail("CI must provide ZTFCAT_TEST_POSTGRES_URL (see .ci/start-postgres)")
         pytest.skip("no PostgreSQL server: set ZTFCAT_TEST_POSTGRES_URL (see .ci/start-postgres)")
-    with fresh_database(server) as url:
+    empty = request.node.get_closest_marker("empty_database") is not None
+    with (fresh_database if empty else head_database)(server) as url:
         yield url
 
 
@@ -48,8 +53,6 @@ def catalog(database_url, tmp_path):
     """An empty :class:`ztfcat.Catalog` on each database, with its own data directory."""
     from ztfcat import Catalog
 
-    if not database_url.startswith("sqlite"):  # a copy of a catalog made once: partitions take seconds
-        refill_from_head(postgres_url(), database_url)
     cat = Catalog(database_url, tmp_path / "data")
     yield cat
     cat.close()

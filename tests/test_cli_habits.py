@@ -289,6 +289,7 @@ def test_info_without_a_catalog_creates_none(tmp_path):
     assert not data.exists()
 
 
+@pytest.mark.empty_database
 def test_info_creates_no_catalog_on_any_database(database_url, tmp_path):
     from sqlalchemy import create_engine
 

@@ -42,6 +42,7 @@ def test_new_catalog_is_created_at_head(catalog):
     assert "lightcurves" in inspect(catalog.engine).get_view_names()
 
 
+@pytest.mark.empty_database
 def test_migrations_build_the_same_schema_as_a_new_catalog(database_url, tmp_path):
     migrated = make_engine(database_url)
     try:

@@ -196,6 +196,7 @@ def _first_ingest(url, data_dir, tarball, barrier, results):
         results.put((f"{type(exc).__name__}: {exc}", 0))
 
 
+@pytest.mark.empty_database
 @pytest.mark.slow
 def test_two_first_ingests_at_once(database_url, tmp_path):
     nights = [
@@ -265,6 +266,7 @@ def test_a_partly_created_unstamped_catalog_is_completed(database_url, tmp_path,
     assert schema(database_url) == reference
 
 
+@pytest.mark.empty_database
 def test_unstamped_tables_that_are_not_ours_are_refused(database_url, tmp_path):
     _drop(database_url, "CREATE TABLE alerts (something_else INTEGER)")
     engine = dbmod.make_engine(database_url)

@@ -18,6 +18,7 @@ from tests.pg import (
     _connect_kwargs,
     drop_database,
     fresh_database,
+    head_database,
     new_database_name,
     postgres_url,
 )
@@ -158,3 +159,40 @@ def test_dropping_a_missing_database_is_not_an_error() -> None:
     name = new_database_name()
     drop_database(BASE_URL, name)
     assert not _database_exists(name)
+
+
+@needs_server
+@pytest.mark.postgres
+def test_head_databases_are_new_catalogs_of_their_own_and_dropped_afterwards(tmp_path) -> None:
+    """Each copy holds what a first open creates on an empty database, and writing to one copy is
+    not seen in the next."""
+    from ztfcat import Catalog
+    from ztfcat.store.db import current_revision
+    from ztfcat.store.tables import HEAD_REVISION
+
+    def tables(url: str) -> set[str]:
+        engine = sa.create_engine(url)
+        try:
+            return set(sa.inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
+
+    with fresh_database(BASE_URL) as url:
+        with Catalog(url, tmp_path / "made") as made:
+            made.count()
+        expected = tables(url)
+    names = []
+    for _ in range(2):
+        with head_database(BASE_URL) as url:
+            names.append(make_url(url).database)
+            assert tables(url) == expected
+            engine = sa.create_engine(url)
+            try:
+                assert current_revision(engine) == HEAD_REVISION
+                with engine.begin() as conn:
+                    assert conn.execute(sa.text("SELECT count(*) FROM releases")).scalar() == 0
+                    conn.execute(sa.text("INSERT INTO releases (name, status) VALUES ('x.tar.gz', 'failed')"))
+            finally:
+                engine.dispose()
+    assert names[0] != names[1]
+    assert not any(_database_exists(name) for name in names)
