@@ -15,7 +15,6 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import stat
 import subprocess
 import sys
 import threading
@@ -51,8 +50,6 @@ def _release_pipes_in_child() -> None:
     try:
         for stream in list(_open_streams):
             for pipe in (stream._child.stdin, stream._child.stdout, stream._child.stderr):
-                if pipe is None:
-                    continue  # the child reads the tarball itself: its file is the parent's to close
                 with contextlib.suppress(OSError, ValueError):
                     os.dup2(null, pipe.fileno())
     finally:
@@ -73,10 +70,9 @@ class GzipStream:
 
     Inflating runs in a child process (:func:`inflate_stdio`): zlib and isal hold the GIL often enough
     that an inflate *thread* halves both its own speed and the decoder's (measured), while a process
-    runs truly beside the decoder on the other core.  A regular file is the child's stdin: it reads and
-    hashes the bytes itself, and this process spends nothing on them (30 µs of system time per alert
-    less than a pipe, docs/benchmarks.md).  Any other source (a download, a bucket object, a buffered
-    file object) is handed over by a feeder thread, hashing on the way (hashlib releases the GIL).
+    runs truly beside the decoder on the other core.  A feeder thread hands the source's bytes to the
+    child, hashing them on the way (hashlib releases the GIL), so the source can be any stream (file,
+    download, bucket object).
 
     Parameters
     ----------
@@ -90,44 +86,24 @@ class GzipStream:
         self.name = name
         self.md5: str | None = None  # hex digest of the gzip bytes, known once the stream has ended
         self._digest = hashlib.md5()
-        self._size = 0
+        self.size = 0
         self._source = source
         self._chunk_size = chunk_size
         self._feed_error: BaseException | None = None
         self._closed = False
-        # A regular file is read by the child itself, which hashes it too: no feeder thread here and
-        # no pipe between the two, so this process keeps its core for decoding (docs/benchmarks.md).
-        self._file = _regular_file(source)
-        self._start = os.lseek(self._file, 0, os.SEEK_CUR) if self._file is not None else 0
-        direct = self._file is not None
         self._child = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                f"from ztfcat.ingest.tarstream import inflate_stdio; inflate_stdio({direct!r})",
-            ],
-            stdin=source if direct else subprocess.PIPE,
+            [sys.executable, "-c", "from ztfcat.ingest.tarstream import inflate_stdio; inflate_stdio()"],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             bufsize=chunk_size,
         )
         for pipe in (self._child.stdin, self._child.stdout):
-            if pipe is not None:
-                _widen(pipe)
+            _widen(pipe)
         self._out = self._child.stdout
         _track(self)
-        self._feeder = None
-        if not direct:
-            self._feeder = threading.Thread(target=self._feed, name=f"feed {name}", daemon=True)
-            self._feeder.start()
-
-    @property
-    def size(self) -> int:
-        """Compressed bytes read so far (all of them, once the stream has ended)."""
-        if self._file is not None and self.md5 is None and not self._closed:
-            with contextlib.suppress(OSError):  # the child shares the file's offset
-                return os.lseek(self._file, 0, os.SEEK_CUR) - self._start
-        return self._size
+        self._feeder = threading.Thread(target=self._feed, name=f"feed {name}", daemon=True)
+        self._feeder.start()
 
     def _feed(self) -> None:
         stdin = self._child.stdin
@@ -139,9 +115,9 @@ class GzipStream:
                     raise IngestError(f"{self.name}: reading failed after {self.size} bytes: {exc}") from exc
                 if not chunk:
                     break
-                if self._size == 0 and chunk[:2] != GZIP_MAGIC:
-                    raise IngestError(f"{self.name} {_not_gzip(chunk)}")
-                self._size += len(chunk)
+                if self.size == 0 and chunk[:2] != GZIP_MAGIC:
+                    raise IngestError(f"{self.name} is not a gzip file (it starts with {bytes(chunk[:4])!r})")
+                self.size += len(chunk)
                 self._digest.update(chunk)  # releases the GIL; here it balances the two processes
                 stdin.write(chunk)
         except BrokenPipeError:
@@ -156,17 +132,13 @@ class GzipStream:
         """Raise what went wrong in the feeder or the child, once the stream has ended."""
         if self.md5 is not None:
             return
-        if self._feeder is not None:
-            self._feeder.join()
+        self._feeder.join()
         if self._feed_error is not None:
             raise self._feed_error
         code = self._child.wait()
         message = self._child.stderr.read().decode("utf-8", "replace").strip().splitlines()
-        last = message[-1].split() if message else []
-        if code == 0 and last[:1] == ["ok"] and self._feeder is not None:
+        if code == 0 and message and message[-1] == "ok":
             self.md5 = self._digest.hexdigest()
-        elif code == 0 and last[:1] == ["ok"] and len(last) == 3:  # the child read the file: its count
-            self._size, self.md5 = int(last[2]), last[1]
         else:
             reason = message[-1] if message else f"inflate process exited with status {code}"
             raise IngestError(f"{self.name} {reason}")
@@ -203,8 +175,7 @@ class GzipStream:
         if self._child.poll() is None:
             self._child.kill()
         self._child.wait()
-        if self._feeder is not None:
-            self._feeder.join(timeout=10)
+        self._feeder.join(timeout=10)
         for pipe in (self._child.stdout, self._child.stderr):
             pipe.close()
 
@@ -225,33 +196,14 @@ def _widen(pipe) -> None:
             fcntl.fcntl(pipe.fileno(), size, PIPE_SIZE)
 
 
-def _regular_file(source) -> int | None:
-    """The descriptor of ``source`` if it is a regular file the inflate child can read itself: not one
-    whose Python buffer holds bytes already read from the descriptor (its position and the file's
-    offset then differ), which only the file object can hand out."""
-    try:
-        fd = source.fileno()
-        if stat.S_ISREG(os.fstat(fd).st_mode) and source.tell() == os.lseek(fd, 0, os.SEEK_CUR):
-            return fd
-    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
-        pass
-    return None
-
-
-def _not_gzip(chunk: bytes) -> str:
-    return f"is not a gzip file (it starts with {bytes(chunk[:4])!r})"
-
-
-def inflate_stdio(digest: bool = False, chunk_size: int = 1 << 20) -> None:
+def inflate_stdio(chunk_size: int = 1 << 20) -> None:
     """The child process of :class:`GzipStream`: gzip on stdin, inflated bytes on stdout.
 
     Accepts several concatenated gzip members, and zero padding or trailing garbage after the last one
-    (``gzip -dc`` does too).  Success ends with ``ok`` on stderr (``ok MD5 SIZE`` of the bytes read with
-    ``digest``, when stdin is the tarball itself); a corrupt, truncated or unreadable stream ends with a
-    one-line reason there and exit status 3, and the parent names the file.
+    (``gzip -dc`` does too).  Success ends with ``ok`` on stderr; a corrupt or truncated stream ends with
+    a one-line reason there and exit status 3, and the parent names the file.
     """
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    hasher = hashlib.md5() if digest else None
     inflater = None
     finished = False  # the last gzip member ended cleanly
     total = 0
@@ -261,17 +213,7 @@ def inflate_stdio(digest: bool = False, chunk_size: int = 1 << 20) -> None:
     # (docs/benchmarks.md).
     limit = chunk_size
     try:
-        while True:
-            try:
-                chunk = stdin.read(chunk_size)
-            except OSError as exc:
-                raise IngestError(f"could not be read after {total} bytes: {exc}") from exc
-            if not chunk:
-                break
-            if hasher is not None:
-                if total == 0 and chunk[:2] != GZIP_MAGIC:
-                    raise IngestError(_not_gzip(chunk))
-                hasher.update(chunk)
+        while chunk := stdin.read(chunk_size):
             total += len(chunk)
             data = chunk
             while data:
@@ -296,7 +238,7 @@ def inflate_stdio(digest: bool = False, chunk_size: int = 1 << 20) -> None:
                 f"is truncated: the gzip stream ends without its end marker after {total} bytes"
             )
         stdout.flush()
-        print("ok" if hasher is None else f"ok {hasher.hexdigest()} {total}", file=sys.stderr, flush=True)
+        print("ok", file=sys.stderr, flush=True)
     except BrokenPipeError:
         os._exit(0)  # the parent stopped reading; nothing to report
     except IngestError as exc:
