@@ -176,7 +176,8 @@ class _CopiesAhead:
     A copy takes the server about two seconds (~1,700 relations), and some 280 tests want one; a copy
     is asked for with libpq's asynchronous ``send_query`` as the last one is handed out, so the server
     makes it on the core the test leaves idle, and the next test only collects the result.  No thread:
-    the one connection is used from the test's own thread, and a fork only inherits an idle socket.
+    the one connection is used from the test's own thread.  A process a test forks inherits its socket
+    but never uses it (:meth:`close` does nothing outside the process that opened it).
     """
 
     def __init__(self, url: str) -> None:
