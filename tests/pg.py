@@ -215,10 +215,23 @@ class _CopiesAhead:
         return name
 
     def take(self) -> str:
-        """The name of a new database holding an empty catalog at head; the caller drops it."""
-        if self.pending is None:
+        """The name of a new database holding an empty catalog at head; the caller drops it.
+
+        Should the connection have been lost (a server restarted under it), a new one makes the copy
+        again, once, rather than failing every later test."""
+        try:
+            if self.pending is None:
+                self._ask()
+            name = self._collect()
+        except Exception:  # noqa: BLE001 - anything but a good copy: start over on a new connection
+            import psycopg
+
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.pending = None
+            self.conn = psycopg.connect(**_connect_kwargs(self.url), autocommit=True)
             self._ask()
-        name = self._collect()
+            name = self._collect()
         self._ask()
         return name
 

@@ -196,3 +196,32 @@ def test_head_databases_are_new_catalogs_of_their_own_and_dropped_afterwards(tmp
                 engine.dispose()
     assert names[0] != names[1]
     assert not any(_database_exists(name) for name in names)
+
+
+@needs_server
+@pytest.mark.postgres
+def test_head_databases_survive_a_lost_copy_connection() -> None:
+    """The connection asking for copies ends (the server may restart under a long suite): the next
+    copy is made on a new one."""
+    from tests.pg import _COPIES
+
+    with head_database(BASE_URL):
+        pass
+    copies = _COPIES[BASE_URL]
+    engine = sa.create_engine(BASE_URL)
+    try:
+        with engine.connect() as conn:  # the server ends the session that is making the next copy
+            conn.execute(
+                sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": copies.conn.pgconn.backend_pid}
+            )
+    finally:
+        engine.dispose()
+    lost = copies.conn
+    for _ in range(3):  # the copy asked on the lost connection may still have been made: any order
+        with head_database(BASE_URL) as url:
+            engine = sa.create_engine(url)
+            try:
+                assert "alerts" in sa.inspect(engine).get_table_names()
+            finally:
+                engine.dispose()
+    assert copies.conn is not lost
