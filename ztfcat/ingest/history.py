@@ -372,8 +372,8 @@ def derive_history(
                     for future in pending:
                         store(future.result())
                 except BaseException:
-                    # The chunks not started are dropped: each would meet the same failure (a catalog
-                    # locked by another program: 60 s each), and the release is purged anyway.
+                    # The chunks not started are dropped: the release is purged anyway, and their
+                    # decoding would only be thrown away (the workers already skip their writes).
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise
     except BaseException:

@@ -111,14 +111,14 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def _wal(cursor, patience_s: float = 60.0) -> None:
-    """Switch the file to WAL, waiting for other processes doing the same.
+def _wal(cursor) -> None:
+    """Switch the file to WAL, waiting for other processes doing the same (up to the busy timeout).
 
     Changing the journal mode of a new file needs its exclusive lock, and SQLite answers "database is
     locked" at once, without its busy handler, when another connection holds it: several processes
     opening a new catalog together would fail.  Once the file is in WAL (persistent) this is a read.
     """
-    deadline = time.monotonic() + patience_s
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
     while True:
         try:
             if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
