@@ -4,12 +4,13 @@ containers, and fastavro as the reference reader of headers and blocks."""
 from __future__ import annotations
 
 import io
+import json
 
 import fastavro
 import numpy as np
 from fastavro.read import HEADER_SCHEMA
 
-from ztfcat.ingest.avro import MAGIC, encode_long
+from ztfcat.ingest.avro import MAGIC, encode_long, read_header
 from ztfcat.testing import synthetic
 
 SYNC = bytes(range(16))
@@ -69,3 +70,35 @@ def fastavro_blocks(data: bytes) -> list[tuple[int, bytes]]:
 
 def fastavro_records(data: bytes) -> list[dict]:
     return list(fastavro.reader(io.BytesIO(data)))
+
+
+def record_bytes(packet: bytes) -> bytes:
+    """The record bytes of a one-record, codec-null packet: past the header, the count and the size."""
+    pos = read_header(packet).data_start
+    for _ in range(2):
+        while packet[pos] & 0x80:
+            pos += 1
+        pos += 1
+    return packet[pos:-16]
+
+
+def seeded_packet(version: str = "4.02", seed: int = 1, **kw) -> bytes:
+    """A synthetic alert of ``version`` drawn from ``seed`` (options as :func:`ztfcat.testing.synthetic.make_alert`)."""
+    args = dict(object_id="ZTF18abcdefg", candid=595147624915010001, jd=2458349.6476, ra=10.5, dec=-20.25)
+    args.update(kw)
+    record = synthetic.make_alert(np.random.default_rng(seed), version=version, **args)
+    return synthetic.alert_bytes(record, version)
+
+
+def rewritten(packet: bytes, change=None, schema_change=None, codec: str = "null") -> bytes:
+    """The packet's record written again by fastavro, after editing the record and/or the schema."""
+    reader = fastavro.reader(io.BytesIO(packet))
+    (record,) = list(reader)
+    schema = json.loads(reader.metadata["avro.schema"])
+    if schema_change:
+        schema_change(schema)
+    if change:
+        change(record)
+    out = io.BytesIO()
+    fastavro.writer(out, fastavro.parse_schema(schema), [record], codec=codec)
+    return out.getvalue()

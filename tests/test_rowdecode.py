@@ -15,16 +15,15 @@ import os
 import random
 
 import fastavro
-import numpy as np
 import pytest
 
+from tests.avrocraft import record_bytes, rewritten, seeded_packet
 from ztfcat.errors import AlertDecodeError
 from ztfcat.ingest import rowdecode
 from ztfcat.ingest._rowdecode_py import PythonPlan
 from ztfcat.ingest.avro import AlertDecoder, read_header
 from ztfcat.store import tables
 from ztfcat.store.fields import FIELDS, KNOWN_VERSIONS, TOP_FIELDS
-from ztfcat.testing import synthetic
 
 #: Every executor, each forced; "compiled" is dropped where the C extension is not built.
 MODES = ("compiled", "python", "fastavro") if rowdecode.executor_available() else ("python", "fastavro")
@@ -71,37 +70,6 @@ def _check_against_reference(decoder: AlertDecoder, packet: bytes, name: str, mo
         assert short._replace(prv=expected[5], fp=expected[6]) == expected
 
 
-def _datum(packet: bytes) -> bytes:
-    """The record bytes of a one-record, codec-null packet: past the header, the count and the size."""
-    pos = read_header(packet).data_start
-    for _ in range(2):
-        while packet[pos] & 0x80:
-            pos += 1
-        pos += 1
-    return packet[pos:-16]
-
-
-def _make_packet(version: str = "4.02", seed: int = 1, **kw) -> bytes:
-    args = dict(object_id="ZTF18abcdefg", candid=595147624915010001, jd=2458349.6476, ra=10.5, dec=-20.25)
-    args.update(kw)
-    record = synthetic.make_alert(np.random.default_rng(seed), version=version, **args)
-    return synthetic.alert_bytes(record, version)
-
-
-def _rewrite(packet: bytes, change=None, schema_change=None, codec: str = "null") -> bytes:
-    """The packet's record written again by fastavro, after editing the record and/or the schema."""
-    reader = fastavro.reader(io.BytesIO(packet))
-    (record,) = list(reader)
-    schema = json.loads(reader.metadata["avro.schema"])
-    if schema_change:
-        schema_change(schema)
-    if change:
-        change(record)
-    out = io.BytesIO()
-    fastavro.writer(out, fastavro.parse_schema(schema), [record], codec=codec)
-    return out.getvalue()
-
-
 @pytest.fixture(scope="module")
 def decoder() -> AlertDecoder:
     return AlertDecoder()
@@ -145,7 +113,7 @@ def test_every_real_packet_of_every_version(decoder, shared_alerts):
 @pytest.mark.parametrize("version", KNOWN_VERSIONS)
 def test_synthetic_packets_of_every_version(decoder, version):
     for seed, (n_prv, n_fp) in enumerate([(15, 10), (0, 0), (1, 3)]):
-        packet = _make_packet(version, seed, n_prv=n_prv, n_fp=n_fp, cutouts=seed != 1)
+        packet = seeded_packet(version, seed, n_prv=n_prv, n_fp=n_fp, cutouts=seed != 1)
         _check_against_reference(decoder, packet, f"{version}/{seed}")
     if rowdecode.executor_available():
         assert decoder.cache.plan(read_header(packet).schema_json).executor is not None
@@ -154,7 +122,7 @@ def test_synthetic_packets_of_every_version(decoder, version):
 def test_without_the_extension_the_plan_runs_as_python(monkeypatch):
     monkeypatch.setattr(rowdecode, "_rowdecode", None)
     decoder = AlertDecoder()
-    packet = _make_packet("4.02", 2)
+    packet = seeded_packet("4.02", 2)
     plan = decoder.cache.plan(read_header(packet).schema_json)
     assert plan.executor is None and plan.python is not None
     assert tuple(decoder.rows(packet)) == _reference(packet)
@@ -163,7 +131,7 @@ def test_without_the_extension_the_plan_runs_as_python(monkeypatch):
 
 
 def test_deflate_and_memoryview_packets(decoder):
-    packet = _rewrite(_make_packet("4.02", 3), codec="deflate")
+    packet = rewritten(seeded_packet("4.02", 3), codec="deflate")
     assert read_header(packet).codec == "deflate"
     _check_against_reference(decoder, packet, "deflate")
     assert decoder.rows(memoryview(packet)) == decoder.rows(packet)
@@ -176,7 +144,7 @@ def test_nan_is_none(decoder):
         record["prv_candidates"][0]["magpsf"] = math.nan
         record["fp_hists"][0]["forcediffimflux"] = math.nan
 
-    packet = _rewrite(_make_packet("4.02", 4), change)
+    packet = rewritten(seeded_packet("4.02", 4), change)
     _check_against_reference(decoder, packet, "nan")
     for mode in MODES:
         got = _rows(decoder, packet, mode)
@@ -202,7 +170,7 @@ def test_unknown_fields_of_a_future_schema(decoder):
         record["future"] = "something"
         record["later"] = {"a": 1}
 
-    packet = _rewrite(_make_packet("4.02", 5), change, schema_change)
+    packet = rewritten(seeded_packet("4.02", 5), change, schema_change)
     _check_against_reference(decoder, packet, "future")
     for mode in MODES:
         got = _rows(decoder, packet, mode)
@@ -222,7 +190,7 @@ def test_a_schema_the_plan_does_not_cover_goes_through_fastavro(decoder):
     def change(record):
         record["tags"] = {"k": "v"}
 
-    packet = _rewrite(_make_packet("3.3", 6), change, schema_change)
+    packet = rewritten(seeded_packet("3.3", 6), change, schema_change)
     plan = decoder.cache.plan(read_header(packet).schema_json)
     assert plan.executor is None and plan.python is None and "map" in plan.not_compiled
     _check_against_reference(decoder, packet, "map", modes=("auto", "fastavro"))
@@ -246,7 +214,7 @@ def test_a_nul_byte_in_a_string_is_refused_naming_the_field(decoder, part, field
         target = {"top": record, "candidate": record["candidate"]}.get(part) or record[part][1]
         target[field] = "ZTF\x00x"
 
-    packet = _rewrite(_make_packet("4.02", 7), change)
+    packet = rewritten(seeded_packet("4.02", 7), change)
     for mode in MODES:
         with pytest.raises(AlertDecodeError, match=f"{field}.*NUL"):
             _rows(decoder, packet, mode)
@@ -264,7 +232,7 @@ def test_real_damaged_packets(decoder, shared_alerts):
             with pytest.raises(AlertDecodeError):
                 _rows(decoder, data, mode)
         plan = decoder.cache.plan(read_header(data).schema_json)
-        partial = _datum(data + bytes(16))  # what the block holds up to the end of the file
+        partial = record_bytes(data + bytes(16))  # what the block holds up to the end of the file
         outcomes = []
         for mode in MODES:
             try:
@@ -283,9 +251,9 @@ def _outcome(plan, datum, path):
 
 
 def test_a_truncated_datum_at_every_offset_fails_cleanly(decoder):
-    packet = _make_packet("4.02", 8, n_prv=4, n_fp=2, cutouts=False)
+    packet = seeded_packet("4.02", 8, n_prv=4, n_fp=2, cutouts=False)
     plan = decoder.cache.plan(read_header(packet).schema_json)
-    datum = _datum(packet)
+    datum = record_bytes(packet)
     whole, end = plan.decode(datum)
     assert whole == decoder.rows(packet)
     assert end == len(datum) - 3  # all but the three null cutouts
@@ -306,9 +274,9 @@ def test_random_damage_gives_the_same_answer_on_every_path(decoder):
     the same rows or the same error (field and reason); fastavro the same rows or an error, with one
     known exception: it takes a negative union index as Python takes a list index (-1: the last
     branch), where the executors see damage."""
-    packet = _make_packet("4.02", 9, n_prv=5, n_fp=3, cutouts=False)
+    packet = seeded_packet("4.02", 9, n_prv=5, n_fp=3, cutouts=False)
     plan = decoder.cache.plan(read_header(packet).schema_json)
-    datum = _datum(packet)
+    datum = record_bytes(packet)
     assert plan.decode(datum)[1] == len(datum) - 3
     rng = random.Random(12)
     decoded = stricter = 0
@@ -365,7 +333,7 @@ def test_members_rows_of_a_multi_record_file(decoder, shared_alerts):
 
 @pytest.mark.parametrize("codec", ["null", "deflate"])
 def test_members_rows_of_a_synthetic_multi_record_file(decoder, codec):
-    packets = [_make_packet("4.02", 20 + i, candid=595147624915010001 + i) for i in range(3)]
+    packets = [seeded_packet("4.02", 20 + i, candid=595147624915010001 + i) for i in range(3)]
     schema = json.loads(fastavro.reader(io.BytesIO(packets[0])).metadata["avro.schema"])
     records = [next(iter(fastavro.reader(io.BytesIO(p)))) for p in packets]
     out = io.BytesIO()
@@ -376,7 +344,7 @@ def test_members_rows_of_a_synthetic_multi_record_file(decoder, codec):
 
 
 def test_members_rows_of_a_normal_packet(decoder):
-    packet = _make_packet("4.01", 10)
+    packet = seeded_packet("4.01", 10)
     ((same, parsed, rows),) = decoder.members_rows(packet)
     assert same is packet and parsed.version == "4.01"
     assert tuple(rows) == _reference(packet)

