@@ -102,3 +102,18 @@ def rewritten(packet: bytes, change=None, schema_change=None, codec: str = "null
     out = io.BytesIO()
     fastavro.writer(out, fastavro.parse_schema(schema), [record], codec=codec)
     return out.getvalue()
+
+
+def with_a_map(packet: bytes) -> bytes:
+    """The packet with a top-level map field ``tags`` = ``{"k": "v"}`` before ``candidate``: a type no
+    plan covers, read before the history."""
+
+    def schema_change(schema):
+        schema["fields"].insert(
+            2, {"name": "tags", "type": {"type": "map", "values": "string"}, "default": {}}
+        )
+
+    def change(record):
+        record["tags"] = {"k": "v"}
+
+    return rewritten(packet, change, schema_change)

@@ -14,7 +14,7 @@ import random
 import fastavro
 import pytest
 
-from tests.avrocraft import record_bytes, rewritten, seeded_packet
+from tests.avrocraft import record_bytes, rewritten, seeded_packet, with_a_map
 from ztfcat.errors import AlertDecodeError
 from ztfcat.ingest import rowdecode
 from ztfcat.ingest.avro import AlertDecoder, read_header
@@ -94,15 +94,7 @@ def test_nan_and_nul_are_kept_as_fastavro_keeps_them(decoder):
 
 
 def test_a_schema_the_plan_does_not_cover_is_read_by_fastavro(decoder):
-    def schema_change(schema):
-        schema["fields"].insert(
-            2, {"name": "tags", "type": {"type": "map", "values": "string"}, "default": {}}
-        )
-
-    def change(record):
-        record["tags"] = {"k": "v"}
-
-    packet = rewritten(seeded_packet("3.3", 6), change, schema_change)
+    packet = with_a_map(seeded_packet("3.3", 6))
     assert decoder.cache.reader(read_header(packet).schema_json) is None
     got = decoder.full(packet)
     assert got["tags"] == {"k": "v"} and _same(got, _reference(packet))

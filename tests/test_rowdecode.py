@@ -17,7 +17,7 @@ import random
 import fastavro
 import pytest
 
-from tests.avrocraft import record_bytes, rewritten, seeded_packet
+from tests.avrocraft import record_bytes, rewritten, seeded_packet, with_a_map
 from ztfcat.errors import AlertDecodeError
 from ztfcat.ingest import rowdecode
 from ztfcat.ingest._rowdecode_py import PythonPlan
@@ -182,15 +182,7 @@ def test_unknown_fields_of_a_future_schema(decoder):
 
 
 def test_a_schema_the_plan_does_not_cover_goes_through_fastavro(decoder):
-    def schema_change(schema):
-        schema["fields"].insert(
-            2, {"name": "tags", "type": {"type": "map", "values": "string"}, "default": {}}
-        )
-
-    def change(record):
-        record["tags"] = {"k": "v"}
-
-    packet = rewritten(seeded_packet("3.3", 6), change, schema_change)
+    packet = with_a_map(seeded_packet("3.3", 6))
     plan = decoder.cache.plan(read_header(packet).schema_json)
     assert plan.executor is None and plan.python is None and "map" in plan.not_compiled
     _check_against_reference(decoder, packet, "map", modes=("auto", "fastavro"))
