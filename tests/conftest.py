@@ -49,11 +49,13 @@ def database_url(request, tmp_path):
 
 
 @pytest.fixture
-def catalog(database_url, tmp_path):
-    """An empty :class:`ztfcat.Catalog` on each database, with its own data directory."""
+def catalog(database_url, tmp_path, request):
+    """An empty :class:`ztfcat.Catalog` on each database, with its own data directory; in the default
+    (pack) layout, or the files layout for tests marked ``files_layout``."""
     from ztfcat import Catalog
 
-    cat = Catalog(database_url, tmp_path / "data")
+    layout = "files" if request.node.get_closest_marker("files_layout") else None
+    cat = Catalog(database_url, tmp_path / "data", layout=layout)
     yield cat
     cat.close()
 

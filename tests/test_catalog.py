@@ -122,6 +122,7 @@ def test_sqlite3_shell_query_from_the_readme(tmp_path):
     catalog.close()
 
 
+@pytest.mark.files_layout
 def test_delete_a_night_leaves_the_others(catalog, two_nights):
     a, b = two_nights
     obj = b.object_ids[0]

@@ -17,7 +17,7 @@ from ztfcat.testing.synthetic import make_night
 WORKER = """
 import sys
 from ztfcat import Catalog
-report = Catalog(sys.argv[1], sys.argv[2]).ingest(sys.argv[3])
+report = Catalog(sys.argv[1], sys.argv[2], layout="files").ingest(sys.argv[3])  # one file per copy, counted below
 print(report.n_alerts, report.n_duplicates)
 """
 

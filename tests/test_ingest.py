@@ -45,6 +45,7 @@ def test_release_names():
         release_key("../x.tar.gz")
 
 
+@pytest.mark.files_layout
 def test_ingest_synthetic_night(catalog, tmp_path):
     spec = make_night(
         tmp_path / "ztf_public_20180819.tar.gz",
@@ -296,6 +297,7 @@ def test_ingest_from_a_stream_that_cannot_seek(catalog, tmp_path):
     assert report.n_alerts == 6 and report.md5 == spec.md5
 
 
+@pytest.mark.files_layout
 def test_an_alert_in_two_releases_belongs_to_both(catalog, tmp_path):
     spec = make_night(tmp_path / "ztf_public_20180904.tar.gz", n_alerts=6, seed=8)
     catalog.ingest(spec.path)
@@ -405,6 +407,7 @@ def test_gzip_of_several_members_and_trailing_zeros(catalog, tmp_path):
     os.remove(spec.path)
 
 
+@pytest.mark.files_layout
 def test_convert_between_layouts_keeps_every_byte(catalog, tmp_path):
     nights = [
         make_night(tmp_path / f"ztf_public_2018091{i}.tar.gz", n_alerts=7, seed=20 + i) for i in range(2)

@@ -287,6 +287,7 @@ def test_lenient_md5sums_reports_bad_lines():
     assert bad == ["M line 2 is not '<md5>  <name>': 'not a line'"]
 
 
+@pytest.mark.files_layout
 def test_ingest_from_bucket_equals_ingest_from_disk(catalog, gcs_bucket, tmp_path):  # noqa: F811
     spec = make_night(tmp_path / "ztf_public_20180626.tar.gz", night="20180626", n_alerts=25, seed=11)
     name = "ztf.uw.edu/alerts/public/ztf_public_20180626.tar.gz"

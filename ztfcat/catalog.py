@@ -56,7 +56,7 @@ class Catalog:
         The public archive (or a mirror); default ``ZTFCAT_ARCHIVE_URL``, then ZTF's own.
     layout : {"files", "pack"}, optional
         How new releases store their packets; default ``ZTFCAT_LAYOUT``, then the layout the catalog
-        was made or last converted with, then ``files``.
+        was made or last converted with, then ``pack``.
     blobs : str, optional
         Shared storage for new nights' packs, for ingest workers on several machines: ``gs://bucket/prefix``
         or a directory every machine mounts (:mod:`ztfcat.store.blobstore`); default ``ZTFCAT_BLOB_URL``, then
@@ -129,13 +129,23 @@ class Catalog:
 
     @property
     def layout(self) -> str:
-        """The blob layout new releases get: the argument, ``ZTFCAT_LAYOUT``, the catalog's own, ``files``."""
+        """The blob layout new releases get: the argument, ``ZTFCAT_LAYOUT``, the catalog's own, ``pack``.
+
+        A catalog made before the layout was recorded keeps that of its latest release.  ``pack`` is the
+        default because creating a file per packet costs the kernel ~6x more than appending to one
+        file a night: the ingest's main pass runs at about half the speed with ``files``
+        (docs/benchmarks.md).
+        """
         if self._layout is None:
             with self.engine.connect() as conn:
                 stored = conn.execute(
                     select(catalog_settings.c.value).where(catalog_settings.c.key == "layout")
                 ).scalar()
-            self._layout = stored or "files"
+                if stored is None:
+                    stored = conn.execute(
+                        select(releases.c.layout).order_by(releases.c.id.desc()).limit(1)
+                    ).scalar()
+            self._layout = stored or "pack"
         return self._layout
 
     @property

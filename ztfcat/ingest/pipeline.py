@@ -535,7 +535,7 @@ def ingest(
     source: BinaryIO,
     name: str,
     *,
-    layout: str = "files",
+    layout: str = "pack",
     origin: str | None = None,
     progress: IngestProgress | None = None,
     force: bool = False,
