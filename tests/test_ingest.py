@@ -671,3 +671,24 @@ def test_pack_headers_are_what_tarfile_writes():
         info = tarfile.TarInfo(name)
         info.size, info.mode = size, 0o644
         assert ustar_header(name, size) == info.tobuf(format=tarfile.USTAR_FORMAT), (name, size)
+
+
+def test_new_catalogs_pack_and_a_catalog_older_than_the_setting_keeps_its_layout(database_url, tmp_path):
+    """The default is ``pack``; a catalog whose layout was never recorded (made before the setting
+    existed, when every release was ``files``) goes on with the layout of its latest release."""
+    from sqlalchemy import delete
+
+    from ztfcat.store.tables import catalog_settings
+
+    spec = make_night(tmp_path / "ztf_public_20180913.tar.gz", n_alerts=3, seed=31)
+    with Catalog(database_url, tmp_path / "new") as new:
+        assert new.layout == "pack"
+        new.ingest(spec.path)
+        assert (new.data_dir / "alerts" / "ztf_public_20180913.tar").is_file()
+    with Catalog(database_url, tmp_path / "old", layout="files") as old:
+        old.delete()  # one database for both: the first catalog's night goes, the setting stays
+        old.ingest(spec.path)
+        with old.engine.begin() as conn:
+            conn.execute(delete(catalog_settings))
+    with Catalog(database_url, tmp_path / "old") as reopened:
+        assert reopened.layout == "files"
