@@ -1,4 +1,4 @@
-"""Microseconds per alert to turn a packet into rows: fastavro (today's path) against ztfcat.ingest.rowdecode.
+"""Microseconds per alert to turn a packet into rows, or into fastavro's dicts: fastavro against ztfcat.ingest.rowdecode.
 
     python benchmarks/decode.py [--runs 5] [--synthetic 300] [--seconds 0.5]
 
@@ -17,8 +17,10 @@ schema caches warm:
 ``fastavro prefix dicts``        ``AlertDecoder.prefix``: up to ``candidate`` (the alerts table alone)
 ``rows(history=False) compiled`` the same fields as rows
 ``executor on the datum``        ``RowPlan.decode`` alone, without the container framing
+``fastavro full dicts``          the whole record as dicts by fastavro, cutouts included (the old ``get_alert``)
+``full() compiled``              ``AlertDecoder.full``: the same dicts by the whole plan (``get_alert``, ``iter_alerts``)
 
-Not a test: it prints numbers, and checks only that the ways agree on the rows.
+Not a test: it prints numbers, and checks only that the ways agree on the rows and on the dicts.
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ def _ways(decoder: AlertDecoder) -> dict:
         "fastavro prefix dicts": (decoder.prefix, False),
         "rows(history=False) compiled": (lambda p: decoder.rows(p, history=False, path="compiled"), False),
         "executor on the datum": (datum_only, True),
+        "fastavro full dicts": (lambda p: decoder._decode(p, "full")[1], False),
+        "full() compiled": (decoder.full, False),
     }
 
 
@@ -112,6 +116,8 @@ def measure(name: str, packets: list[bytes], runs: int, seconds: float) -> list[
         compiled = decoder.rows(packet, path="compiled")
         if any(decoder.rows(packet, path=path) != compiled for path in ("python", "fastavro")):
             raise SystemExit("the decoding paths disagree")
+        if repr(decoder.full(packet)) != repr(decoder._decode(packet, "full")[1]):  # repr: NaN equals NaN
+            raise SystemExit("the compiled reader and fastavro disagree")
     ways = _ways(decoder)
     times: dict[str, list[float]] = {way: [] for way in ways}
     for _ in range(runs):

@@ -363,17 +363,18 @@ def test_real_packets_of_every_version_read_back_exactly(catalog, tmp_path, shar
 KILL_SCRIPT = """
 import sys
 from ztfcat import Catalog
-Catalog(sys.argv[1], sys.argv[2]).ingest(sys.argv[3])
+Catalog(sys.argv[1], sys.argv[2], layout=sys.argv[4]).ingest(sys.argv[3])
 """
 
 
 @pytest.mark.slow
-def test_killed_ingest_then_rerun_equals_one_clean_ingest(database_url, tmp_path):
+@pytest.mark.parametrize("layout", ["pack", "files"])
+def test_killed_ingest_then_rerun_equals_one_clean_ingest(database_url, tmp_path, layout):
     spec = make_night(tmp_path / "ztf_public_20180907.tar.gz", n_alerts=1500, seed=10, n_prv=5)
-    catalog = Catalog(database_url, tmp_path / "data")
+    catalog = Catalog(database_url, tmp_path / "data", layout=layout)
     assert catalog.count() == 0  # creates the schema before the child starts
     child = subprocess.Popen(
-        [sys.executable, "-c", KILL_SCRIPT, database_url, str(tmp_path / "data"), str(spec.path)]
+        [sys.executable, "-c", KILL_SCRIPT, database_url, str(tmp_path / "data"), str(spec.path), layout]
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

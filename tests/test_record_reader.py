@@ -14,7 +14,7 @@ import random
 import fastavro
 import pytest
 
-from tests.avrocraft import record_bytes, rewritten, seeded_packet, with_a_map
+from tests.avrocraft import container, fastavro_header, record_bytes, rewritten, seeded_packet, with_a_map
 from ztfcat.errors import AlertDecodeError
 from ztfcat.ingest import rowdecode
 from ztfcat.ingest.avro import AlertDecoder, read_header
@@ -145,6 +145,28 @@ def test_a_truncated_datum_at_every_offset_fails_cleanly_naming_the_field(decode
     for cut in range(0, len(packet), 97):  # and the packet, framing included
         with pytest.raises(AlertDecodeError):
             decoder.full(packet[:cut])
+
+
+def test_a_packet_fastavro_reads_but_the_reader_refuses_is_read_by_fastavro(decoder):
+    """The reader is stricter than fastavro on one kind of damage: a negative union index, which
+    fastavro takes as a Python list index (-1: the last branch).  The row plan may never read that
+    field, so such a packet can be in the catalog: reading it back gives what fastavro gives."""
+    packet = seeded_packet("4.02", 11, cutouts=False)
+    header, _start = fastavro_header(packet)
+    datum, original = record_bytes(packet), _reference(packet)
+    for i in (i for i, byte in enumerate(datum) if byte == 2):  # index 1 of a two-branch union, maybe
+        damaged = container(header["meta"], [(1, datum[:i] + b"\x01" + datum[i + 1 :])], header["sync"])
+        try:
+            if _same(_reference(damaged), original):
+                break
+        except (EOFError, ValueError, IndexError, UnicodeDecodeError):
+            continue
+    else:
+        pytest.fail("no union index to damage")
+    if rowdecode.executor_available():
+        with pytest.raises(AlertDecodeError, match="union branch out of range"):
+            decoder.cache.reader(read_header(damaged).schema_json).run(record_bytes(damaged), -1)
+    assert _same(decoder.full(damaged), original)
 
 
 def _offset_inside(datum: bytes, reader, field: str, index: int) -> int:

@@ -429,7 +429,9 @@ class _WholeCompiler(_Compiler):
         fields = avro.get("fields")
         if not isinstance(fields, list):
             raise _NotCompilable("a record without a field list")
-        names = [str(f["name"]) for f in fields]
+        names = [f["name"] for f in fields]
+        if not all(isinstance(name, str) for name in names):  # fastavro keys the dict by them as they are
+            raise _NotCompilable("a field name that is not a string")
         if len(set(names)) != len(names):
             raise _NotCompilable("a record with two fields of one name")
         out = tuple(
@@ -459,7 +461,7 @@ def compile_record_reader(schema_json: bytes | str) -> Any | None:
         return _rowdecode.Plan(
             compiler.nodes, compiler.branches, compiler.programs, AlertDecodeError, whole=True
         )
-    except (_NotCompilable, ValueError, KeyError, TypeError, AttributeError):
+    except (_NotCompilable, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
 
 
