@@ -416,8 +416,9 @@ class AlertDecoder:
         try:
             record = reader.run(block, -1)[0]
         except AlertDecodeError:
-            # Stricter than fastavro on damage after the history (a cutout shorter than its length
-            # says): such a packet was ingested, so it reads back as fastavro reads it, or fails so.
+            # The reader is stricter than fastavro on some damage (a negative union index, which
+            # fastavro takes as a list index).  The ingest's row plan may not have read that field,
+            # so such a packet can be stored: it reads back as fastavro reads it, or fails as there.
             return self._read(io.BytesIO(block), parsed.full)
         if not isinstance(record.get("candidate"), dict):
             raise AlertDecodeError("the record has no candidate")
