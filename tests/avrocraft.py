@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import random
+from collections.abc import Iterator
 
 import fastavro
 import numpy as np
@@ -117,3 +119,14 @@ def with_a_map(packet: bytes) -> bytes:
         record["tags"] = {"k": "v"}
 
     return rewritten(packet, change, schema_change)
+
+
+def damaged_copies(datum: bytes, n: int, seed: int) -> Iterator[bytes]:
+    """``n`` copies of ``datum``, each with 1, 2 or 4 bytes overwritten at random (values chosen to
+    break varints, lengths and union indexes more often than chance would)."""
+    rng = random.Random(seed)
+    for _ in range(n):
+        damaged = bytearray(datum)
+        for _ in range(rng.choice((1, 1, 2, 4))):
+            damaged[rng.randrange(len(damaged))] = rng.choice((0, 1, 2, 0x7F, 0x80, 0xFF, rng.randrange(256)))
+        yield bytes(damaged)

@@ -9,12 +9,19 @@ from __future__ import annotations
 import io
 import json
 import math
-import random
 
 import fastavro
 import pytest
 
-from tests.avrocraft import container, fastavro_header, record_bytes, rewritten, seeded_packet, with_a_map
+from tests.avrocraft import (
+    container,
+    damaged_copies,
+    fastavro_header,
+    record_bytes,
+    rewritten,
+    seeded_packet,
+    with_a_map,
+)
 from ztfcat.errors import AlertDecodeError
 from ztfcat.ingest import rowdecode
 from ztfcat.ingest.avro import AlertDecoder, read_header
@@ -189,20 +196,16 @@ def test_random_damage_gives_fastavros_record_or_an_error(decoder):
     reader = decoder.cache.reader(read_header(packet).schema_json)
     schema = fastavro.parse_schema(json.loads(read_header(packet).schema_json))
     datum = record_bytes(packet)
-    rng = random.Random(12)
     decoded = stricter = 0
-    for _ in range(1000):
-        damaged = bytearray(datum)
-        for _ in range(rng.choice((1, 1, 2, 4))):
-            damaged[rng.randrange(len(damaged))] = rng.choice((0, 1, 2, 0x7F, 0x80, 0xFF, rng.randrange(256)))
-        ours = _outcome(reader.run, bytes(damaged), -1)
-        theirs = _outcome(fastavro.schemaless_reader, io.BytesIO(bytes(damaged)), schema)
+    for damaged in damaged_copies(datum, 1000, seed=12):
+        ours = _outcome(reader.run, damaged, -1)
+        theirs = _outcome(fastavro.schemaless_reader, io.BytesIO(damaged), schema)
         if isinstance(theirs, type):
             assert ours is AlertDecodeError
         elif ours is AlertDecodeError:
             stricter += 1
             with pytest.raises(AlertDecodeError, match="union branch out of range"):
-                reader.run(bytes(damaged), -1)
+                reader.run(damaged, -1)
         else:
             assert _same(ours[0], theirs)
             decoded += 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,8 +116,8 @@ class SchemaCache:
     def __init__(self) -> None:
         self._cache: dict[bytes, ParsedSchema] = {}
         self._plans: dict[bytes, RowPlan] = {}
-        self._last_plan: tuple[bytes, RowPlan] | None = None
         self._readers: dict[bytes, Any] = {}
+        self._last: dict[int, tuple[bytes, Any]] = {}  # per table: the schema asked for last, its entry
 
     def get(self, schema_json: bytes) -> ParsedSchema:
         """The parsed schema for these JSON bytes, parsing it only the first time it is seen."""
@@ -126,30 +127,41 @@ class SchemaCache:
         return parsed
 
     def plan(self, schema_json: bytes) -> RowPlan:
-        """The row-decoding plan of this schema (:mod:`ztfcat.ingest.rowdecode`), compiled the first time it is seen.
+        """The row-decoding plan of this schema (:mod:`ztfcat.ingest.rowdecode`), compiled the first time it is seen."""
 
-        A night's packets nearly all share one schema: comparing with the last one (a memcmp) costs a
-        tenth of hashing the 23 KB of JSON of each packet.
-        """
-        last = self._last_plan
-        if last is not None and last[0] == schema_json:
-            return last[1]
-        plan = self._plans.get(schema_json)
-        if plan is None:
+        def make() -> RowPlan:
             parsed = self.get(schema_json)
-            plan = self._plans[schema_json] = compile_plan(
-                schema_json, parsed.version, parsed.prefix, parsed.history
-            )
-        self._last_plan = (schema_json, plan)
-        return plan
+            return compile_plan(schema_json, parsed.version, parsed.prefix, parsed.history)
+
+        return self._remembered(self._plans, schema_json, make)
 
     def reader(self, schema_json: bytes) -> Any | None:
-        """This schema's compiled whole-record reader, or None (:func:`.rowdecode.compile_record_reader`)."""
-        try:
-            return self._readers[schema_json]
-        except KeyError:
-            reader = self._readers[schema_json] = compile_record_reader(schema_json)
-            return reader
+        """This schema's compiled whole-record reader, or None (:func:`.rowdecode.compile_record_reader`).
+
+        The schema is parsed (and refused if it is not a ZTF alert's) the first time it is seen.
+        """
+
+        def make() -> Any | None:
+            self.get(schema_json)
+            return compile_record_reader(schema_json)
+
+        return self._remembered(self._readers, schema_json, make)
+
+    def _remembered(self, table: dict[bytes, Any], schema_json: bytes, make: Callable[[], Any]) -> Any:
+        """``table[schema_json]``, made by ``make`` the first time.
+
+        A night's packets nearly all share one schema: comparing with the one asked for last (a
+        memcmp) costs a fifth of hashing the 23 KB of JSON of each packet.
+        """
+        last = self._last.get(id(table))
+        if last is not None and last[0] == schema_json:
+            return last[1]
+        if schema_json in table:
+            entry = table[schema_json]
+        else:
+            entry = table[schema_json] = make()
+        self._last[id(table)] = (schema_json, entry)
+        return entry
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -383,21 +395,18 @@ class AlertDecoder:
             record = fastavro.schemaless_reader(stream, schema)
         except Exception as exc:  # EOFError, UnicodeDecodeError, ValueError, IndexError...
             raise AlertDecodeError(f"the record does not decode: {type(exc).__name__}: {exc}") from exc
-        if not isinstance(record, dict) or not isinstance(record.get("candidate"), dict):
-            raise AlertDecodeError("the record has no candidate")
-        return record
+        return _with_candidate(record)
 
-    def _one_block(self, packet: bytes | memoryview) -> tuple[Header, ParsedSchema, bytes | memoryview]:
-        header = read_header(packet)
-        parsed = self.cache.get(header.schema_json)
+    def _one_block(self, packet: bytes | memoryview, header: Header) -> bytes | memoryview:
         blocks = _blocks(packet, header)
         if len(blocks) != 1 or blocks[0][0] != 1:
             raise AlertDecodeError("holds more than one record; split it with AlertDecoder.packets")
-        return header, parsed, blocks[0][1]
+        return blocks[0][1]
 
     def _decode(self, packet: bytes | memoryview, cut: str) -> tuple[ParsedSchema, dict]:
-        _header, parsed, block = self._one_block(packet)
-        return parsed, self._read(io.BytesIO(block), getattr(parsed, cut))
+        header = read_header(packet)
+        parsed = self.cache.get(header.schema_json)
+        return parsed, self._read(io.BytesIO(self._one_block(packet, header)), getattr(parsed, cut))
 
     def prefix(self, packet: bytes | memoryview) -> tuple[ParsedSchema, dict]:
         """Top-level fields up to ``candidate`` of a one-alert packet: all the ``alerts`` table needs."""
@@ -409,20 +418,18 @@ class AlertDecoder:
 
     def full(self, packet: bytes | memoryview) -> dict:
         """The whole packet, as ``fastavro.reader`` would give it (read by the compiled reader if built)."""
-        header, parsed, block = self._one_block(packet)
+        header = read_header(packet)
         reader = self.cache.reader(header.schema_json)
-        if reader is None:
-            return self._read(io.BytesIO(block), parsed.full)
-        try:
-            record = reader.run(block, -1)[0]
-        except AlertDecodeError:
-            # The reader is stricter than fastavro on some damage (a negative union index, which
-            # fastavro takes as a list index).  The ingest's row plan may not have read that field,
-            # so such a packet can be stored: it reads back as fastavro reads it, or fails as there.
-            return self._read(io.BytesIO(block), parsed.full)
-        if not isinstance(record.get("candidate"), dict):
-            raise AlertDecodeError("the record has no candidate")
-        return record
+        block = self._one_block(packet, header)
+        if reader is not None:
+            try:
+                return _with_candidate(reader.run(block, -1)[0])
+            except AlertDecodeError:
+                # The reader is stricter than fastavro on some damage (a negative union index, which
+                # fastavro takes as a list index).  The ingest's row plan may not have read that field,
+                # so such a packet can be stored: it reads back as fastavro reads it, or fails as there.
+                pass
+        return self._read(io.BytesIO(block), self.cache.get(header.schema_json).full)
 
     def rows(self, packet: bytes | memoryview, *, history: bool = True, path: Path = "auto") -> DecodedAlert:
         """A one-alert packet as table rows, without building dicts and without reading the cutouts.
@@ -474,6 +481,13 @@ class AlertDecoder:
             (packet, parsed, self.rows(packet, history=history, path=path))
             for packet in self._split(data, header, blocks)
         ]
+
+
+def _with_candidate(record: Any) -> dict:
+    """The decoded record, if it is one with a ``candidate`` record; otherwise AlertDecodeError."""
+    if not isinstance(record, dict) or not isinstance(record.get("candidate"), dict):
+        raise AlertDecodeError("the record has no candidate")
+    return record
 
 
 def schema_version(parsed: ParsedSchema, record: dict) -> str:
