@@ -162,3 +162,29 @@ def test_nothing_happens_at_import(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]" and out.stderr == ""
+
+
+def test_a_packet_damaged_after_it_was_stored_is_named_when_read(catalog, tmp_path):
+    """Reading back a packet whose bytes changed on disk fails in one line naming the alert and where
+    its packet lies; the other alerts still read, and the raw bytes are still given as they are."""
+    from sqlalchemy import select
+
+    from ztfcat.errors import AlertDecodeError
+    from ztfcat.store.tables import alerts
+
+    spec = make_night(tmp_path / "ztf_public_20180821.tar.gz", n_alerts=4, seed=14)
+    catalog.ingest(spec.path)
+    victim, *others = sorted(spec.candids)
+    with catalog.engine.connect() as conn:
+        columns = (alerts.c.blob_path, alerts.c.blob_offset, alerts.c.blob_size)
+        path, offset, size = conn.execute(select(*columns).where(alerts.c.candid == victim)).one()
+    with open(catalog.data_dir / path, "r+b") as fh:  # the sync marker at the packet's end, overwritten
+        fh.seek((offset or 0) + size - 16)
+        fh.write(bytes(16))
+    for read in (lambda: catalog.get_alert(victim), lambda: list(catalog.iter_alerts())):
+        with pytest.raises(AlertDecodeError) as caught:
+            read()
+        message = str(caught.value)
+        assert "\n" not in message and f"alert {victim} " in message and path in message
+    assert [catalog.get_alert(c)["candid"] for c in others] == others
+    assert len(catalog.get_alert(victim, raw=True)) == size

@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 from sqlalchemy import Engine, and_, delete, func, select
 
 from . import settings
-from .errors import InvalidQueryError, NotFoundError, ZtfcatError
+from .errors import AlertDecodeError, InvalidQueryError, NotFoundError, ZtfcatError
 from .store.blobs import LAYOUTS, read_blob, remove_release
 from .store.db import ensure_schema, is_sqlite, make_engine
 from .store.filters import DEFAULT_COLUMNS, as_date, column, unfinished_hidden, where_clauses
@@ -487,7 +487,14 @@ class Catalog:
         """One alert by candid: the packet as a dict (as fastavro parses it), or its Avro bytes."""
         path, offset, size = self._locate(candid)
         data = read_blob(self.data_dir, path, offset, size, candid)
-        return data if raw else self._decoder.full(data)
+        return data if raw else self._decoded(data, candid, path)
+
+    def _decoded(self, data: bytes, candid: int, path: str) -> dict:
+        """A stored packet as a dict; a packet damaged since it was stored is named in the error."""
+        try:
+            return self._decoder.full(data)
+        except AlertDecodeError as exc:
+            raise AlertDecodeError(f"alert {candid} (its packet in {path}): {exc}") from exc
 
     def iter_alerts(
         self, n: int | None = None, *conditions: str, raw: bool = False, **filters: Any
@@ -515,7 +522,7 @@ class Catalog:
             last = rows[-1][0]
             for candid, path, offset, size in rows:
                 data = read_blob(self.data_dir, path, offset, size, candid)
-                item = data if raw else self._decoder.full(data)
+                item = data if raw else self._decoded(data, candid, path)
                 if n is None:
                     yield item
                 else:
