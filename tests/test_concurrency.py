@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from tests.tarballs import tar_members, write_tarball
 from ztfcat import Catalog, ZtfcatError
-from ztfcat.ingest.pipeline import release_lock
+from ztfcat.ingest import pipeline
+from ztfcat.ingest.pipeline import _set, release_lock
 from ztfcat.store.tables import alert_releases, alerts
 from ztfcat.testing.synthetic import make_night
 
@@ -75,3 +76,55 @@ def test_one_release_is_ingested_by_one_process_at_a_time(catalog, tmp_path):
     with lock, pytest.raises(ZtfcatError, match="being ingested by another"):
         catalog.delete(names=[spec.path.name])
     assert catalog.count() == 3
+
+
+def test_a_release_lock_holds_for_every_data_dir_of_one_catalog(catalog, tmp_path):
+    """Workers with data directories of their own on one catalog (the fleet's machines) meet the same
+    release locks: one's repair never purges a night another is still ingesting.  CI once lost a whole
+    night this way: both workers said ``complete`` and the second night held no alert."""
+    spec = make_night(tmp_path / "ztf_public_20181005.tar.gz", n_alerts=4, seed=44)
+    catalog.ingest(spec.path)
+    release_id = catalog.release(spec.path.name).id
+    _set(catalog.engine, release_id, status="ingesting")  # as a live ingest leaves it until its end
+    other = Catalog(catalog.database_url, tmp_path / "elsewhere")
+    try:
+        with release_lock(catalog.engine, catalog.data_dir, spec.path.name):  # the live ingest's lock
+            other.repair()
+            assert catalog.release(spec.path.name).status == "ingesting"  # left to its owner
+            assert _stored(other) == sorted(spec.candids)  # its rows too (queries hide them meanwhile)
+            with pytest.raises(ZtfcatError, match="being ingested by another"):
+                other.ingest(spec.path, force=True)
+            with pytest.raises(ZtfcatError, match="being ingested by another"):
+                other.delete(names=[spec.path.name])
+        other.repair()  # the owner is gone: now it is a killed run's leftovers
+        assert catalog.release(spec.path.name).status == "failed" and _stored(other) == []
+    finally:
+        other.close()
+
+
+def test_an_ingest_whose_release_was_taken_from_it_is_never_complete(catalog, tmp_path, monkeypatch):
+    """The second guard, for a lock that failed anyway: the release's status moves on only from the
+    status the ingest itself set, so a night purged under it fails instead of ending complete."""
+    spec = make_night(tmp_path / "ztf_public_20181006.tar.gz", n_alerts=4, seed=45)
+    real = pipeline._backfill
+
+    def purged_meanwhile(engine):  # another process's repair, between the history pass and the end
+        row = catalog.release(spec.path.name)
+        pipeline.purge_release(engine, catalog.data_dir, row.id, row.name)
+        _set(engine, row.id, status="failed", error="interrupted")
+        real(engine)
+
+    monkeypatch.setattr(pipeline, "_backfill", purged_meanwhile)
+    with pytest.raises(ZtfcatError, match="ztf_public_20181006.tar.gz: another process changed the release"):
+        catalog.ingest(spec.path)
+    assert catalog.release(spec.path.name).status == "failed" and _stored(catalog) == []
+    monkeypatch.setattr(pipeline, "_backfill", real)
+    assert catalog.ingest(spec.path).status == "complete" and sorted(catalog.alert_ids()) == sorted(
+        spec.candids
+    )
+
+
+def _stored(catalog: Catalog) -> list[int]:
+    """The candids in the alerts table, hidden or not."""
+    with catalog.engine.connect() as conn:
+        return sorted(conn.execute(select(alerts.c.candid)).scalars())

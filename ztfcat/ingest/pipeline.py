@@ -616,9 +616,11 @@ def _ingest_locked(
         if verify is not None:
             verify()
         report.seconds_alerts = time.perf_counter() - started
-        _set(
+        _advance(
             engine,
             release_id,
+            name,
+            "ingesting",
             status="history",
             size=report.size,
             md5=report.md5,
@@ -636,8 +638,8 @@ def _ingest_locked(
         _refresh_objects(engine, release_id)
         if staged is not None:
             staged.publish()  # the whole night, at once, under its own name; a failure fails the night
+        _advance(engine, release_id, name, "history", status="complete", finished_at=_now())
         report.status = "complete"
-        _set(engine, release_id, status="complete", finished_at=_now())
     except BaseException as exc:
         report.status = "failed"
         if staged is not None:
@@ -716,13 +718,13 @@ def release_lock(engine: Engine, data_dir: Path, name: str) -> Iterator[None]:
 def release_locks(engine: Engine, data_dir: Path, names: Sequence[str]) -> Iterator[None]:
     """Hold the right to ingest (or purge) each of ``names``, or raise naming the first one taken.
 
-    A lock file in the data directory (``flock``, released by the kernel even on kill -9, and by no
-    one else: worker processes die with their parent) guards processes of one machine; on PostgreSQL
-    session advisory locks, all on one connection however many releases, also guard workers on other
-    machines writing to the same catalog.  Without it, an ingest would take a live one's rows for the
-    leftovers of a killed run and purge them.
+    A lock file per release (``flock``, released by the kernel even on kill -9, and by no one else:
+    worker processes die with their parent) guards the processes that share the lock folder; on
+    PostgreSQL session advisory locks, all on one connection however many releases, also guard workers
+    on other machines writing to the same catalog.  Without it, an ingest would take a live one's rows
+    for the leftovers of a killed run and purge them.
     """
-    locks = data_dir / "locks"
+    locks = lock_folder(engine, data_dir)
     locks.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         for name in names:
@@ -751,6 +753,33 @@ def release_locks(engine: Engine, data_dir: Path, names: Sequence[str]) -> Itera
             conn.commit()
 
 
+def lock_folder(engine: Engine, data_dir: Path) -> Path:
+    """Where the release lock files are: beside a SQLite file, as its own ``-wal`` and ``-shm`` are,
+    so every process writing that file meets the same locks whatever its data directory; in the data
+    directory for PostgreSQL (whose advisory locks guard the rest) and an in-memory SQLite."""
+    database = engine.url.database
+    if (
+        engine.dialect.name == "sqlite"
+        and database
+        and database != ":memory:"
+        and not database.startswith("file:")
+    ):
+        return Path(database).with_name(Path(database).name + "-locks")
+    return data_dir / "locks"
+
+
 def _set(engine: Engine, release_id: int, **values) -> None:
     with engine.begin() as conn:
         conn.execute(update(releases).where(releases.c.id == release_id).values(**values))
+
+
+def _advance(engine: Engine, release_id: int, name: str, current: str, **values) -> None:
+    """Move the release on from the ``current`` status, or raise if it is no longer in it: an ingest
+    never calls complete a release that something else purged or marked meanwhile.  Its locks forbid
+    that; this makes a broken lock a failed night rather than a complete one that holds nothing."""
+    with engine.begin() as conn:
+        moved = conn.execute(
+            update(releases).where(releases.c.id == release_id, releases.c.status == current).values(**values)
+        ).rowcount
+    if moved != 1:
+        raise IngestError(f"{name}: another process changed the release while it was being ingested")
