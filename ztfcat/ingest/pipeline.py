@@ -764,7 +764,8 @@ def lock_folder(engine: Engine, data_dir: Path) -> Path:
         and database != ":memory:"
         and not database.startswith("file:")
     ):
-        return Path(database).with_name(Path(database).name + "-locks")
+        path = Path(database).resolve()  # one folder however the file is spelled (relative, symlinks)
+        return path.with_name(path.name + "-locks")
     return data_dir / "locks"
 
 
