@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
@@ -126,6 +127,78 @@ def test_an_ingest_whose_release_was_taken_from_it_is_never_complete(catalog, tm
     assert catalog.ingest(spec.path).status == "complete" and sorted(catalog.alert_ids()) == sorted(
         spec.candids
     )
+
+
+def test_an_ingest_never_touches_a_release_another_process_began_again(catalog, tmp_path, monkeypatch):
+    """Taken and begun again (a new start, its own rows): the first ingest fails and leaves the new
+    owner's release, rows and status exactly as they were, instead of purging or completing them."""
+    spec = make_night(tmp_path / "ztf_public_20181007.tar.gz", n_alerts=4, seed=46)
+    real = pipeline._backfill
+    seen = {}
+
+    def begun_again(engine):  # another process's ingest of the night, now in its history pass
+        row = catalog.release(spec.path.name)
+        _set(engine, row.id, status="history", started_at=pipeline._now())
+        seen["row"] = catalog.release(spec.path.name)
+        real(engine)
+
+    monkeypatch.setattr(pipeline, "_backfill", begun_again)
+    with pytest.raises(ZtfcatError, match="another process changed the release"):
+        catalog.ingest(spec.path)
+    assert catalog.release(spec.path.name) == seen["row"]  # the new owner's row, as it left it
+    assert _stored(catalog) == sorted(spec.candids)  # and its rows
+
+
+def test_deleting_everything_keeps_a_release_begun_meanwhile(catalog, tmp_path, monkeypatch):
+    """``delete()`` locks the releases it read; one another process begins in between is not among
+    them, so it must survive whole rather than be emptied with the tables."""
+    first = make_night(tmp_path / "ztf_public_20181008.tar.gz", n_alerts=3, seed=47)
+    later = make_night(tmp_path / "ztf_public_20181009.tar.gz", n_alerts=4, seed=48)
+    catalog.ingest(first.path)
+    real = pipeline.release_locks
+    other = Catalog(catalog.database_url, tmp_path / "other")
+
+    @contextlib.contextmanager
+    def meanwhile(engine, data_dir, names):
+        if names == [first.path.name]:  # the delete's: another worker's night begins first
+            other.ingest(later.path)
+        with real(engine, data_dir, names):
+            yield
+
+    monkeypatch.setattr(pipeline, "release_locks", meanwhile)
+    try:
+        assert catalog.delete() == 1
+        assert [r["name"] for r in catalog.releases()] == [later.path.name]
+        assert catalog.release(later.path.name).status == "complete"
+        assert sorted(catalog.alert_ids()) == sorted(later.candids)
+        alone = Catalog(f"sqlite:///{tmp_path / 'alone.sqlite'}", tmp_path / "alone")
+        alone.ingest(later.path)  # the independent reference: that night in a catalog of its own
+        for object_id in sorted({other.get_alert(c)["objectId"] for c in later.candids}):
+            ours, theirs = catalog.lightcurve(object_id), alone.lightcurve(object_id)
+            assert ours.colnames == theirs.colnames and len(ours) > 0
+            assert [tuple(row) for row in ours] == [tuple(row) for row in theirs], object_id
+        alone.close()
+    finally:
+        other.close()
+
+
+def test_the_lock_folder_is_one_for_every_spelling_of_a_sqlite_file(tmp_path):
+    from sqlalchemy import create_engine
+
+    file = tmp_path / "cat.sqlite"
+    (tmp_path / "link.sqlite").symlink_to(file)
+    spellings = [
+        f"sqlite:///{file}",
+        f"sqlite:///{tmp_path}/./sub/../cat.sqlite",
+        f"sqlite:///{tmp_path / 'link.sqlite'}",
+        f"sqlite:///file:{file}?uri=true",
+        f"sqlite:///file:{file}?mode=rw&uri=true",
+    ]
+    folders = {
+        pipeline.lock_folder(create_engine(url), tmp_path / f"data{i}") for i, url in enumerate(spellings)
+    }
+    assert folders == {tmp_path / "cat.sqlite-locks"}
+    assert pipeline.lock_folder(create_engine("sqlite://"), tmp_path / "d") == tmp_path / "d" / "locks"
 
 
 def _stored(catalog: Catalog) -> list[int]:

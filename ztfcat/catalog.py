@@ -357,24 +357,7 @@ class Catalog:
             chosen = [r for r in rows if r.night in wanted_nights or r.name in wanted_names]
         # never purge a release another process is ingesting
         with release_locks(self.engine, self.data_dir, [row.name for row in chosen]):
-            if nights is None and names is None:
-                from .store.blobstore import release_objects, remove_objects
-
-                with self.engine.connect() as conn:
-                    shared = release_objects(conn, [row.id for row in chosen])
-                remove_objects(self.data_dir, shared)  # objects first: a failure keeps the rows naming them
-                with self.engine.begin() as conn:
-                    for table in (
-                        objects,
-                        fp_hists,
-                        prv_candidates,
-                        history_rebuilds,
-                        ingest_errors,
-                        alert_releases,
-                        alerts,
-                        releases,
-                    ):
-                        conn.execute(delete(table))
+            if nights is None and names is None and self._delete_everything(chosen):
                 for row in chosen:
                     remove_release(self.data_dir, release_key(row.name))
                     if progress is not None:
@@ -386,6 +369,36 @@ class Catalog:
                     progress(row.name)
         repair(self.engine, self.data_dir)
         return len(chosen)
+
+    def _delete_everything(self, chosen) -> bool:
+        """Empty the catalog's tables at once if ``chosen`` (whose locks the caller holds) is still
+        every release.  False when a release began meanwhile: its rows are kept, and the caller deletes
+        the chosen releases one by one (their shared-storage objects are already gone, as then)."""
+        from .ingest.bulk import lock_alert_writes
+        from .store.blobstore import release_objects, remove_objects
+
+        with self.engine.connect() as conn:
+            shared = release_objects(conn, [row.id for row in chosen])
+        remove_objects(self.data_dir, shared)  # objects first: a failure keeps the rows naming them
+        with self.engine.connect() as conn:
+            lock_alert_writes(conn)  # no ingest batch writes between this check and the deletes
+            if set(conn.execute(select(releases.c.id)).scalars()) != {row.id for row in chosen}:
+                conn.rollback()
+                return False
+            for table in (
+                objects,
+                fp_hists,
+                prv_candidates,
+                history_rebuilds,
+                ingest_errors,
+                alert_releases,
+                alerts,
+            ):
+                conn.execute(delete(table))
+            # Only the chosen rows: a release row made since the check (nothing of it written yet) stays.
+            conn.execute(delete(releases).where(releases.c.id.in_([row.id for row in chosen])))
+            conn.commit()
+        return True
 
     def upgrade(self) -> str | None:
         """Bring the catalog's schema to the revision this ztfcat needs (``ztfcat db upgrade``); the revision now.

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 from sqlalchemy import Engine, bindparam, delete, func, insert, select, text, update
@@ -607,6 +608,7 @@ def _ingest_locked(
         else:
             release_id = existing.id
             conn.execute(update(releases).where(releases.c.id == release_id).values(**values))
+    token = values["started_at"]  # this ingest's mark on its row: what a takeover would change
     staged = blobstore.stage(data_dir, key, blobs) if blobs is not None else None
     try:
         done = _main_pass(
@@ -620,6 +622,7 @@ def _ingest_locked(
             engine,
             release_id,
             name,
+            token,
             "ingesting",
             status="history",
             size=report.size,
@@ -638,22 +641,25 @@ def _ingest_locked(
         _refresh_objects(engine, release_id)
         if staged is not None:
             staged.publish()  # the whole night, at once, under its own name; a failure fails the night
-        _advance(engine, release_id, name, "history", status="complete", finished_at=_now())
+        _advance(engine, release_id, name, token, "history", status="complete", finished_at=_now())
         report.status = "complete"
     except BaseException as exc:
         report.status = "failed"
         if staged is not None:
             staged.discard()
-        with contextlib.suppress(Exception):  # the original error matters more; the next run purges
-            purge_release(engine, data_dir, release_id, name)
-            _set(
-                engine,
-                release_id,
-                status="failed",
-                error=str(exc) or type(exc).__name__,
-                finished_at=_now(),
-                n_alerts=0,
-            )
+        # The original error matters more; the next run purges.  A release another process has taken
+        # (its row no longer carries this ingest's start) is that process's: nothing of it is touched.
+        with contextlib.suppress(Exception):
+            if _owned(engine, release_id, token):
+                purge_release(engine, data_dir, release_id, name)
+                _set(
+                    engine,
+                    release_id,
+                    status="failed",
+                    error=str(exc) or type(exc).__name__,
+                    finished_at=_now(),
+                    n_alerts=0,
+                )
         if isinstance(exc, ZtfcatError) or not isinstance(exc, Exception):
             raise
         raise IngestError(f"{name}: {_reason(exc)}; nothing of it is kept") from exc
@@ -728,7 +734,9 @@ def release_locks(engine: Engine, data_dir: Path, names: Sequence[str]) -> Itera
     locks.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         for name in names:
-            handle = stack.enter_context(open(locks / f"{release_key(name)}.lock", "w"))  # noqa: SIM115
+            # Opened for reading: flock needs no more, and a lock file another user made still opens.
+            handle = os.open(locks / f"{release_key(name)}.lock", os.O_RDONLY | os.O_CREAT, 0o666)
+            stack.callback(os.close, handle)
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -755,18 +763,19 @@ def release_locks(engine: Engine, data_dir: Path, names: Sequence[str]) -> Itera
 
 def lock_folder(engine: Engine, data_dir: Path) -> Path:
     """Where the release lock files are: beside a SQLite file, as its own ``-wal`` and ``-shm`` are,
-    so every process writing that file meets the same locks whatever its data directory; in the data
-    directory for PostgreSQL (whose advisory locks guard the rest) and an in-memory SQLite."""
+    so every process writing that file meets the same locks whatever its data directory or its
+    spelling of the file's name (relative, a symlink, a ``file:`` URI); in the data directory for
+    PostgreSQL (whose advisory locks guard the rest) and an in-memory SQLite."""
     database = engine.url.database
-    if (
-        engine.dialect.name == "sqlite"
-        and database
-        and database != ":memory:"
-        and not database.startswith("file:")
-    ):
-        path = Path(database).resolve()  # one folder however the file is spelled (relative, symlinks)
-        return path.with_name(path.name + "-locks")
-    return data_dir / "locks"
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return data_dir / "locks"
+    if database.startswith("file:"):
+        uri = urlsplit(database)
+        if "mode=memory" in uri.query or engine.url.query.get("mode") == "memory" or not uri.path:
+            return data_dir / "locks"
+        database = unquote(uri.path)
+    path = Path(database).resolve()
+    return path.with_name(path.name + "-locks")
 
 
 def _set(engine: Engine, release_id: int, **values) -> None:
@@ -774,13 +783,21 @@ def _set(engine: Engine, release_id: int, **values) -> None:
         conn.execute(update(releases).where(releases.c.id == release_id).values(**values))
 
 
-def _advance(engine: Engine, release_id: int, name: str, current: str, **values) -> None:
-    """Move the release on from the ``current`` status, or raise if it is no longer in it: an ingest
-    never calls complete a release that something else purged or marked meanwhile.  Its locks forbid
-    that; this makes a broken lock a failed night rather than a complete one that holds nothing."""
+def _advance(engine: Engine, release_id: int, name: str, token: datetime, current: str, **values) -> None:
+    """Move the release on from the ``current`` status, or raise if it is no longer this ingest's
+    (its ``started_at`` is ``token``) or no longer in that status: an ingest never calls complete a
+    release that something else purged, marked or began again meanwhile.  Its locks forbid that;
+    this makes a broken lock a failed night rather than a complete one that holds nothing."""
+    mine = (releases.c.id == release_id, releases.c.started_at == token, releases.c.status == current)
     with engine.begin() as conn:
-        moved = conn.execute(
-            update(releases).where(releases.c.id == release_id, releases.c.status == current).values(**values)
-        ).rowcount
+        moved = conn.execute(update(releases).where(*mine).values(**values)).rowcount
     if moved != 1:
         raise IngestError(f"{name}: another process changed the release while it was being ingested")
+
+
+def _owned(engine: Engine, release_id: int, token: datetime) -> bool:
+    """Whether the release row still carries the start of the ingest that set ``token`` (compared by
+    the database, as it was stored: SQLite gives it back without its time zone)."""
+    mine = select(releases.c.id).where(releases.c.id == release_id, releases.c.started_at == token)
+    with engine.connect() as conn:
+        return conn.execute(mine).first() is not None

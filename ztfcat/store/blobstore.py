@@ -244,12 +244,30 @@ def repair_missing(engine: Engine, data_dir: Path) -> list[str]:
     repaired = []
     for release_id, name, url in missing_objects(engine):
         with contextlib.suppress(ZtfcatError), release_lock(engine, data_dir, name):
+            if not _still_missing(engine, release_id, url):  # read again under the lock: redone since?
+                continue
             _set(engine, release_id, status="ingesting")  # not complete from here: a kill is redone
             purge_release(engine, data_dir, release_id, name)
             _set(engine, release_id, status="failed", n_alerts=0, finished_at=_now(),
                  error=f"its packets object {url} is missing from the blob store; ingest it again")  # fmt: skip
             repaired.append(name)
     return repaired
+
+
+def _still_missing(engine: Engine, release_id: int, url: str) -> bool:
+    """Whether the release is still complete, still reads the object ``url``, and it is still gone."""
+    from sqlalchemy import select
+
+    from .tables import alert_releases, releases
+
+    with engine.connect() as conn:
+        complete = conn.execute(select(releases.c.status).where(releases.c.id == release_id)).scalar()
+        reads = conn.execute(
+            select(alert_releases.c.blob_path)
+            .where(alert_releases.c.release_id == release_id, alert_releases.c.blob_path == url)
+            .limit(1)
+        ).first()
+    return complete == "complete" and reads is not None and not store_for(url).exists(url)
 
 
 # -- stores ------------------------------------------------------------------------------------------
