@@ -771,7 +771,7 @@ def lock_folder(engine: Engine, data_dir: Path) -> Path:
         return data_dir / "locks"
     if database.startswith("file:"):
         uri = urlsplit(database)
-        if "mode=memory" in uri.query or engine.url.query.get("mode") == "memory" or not uri.path:
+        if engine.url.query.get("mode") == "memory" or not uri.path:  # the URI's query is the URL's
             return data_dir / "locks"
         database = unquote(uri.path)
     path = Path(database).resolve()
