@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 
 from tests.tarballs import snapshot, tar_members, write_tarball
 from ztfcat import Catalog, IngestError
+from ztfcat.errors import ZtfcatError
 from ztfcat.sources.names import night_of, release_key
 from ztfcat.store.tables import alerts, prv_candidates, releases
 from ztfcat.testing.synthetic import alert_bytes, make_alert, make_night, writer_schema
@@ -438,6 +439,32 @@ def test_convert_between_layouts_keeps_every_byte(catalog, tmp_path):
     ]
     assert {c: catalog.get_alert(c, raw=True) for c in raw} == raw
     assert catalog.convert_layout("files") == 0
+
+
+@pytest.mark.files_layout
+def test_convert_waits_for_no_release_another_process_holds(catalog, tmp_path):
+    """A conversion moves a release's packets only under its lock: one being ingested or deleted
+    elsewhere stops it with a clear error, and nothing of that release moves."""
+    from ztfcat.ingest.pipeline import release_lock
+
+    nights = [
+        make_night(tmp_path / f"ztf_public_2018092{i}.tar.gz", n_alerts=5, seed=40 + i) for i in range(2)
+    ]
+    for spec in nights:
+        catalog.ingest(spec.path)
+    raw = {c: catalog.get_alert(c, raw=True) for spec in nights for c in spec.candids}
+    held = nights[1].path.name
+    lock = release_lock(catalog.engine, catalog.data_dir, held)  # as another process's ingest would
+    with lock, pytest.raises(ZtfcatError, match=f"{held} is being ingested by another"):
+        catalog.convert_layout("pack")
+    assert {r["name"]: r["layout"] for r in catalog.releases()} == {
+        nights[0].path.name: "pack",  # converted before the held one was reached
+        held: "files",
+    }
+    assert (catalog.data_dir / "alerts" / held.removesuffix(".tar.gz")).is_dir()
+    assert {c: catalog.get_alert(c, raw=True) for c in raw} == raw
+    assert catalog.convert_layout("pack") == 1  # the lock gone, the rest is converted
+    assert {c: catalog.get_alert(c, raw=True) for c in raw} == raw
 
 
 def test_zero_byte_night_is_an_empty_release(catalog, tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 from sqlalchemy import Engine, bindparam, select, update
 
 from ..errors import ZtfcatError
-from ..ingest.pipeline import release_key
+from ..ingest.pipeline import release_key, release_lock
 from .blobs import LAYOUTS, BlobWriter, pack_path, read_blob, release_dir
 from .blobstore import is_shared
 from .tables import alert_releases, alerts, releases
@@ -105,12 +105,19 @@ def convert_release(
 def convert(
     engine: Engine, data_dir: Path, target: str, progress: Callable[[str, int], None] | None = None
 ) -> int:
-    """Convert every release not yet in ``target``; returns how many releases were converted."""
+    """Convert every release not yet in ``target``; returns how many releases were converted.
+
+    Each release is converted under its release lock, so an ingest or a delete of it in another process
+    waits for it or makes the conversion stop with a clear error.  A release ingested while the
+    conversion runs keeps the layout it was written in; running the conversion again moves it.
+    """
     if target not in LAYOUTS:
         raise ZtfcatError(f"unknown blob layout {target!r}; choose one of {', '.join(LAYOUTS)}")
     with engine.connect() as conn:
         rows = conn.execute(
-            select(releases.c.id, releases.c.name, releases.c.layout, releases.c.status)
+            select(releases.c.id, releases.c.name, releases.c.layout, releases.c.status).order_by(
+                releases.c.name
+            )
         ).all()
     busy = [r.name for r in rows if r.status in ("ingesting", "history")]
     if busy:
@@ -119,10 +126,21 @@ def convert(
         )
     converted = 0
     for row in rows:
-        if row.layout == target:  # a killed earlier run may have left the old layout behind
-            _remove(_place(data_dir, release_key(row.name), "pack" if target == "files" else "files"))
-            continue
-        moved = convert_release(engine, data_dir, row.id, row.name, row.layout, target)
+        # Under the release's lock, read again: an ingest, a repair or a delete of this release may have
+        # begun since the listing, and moving packets under it would lose them.
+        with release_lock(engine, data_dir, row.name):
+            with engine.connect() as conn:
+                now = conn.execute(
+                    select(releases.c.layout, releases.c.status).where(releases.c.id == row.id)
+                ).first()
+            if now is None:  # deleted meanwhile
+                continue
+            if now.status in ("ingesting", "history"):  # a killed run's: its ingest repairs it
+                raise ZtfcatError(f"{row.name} was left half-ingested: re-run its ingest first")
+            if now.layout == target:  # a killed earlier run may have left the old layout behind
+                _remove(_place(data_dir, release_key(row.name), "pack" if target == "files" else "files"))
+                continue
+            moved = convert_release(engine, data_dir, row.id, row.name, now.layout, target)
         converted += 1
         if progress:
             progress(row.name, moved)
