@@ -17,7 +17,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy_healpix import healpix_to_lonlat, lonlat_to_healpix
 from click.testing import CliRunner
-from sqlalchemy import insert, select, text
+from sqlalchemy import delete, insert, select, text
 
 from tests.test_conesearch import random_sky
 from ztfcat.errors import InvalidQueryError
@@ -494,6 +494,26 @@ def test_objects_refresh_equals_brute_force(catalog, nights):
     refresh_objects(catalog.engine, b.object_ids)
     assert_objects_match(catalog.engine)
     assert not set(stored_objects(catalog.engine)) & (set(b.object_ids) - set(a.object_ids))
+
+
+def test_objects_refresh_in_many_batches_equals_one_and_keeps_the_callers_settings(
+    catalog, nights, monkeypatch
+):
+    a, b = nights
+    catalog.ingest(a.path)
+    catalog.ingest(b.path)
+    ids = sorted(set(a.object_ids) | set(b.object_ids))
+    assert_objects_match(catalog.engine)
+    whole = stored_objects(catalog.engine)
+    monkeypatch.setattr("ztfcat.science.objects.BATCH", 7)
+    monkeypatch.setattr("ztfcat.science.objects.PG_BATCH", 7)
+    with catalog.engine.begin() as conn:
+        conn.execute(delete(objects))
+    with catalog.engine.begin() as conn:
+        assert refresh_objects(conn, reversed(ids)) == len(ids)
+        if conn.dialect.name == "postgresql":  # the generic plans were the refresh's own
+            assert conn.execute(text("SELECT current_setting('plan_cache_mode')")).scalar_one() == "auto"
+    assert stored_objects(catalog.engine) == whole
 
 
 def test_objects_mean_position_across_ra0_and_at_the_pole(catalog):

@@ -40,6 +40,7 @@ from sqlalchemy import Engine, delete, event, func, select
 
 from ..errors import AlertDecodeError, ZtfcatError
 from ..store.blobs import read_blob
+from ..store.partitions import release_hints
 from ..store.tables import (
     CANDIDATE_COLUMNS,
     FP_COLUMNS,
@@ -334,10 +335,9 @@ def derive_history(
     send their rows back and this process inserts them, as it must for a database only it can open.
     """
     with engine.connect() as conn:
-        n_alerts = conn.execute(
-            select(func.count()).select_from(alerts).where(alerts.c.release_id == release_id)
-        ).scalar_one()
-    tasks = (t for t in packets(engine, alerts.c.release_id == release_id) if t.candid not in done)
+        owned = [alerts.c.release_id == release_id, *release_hints(conn, release_id)]
+        n_alerts = conn.execute(select(func.count()).select_from(alerts).where(*owned)).scalar_one()
+    tasks = (t for t in packets(engine, *owned) if t.candid not in done)
     workers = pool_size(workers)
     bulk = BulkWriter(engine)
     failures: list[tuple[int, str]] = []

@@ -46,6 +46,7 @@ from ..sources.names import night_of, release_key
 from ..store import blobstore
 from ..store.blobs import BlobWriter, remove_release
 from ..store.fields import KNOWN_VERSIONS
+from ..store.partitions import release_hints
 from ..store.sky import hpx_index
 from ..store.tables import CANDIDATE_COLUMNS, alert_releases, alerts, ingest_errors, releases
 from . import history
@@ -691,7 +692,7 @@ def _refresh_objects(engine: Engine, release_id: int) -> None:
             conn.execute(
                 select(alerts.c.objectId)
                 .join(alert_releases, alert_releases.c.candid == alerts.c.candid)
-                .where(alert_releases.c.release_id == release_id)
+                .where(alert_releases.c.release_id == release_id, *release_hints(conn, release_id))
                 .distinct()
             ).scalars()
         )
