@@ -17,7 +17,7 @@ from ztfcat import Catalog
 from ztfcat.store import partitions as parts
 from ztfcat.store.db import make_engine, upgrade
 from ztfcat.store.filters import where_clauses
-from ztfcat.store.tables import HEAD_REVISION, alerts
+from ztfcat.store.tables import HEAD_REVISION, alerts, releases
 from ztfcat.testing.synthetic import make_night
 
 # -- the relation, on real packets (no database) ----------------------------------------------------
@@ -293,6 +293,34 @@ def test_jd_and_night_ranges_read_only_their_months(pg_server, tmp_path):
             )
             touched = set(re.findall(r"\b(alerts_(?:m\d{4}_\d\d|default))\b", "\n".join(r[0] for r in plan)))
         assert len(touched) == 215
+
+
+@pytest.mark.postgres
+def test_a_releases_own_queries_read_only_its_months(pg_server, tmp_path):
+    """The ingest's queries of one release's alerts name the candid range it holds, so they plan its
+    night's month, not all 215 partitions, and return exactly the rows the hint-free query returns."""
+    nights = _nights(tmp_path)
+    with fresh_database(pg_server) as url, Catalog(url, tmp_path / "data") as cat:
+        for night in nights:
+            cat.ingest(night.path)
+        with cat.engine.connect() as conn:
+            ids = dict(conn.execute(select(releases.c.name, releases.c.id)).all())
+            assert parts.release_hints(conn, max(ids.values()) + 1) == []  # a release holding nothing
+            for night, month in zip(
+                nights, ("alerts_m2019_07", "alerts_m2019_08", "alerts_m2020_01"), strict=True
+            ):
+                owned = alerts.c.release_id == ids[night.path.name]
+                hinted = select(alerts.c.candid).where(
+                    owned, *parts.release_hints(conn, ids[night.path.name])
+                )
+                compiled = hinted.order_by(alerts.c.candid).compile(
+                    cat.engine, compile_kwargs={"literal_binds": True}
+                )
+                plan = "\n".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {compiled}"))
+                assert set(re.findall(r"\b(alerts_(?:m\d{4}_\d\d|default))\b", plan)) == {month}
+                found = sorted(conn.execute(hinted).scalars())
+                assert found == sorted(conn.execute(select(alerts.c.candid).where(owned)).scalars())
+                assert found == sorted(night.candids)
 
 
 @pytest.mark.postgres
