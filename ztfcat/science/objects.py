@@ -263,28 +263,29 @@ def _batches(ids: Sequence[str], size: int):
 
 def _refresh_batch(conn: Connection, batch: Sequence[str]) -> int:
     """Delete, then insert again, the ``objects`` rows of ``batch``; how many rows it now has."""
-    conn.execute(delete(objects).where(objects.c.objectId.in_(batch)))
-    query, names = objects_select(batch)
-    conn.execute(insert(objects).from_select(names, query))
-    # rowcount of INSERT ... SELECT is not reported by every driver: count what is there.
-    return conn.execute(
-        select(func.count()).select_from(objects).where(objects.c.objectId.in_(batch))
-    ).scalar_one()
+    remove, add, count = _statements(batch)
+    conn.execute(remove)
+    conn.execute(add)
+    return conn.execute(count).scalar_one()
 
 
-@functools.cache
-def _pg_statements(dialect) -> tuple[tuple[str, dict], ...]:
-    """The refresh's ``DELETE``, ``INSERT ... SELECT`` and count as the driver's SQL and parameters,
-    for an array parameter ``ids`` (compiled once: the text is the same for every batch)."""
-    ids = bindparam("ids", type_=ARRAY(String))
+def _statements(ids):
+    """The refresh's ``DELETE``, ``INSERT ... SELECT`` and count for ``ids`` (a list, or an array
+    parameter).  The count: rowcount of ``INSERT ... SELECT`` is not reported by every driver."""
     query, names = objects_select(ids)
-    among = objects.c.objectId == any_(ids)
-    statements = (
+    among = _among(objects.c.objectId, ids)
+    return (
         delete(objects).where(among),
         insert(objects).from_select(names, query),
         select(func.count()).select_from(objects).where(among),
     )
-    compiled = [statement.compile(dialect=dialect) for statement in statements]
+
+
+@functools.cache
+def _pg_statements(dialect) -> tuple[tuple[str, dict], ...]:
+    """:func:`_statements` for an array parameter ``ids``, as the driver's SQL and parameters
+    (compiled once: the text is the same for every batch)."""
+    compiled = [s.compile(dialect=dialect) for s in _statements(bindparam("ids", type_=ARRAY(String)))]
     return tuple((str(c), dict(c.params)) for c in compiled)
 
 
