@@ -211,6 +211,37 @@ def test_repair_handles_a_night_killed_before_its_upload(database_url, store, ni
     worker.close()
 
 
+def test_an_object_put_after_another_process_purged_the_night_is_removed(
+    database_url, store, night, tmp_path, monkeypatch
+):
+    """A broken lock: another machine's repair purges the night while this worker still runs.  The
+    purge finds no object to remove (none is put yet); the worker then puts its pack, finds the
+    release changed and fails.  No row names the object, so the failed ingest removes it itself,
+    rather than leave a night's worth of packets in the store that nothing reads or deletes."""
+    from ztfcat.ingest import pipeline
+
+    tarball, members = night
+    worker = Catalog(database_url, tmp_path / "worker", blobs=store)
+    real = pipeline._refresh_objects
+
+    def purged_elsewhere(engine, release_id):  # the last step before the put
+        pipeline.purge_release(engine, tmp_path / "elsewhere", release_id, NIGHT)
+        pipeline._set(engine, release_id, status="failed", error="interrupted")
+        real(engine, release_id)
+
+    monkeypatch.setattr(pipeline, "_refresh_objects", purged_elsewhere)
+    with pytest.raises(ZtfcatError, match=f"{NIGHT}: another process changed the release"):
+        worker.ingest(tarball)
+    assert worker.release(NIGHT).status == "failed" and worker.count() == 0 and _paths(worker) == set()
+    assert _objects(store) == {}  # the put object went with the failed ingest
+    assert not list((tmp_path / "worker" / STAGING).iterdir())
+    monkeypatch.setattr(pipeline, "_refresh_objects", real)
+    assert worker.ingest(tarball).status == "complete"
+    assert len(_objects(store)) == 1 and _paths(worker) == set(_objects(store))
+    assert {c: worker.get_alert(c, raw=True) for c in members} == members
+    worker.close()
+
+
 def test_two_workers_on_one_store_never_collide(store, night, tmp_path):
     tarball, members = night
     first = Catalog(f"sqlite:///{tmp_path / 'a.sqlite'}", tmp_path / "a", blobs=store)

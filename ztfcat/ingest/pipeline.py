@@ -646,8 +646,6 @@ def _ingest_locked(
         report.status = "complete"
     except BaseException as exc:
         report.status = "failed"
-        if staged is not None:
-            staged.discard()
         # The original error matters more; the next run purges.  A release another process has taken
         # (its row no longer carries this ingest's start) is that process's: nothing of it is touched.
         with contextlib.suppress(Exception):
@@ -661,6 +659,9 @@ def _ingest_locked(
                     finished_at=_now(),
                     n_alerts=0,
                 )
+        if staged is not None:
+            with contextlib.suppress(Exception):
+                staged.withdraw(engine, release_id)
         if isinstance(exc, ZtfcatError) or not isinstance(exc, Exception):
             raise
         raise IngestError(f"{name}: {_reason(exc)}; nothing of it is kept") from exc

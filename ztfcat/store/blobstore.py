@@ -131,9 +131,25 @@ class StagedPack:
             ) from exc
         self.path.unlink(missing_ok=True)
 
-    def discard(self) -> None:
-        """Drop the staging file (a failed ingest)."""
+    def withdraw(self, engine: Engine, release_id: int) -> None:
+        """After a failed ingest: drop the staging file, and the object itself if it was put and no row
+        of the release reads it.
+
+        The failed ingest's own purge removes the objects its rows name; this covers the object no purge
+        can see: put after another process had already purged the rows (a broken lock), so that no row
+        names it any more.  One probe of the release's rows (the ``(release_id, candid)`` index)."""
+        from sqlalchemy import select
+
+        from .tables import alert_releases
+
         self.path.unlink(missing_ok=True)
+        read = select(alert_releases.c.candid).where(
+            alert_releases.c.release_id == release_id, alert_releases.c.blob_path == self.url
+        )
+        with engine.connect() as conn:
+            named = conn.execute(read.limit(1)).first() is not None
+        if not named:
+            self.store.delete(self.url)  # a no-op for an object never put
 
 
 def stage(data_dir: Path, release_key: str, store: BlobStore) -> StagedPack:
