@@ -448,7 +448,9 @@ def test_hats_index_check_passes_a_pixel_edge_and_stops_a_wrong_index():
 
 
 @pytest.mark.slow
-def test_hats_export_of_an_alert_on_a_pixel_edge(catalog, tmp_path, client):
+def test_hats_export_of_an_alert_on_a_pixel_edge(tmp_path, client):
+    """HEALPix geometry, not the database: SQLite only."""
+    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.sqlite'}", tmp_path / "data")
     spec = make_night(tmp_path / "n.tar.gz", night="20200103", n_alerts=12, seed=8, cutouts=False, n_fp=2)
     members = []
     for i, candid in enumerate(spec.candids):
@@ -465,6 +467,7 @@ def test_hats_export_of_an_alert_on_a_pixel_edge(catalog, tmp_path, client):
     ours = sorted(catalog.cone_search(*EDGE, 1.0, columns=["candid"])["candid"])
     theirs = sorted(cat.cone_search(*EDGE, 1.0).compute()["candid"])
     assert theirs == ours == [spec.candids[0]]
+    catalog.close()
 
 
 @pytest.mark.slow
@@ -538,7 +541,9 @@ def test_hats_cone_search_and_crossmatch_agree_with_the_catalog(filled, tmp_path
 
 
 @pytest.mark.slow
-def test_cli_hats_export_then_re_export(filled, tmp_path, client):
+def test_cli_hats_export_then_re_export(filled_sqlite, tmp_path, client):
+    """The command's messages and refusals; what it writes from each database is the API's tests'."""
+    filled = filled_sqlite
     address = client.scheduler.address
     args = ["--database-url", filled.database_url, "--data-dir", str(filled.data_dir), "export"]
     result = CliRunner().invoke(main, [*args, "--hats", str(tmp_path / "h"), "--dask-scheduler", address])

@@ -82,9 +82,11 @@ def test_one_release_is_ingested_by_one_process_at_a_time(catalog, tmp_path):
 def test_a_release_lock_holds_for_every_data_dir_of_one_catalog(catalog, tmp_path):
     """Workers with data directories of their own on one catalog (the fleet's machines) meet the same
     release locks: one's repair never purges a night another is still ingesting.  CI once lost a whole
-    night this way: both workers said ``complete`` and the second night held no alert."""
+    night this way: both workers said ``complete`` and the second night held no alert.  (Their packets
+    are on a shared store: a data directory of its own holds only its own local packets.)"""
     spec = make_night(tmp_path / "ztf_public_20181005.tar.gz", n_alerts=4, seed=44)
-    catalog.ingest(spec.path)
+    with Catalog(catalog.database_url, catalog.data_dir, blobs=str(tmp_path / "shared")) as worker:
+        worker.ingest(spec.path)
     release_id = catalog.release(spec.path.name).id
     _set(catalog.engine, release_id, status="ingesting")  # as a live ingest leaves it until its end
     url = catalog.database_url
@@ -156,7 +158,7 @@ def test_deleting_everything_keeps_a_release_begun_meanwhile(catalog, tmp_path, 
     later = make_night(tmp_path / "ztf_public_20181009.tar.gz", n_alerts=4, seed=48)
     catalog.ingest(first.path)
     real = pipeline.release_locks
-    other = Catalog(catalog.database_url, tmp_path / "other")
+    other = Catalog(catalog.database_url, catalog.data_dir)  # another process on the same machine
 
     @contextlib.contextmanager
     def meanwhile(engine, data_dir, names):

@@ -136,7 +136,7 @@ def test_killed_at_many_instants_the_next_open_works(database_url, tmp_path, ref
     reset(database_url)
     rng = random.Random(10)
     killed_midway = 0
-    runs = 12 if database_url.startswith("sqlite") else 8  # a PostgreSQL creation takes ~10x longer
+    runs = 12 if database_url.startswith("sqlite") else 6  # a PostgreSQL creation takes ~10x longer
     for i in range(runs):
         ready = FORK.Event()
         child = FORK.Process(target=_open, args=(database_url, data, ready))

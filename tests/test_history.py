@@ -145,14 +145,17 @@ def test_real_nights_in_any_order_give_one_catalog(database_url, real_nights, tm
     tarballs, _packets = real_nights
     shuffled = list(tarballs)
     random.Random(7).shuffle(shuffled)
+    orders = [tarballs, shuffled, list(reversed(tarballs))]
+    if not database_url.startswith("sqlite"):
+        orders = orders[:2]  # ~45 s an order on PostgreSQL's many small ingests; SQLite runs all three
     snapshots = []
-    for i, order in enumerate((tarballs, list(reversed(tarballs)), shuffled)):
-        with _fresh(database_url, tmp_path / f"data{i}") as cat:
+    for order in orders:
+        with _fresh(database_url, tmp_path / "data") as cat:
             for tarball in order:
                 cat.ingest(tarball)
             snapshots.append(snapshot(cat))
-    assert differences(snapshots[0], snapshots[1]) == {}
-    assert differences(snapshots[0], snapshots[2]) == {}
+    for other in snapshots[1:]:
+        assert differences(snapshots[0], other) == {}
 
 
 @pytest.mark.shared

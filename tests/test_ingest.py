@@ -713,10 +713,10 @@ def test_new_catalogs_pack_and_a_catalog_older_than_the_setting_keeps_its_layout
         assert new.layout == "pack"
         new.ingest(spec.path)
         assert (new.data_dir / "alerts" / "ztf_public_20180913.tar").is_file()
-    with Catalog(database_url, tmp_path / "old", layout="files") as old:
-        old.delete()  # one database for both: the first catalog's night goes, the setting stays
+    with Catalog(database_url, tmp_path / "new", layout="files") as old:
+        old.delete()  # one catalog for both: the first one's night goes, the setting stays
         old.ingest(spec.path)
         with old.engine.begin() as conn:
             conn.execute(delete(catalog_settings))
-    with Catalog(database_url, tmp_path / "old") as reopened:
+    with Catalog(database_url, tmp_path / "new") as reopened:
         assert reopened.layout == "files"

@@ -173,6 +173,13 @@ class Catalog:
         with self.engine.begin() as conn:
             conn.execute(statement)
 
+    def _check_home(self, local: bool) -> None:
+        """Refuse to write from a data directory that lacks some of the catalog's local packets (see
+        :mod:`ztfcat.store.home`); ``local``: this call writes packets into the data directory."""
+        from .store.home import check
+
+        check(self.engine, self.data_dir, local)
+
     def convert_layout(self, target: str, progress: Callable[[str, int], None] | None = None) -> int:
         """Move every release's packets to the ``target`` layout and make it the catalog's layout.
 
@@ -180,6 +187,7 @@ class Catalog:
         """
         from .store.layout import convert
 
+        self._check_home(local=True)
         converted = convert(self.engine, self.data_dir, target, progress)
         self._remember_layout(target)
         self._layout = target
@@ -244,6 +252,7 @@ class Catalog:
             ):
                 self._remember_layout(self.layout)  # the first ingest fixes the catalog's layout
         store, layout = None, self.layout
+        self._check_home(local=self.blobs is None)
         if self.blobs is not None:
             from .store.blobstore import open_store
 
@@ -345,6 +354,7 @@ class Catalog:
         """
         from .ingest.pipeline import delete_release, release_key, release_locks, repair
 
+        self._check_home(local=False)
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(releases.c.id, releases.c.name, releases.c.status, releases.c.night)
@@ -431,6 +441,7 @@ class Catalog:
         from .ingest.pipeline import repair
         from .store.blobstore import repair_missing
 
+        self._check_home(local=False)
         repair(self.engine, self.data_dir)
         repair_missing(self.engine, self.data_dir)  # complete nights whose shared object vanished
 
