@@ -25,21 +25,43 @@ class Timed:
     stdout: str
     user: float = 0.0
     system: float = 0.0
+    steal: float | None = None
+    """Share of the machine's CPU time the hypervisor gave to other guests during the run (``steal`` in
+    ``/proc/stat``); None where the kernel does not say.  A busy host shows here, not as a result."""
+
+
+def cpu_ticks() -> tuple[int, int] | None:
+    """``(steal, all)`` clock ticks of every CPU since boot, from the first line of ``/proc/stat``."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal [guest guest_nice: already counted in user/nice]
+    return (fields[7], sum(fields[:8])) if len(fields) >= 8 else None
+
+
+def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
 
 
 def run_timed(argv: list[str], *, env: dict | None = None, stdout=subprocess.PIPE) -> Timed:
     """Run a command to completion; its wall time and peak RSS (``wait4``: that child and its own children)."""
     with tempfile.TemporaryFile() as err:
+        ticks = cpu_ticks()
         start = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=stdout, stderr=err, env=env)
         out = proc.stdout.read() if proc.stdout else b""
         _pid, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
+        steal = steal_share(ticks, cpu_ticks())
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
             err.seek(0)
             raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{err.read().decode()}")
-    return Timed(seconds, usage.ru_maxrss / 1024, out.decode(), usage.ru_utime, usage.ru_stime)
+    return Timed(seconds, usage.ru_maxrss / 1024, out.decode(), usage.ru_utime, usage.ru_stime, steal)
 
 
 def synthetic_night(
@@ -77,10 +99,13 @@ def synthetic_night(
     return path
 
 
-def gzip_baseline(path: Path) -> float:
-    """Seconds for ``gzip -dc FILE > /dev/null``."""
+def gzip_baseline(path: Path, steals: list[float] | None = None) -> float:
+    """Seconds for ``gzip -dc FILE > /dev/null`` (its host steal appended to ``steals``)."""
     with open(os.devnull, "wb") as sink:
-        return run_timed(["gzip", "-dc", str(path)], stdout=sink).seconds
+        timed = run_timed(["gzip", "-dc", str(path)], stdout=sink)
+    if steals is not None and timed.steal is not None:
+        steals.append(timed.steal)
+    return timed.seconds
 
 
 def ztfcat_ingest(

@@ -16,7 +16,10 @@ Each stage's CPU per alert, user and system, comes from the child's own marks
 ends) and its ``wait4`` total: *main* is everything up to the history pass (interpreter start and
 imports included: part of the user's wait), *history* the history pass, *objects* what follows (the
 ``objects`` refresh, marking the release complete).  ``--code before=/path/to/old/checkout`` times
-another version of ztfcat (its directory goes first on ``PYTHONPATH``) in the same rounds.
+another version of ztfcat (its directory goes first on ``PYTHONPATH``) in the same rounds.  The last
+column is the share of the machine's CPU the hypervisor gave to other guests (``steal`` in
+``/proc/stat``) during each round's ``gzip -dc`` and ingest: a busy host shows there rather than as a
+different result.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class Run:
     total: float
     cpu: dict[str, tuple[float, float]]
     peak_rss_mb: float
+    steal: float | None = None  # host steal during the ingest (common.Timed.steal)
+    gzip_steal: float | None = None  # and during this round's gzip -dc
 
 
 @dataclass
@@ -113,6 +118,15 @@ class Result:
         """Wall time of one stage, in microseconds per alert."""
         return self.spread(lambda r: 1e6 * _stage_wall(r, stage) / self.alerts)
 
+    def steal_text(self) -> str:
+        """The host's steal during the rounds' gzip -dc and ingests, percent (see ``common.Timed.steal``):
+        above a few percent the host was busy, and the run is not one to compare with a quiet hour's."""
+        ours = [100 * r.steal for r in self.runs if r.steal is not None]
+        theirs = [100 * r.gzip_steal for r in self.runs if r.gzip_steal is not None]
+        if not ours or not theirs:
+            return "n/a"
+        return f"{Spread.of(theirs):.0f} | {Spread.of(ours):.0f}"
+
     @property
     def label(self) -> str:
         shape = "new objects" if self.per_object == 1 else f"{self.per_object:g} alerts/object"
@@ -147,7 +161,7 @@ def ingest_once(
     cpu = {"main": main, "history": history, "objects": objects, "wall": (h1[0] - h0[0], end[0] - h1[0])}
     # The main pass's wall time is the whole wait but the history pass and what follows it.
     main_wall = timed.seconds - (end[0] - h0[0])
-    return report, Run(0.0, main_wall, timed.seconds, cpu, timed.peak_rss_mb)
+    return report, Run(0.0, main_wall, timed.seconds, cpu, timed.peak_rss_mb, timed.steal)
 
 
 def measure(
@@ -165,7 +179,8 @@ def measure(
     database = "postgresql" if database_url else "sqlite"
     results = {label: Result(alerts, layout, per_object, database, label) for label in codes}
     for i in range(repeat):
-        gz = gzip_baseline(night)
+        steals: list[float] = []
+        gz = gzip_baseline(night, steals)
         for label, pythonpath in codes.items():
             data = work / f"catalog-{layout}-{i}"
             shutil.rmtree(data, ignore_errors=True)
@@ -174,7 +189,7 @@ def measure(
             report, run = ingest_once(night, data, database_url, layout, pythonpath)
             if report["n_alerts"] != alerts:
                 raise SystemExit(f"{label}: ingested {report['n_alerts']} of {alerts} alerts: {report}")
-            run.gzip = gz
+            run.gzip, run.gzip_steal = gz, (steals or [None])[0]
             results[label].runs.append(run)
             shutil.rmtree(data, ignore_errors=True)
     return results
@@ -210,9 +225,11 @@ def stage_table(results: list[Result]) -> str:
                     f"{r.wall_us(stage):.0f}",
                     f"{r.cpu_us(stage, 0):.0f}",
                     f"{r.cpu_us(stage, 1):.0f}",
+                    r.steal_text() if stage == "main" else "",
                 )
             )
-    return table(rows, ("ingest run", "stage", "wall us/alert", "user us/alert", "system us/alert"))
+    headers = ("ingest run", "stage", "wall us/alert", "user us/alert", "system us/alert")
+    return table(rows, (*headers, "host steal %: gzip | ingest"))
 
 
 def main() -> None:
