@@ -79,6 +79,27 @@ def test_one_release_is_ingested_by_one_process_at_a_time(catalog, tmp_path):
     assert catalog.count() == 3
 
 
+def test_an_older_ztfcat_locking_in_the_data_dir_is_met_too(catalog, tmp_path):
+    """A rolling upgrade: an older ztfcat on the same data directory locks in ``<data dir>/locks``
+    whatever the database (a SQLite file's locks are now beside it); a new one must meet that lock."""
+    import fcntl
+    import os
+
+    spec = make_night(tmp_path / "ztf_public_20181012.tar.gz", n_alerts=3, seed=51)
+    catalog.ingest(spec.path)
+    (catalog.data_dir / "locks").mkdir(exist_ok=True)
+    handle = os.open(catalog.data_dir / "locks" / "ztf_public_20181012.lock", os.O_RDONLY | os.O_CREAT)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the old process's lock, as it took it
+        for attempt in (lambda: catalog.ingest(spec.path, force=True), lambda: catalog.delete()):
+            with pytest.raises(ZtfcatError, match="being ingested by another"):
+                attempt()
+        assert sorted(catalog.alert_ids()) == sorted(spec.candids)
+    finally:
+        os.close(handle)
+    assert catalog.ingest(spec.path, force=True).status == "complete"
+
+
 def test_a_release_lock_holds_for_every_data_dir_of_one_catalog(catalog, tmp_path):
     """Workers with data directories of their own on one catalog (the fleet's machines) meet the same
     release locks: one's repair never purges a night another is still ingesting.  CI once lost a whole

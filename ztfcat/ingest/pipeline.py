@@ -732,19 +732,22 @@ def release_locks(engine: Engine, data_dir: Path, names: Sequence[str]) -> Itera
     on other machines writing to the same catalog.  Without it, an ingest would take a live one's rows
     for the leftovers of a killed run and purge them.
     """
-    locks = lock_folder(engine, data_dir)
-    locks.mkdir(parents=True, exist_ok=True)
+    # ztfcat before 1d28d47 kept every lock in the data directory: during a rolling upgrade, an old
+    # process on the same data directory locks there, so a SQLite file's locks are taken in both.
+    folders = dict.fromkeys([lock_folder(engine, data_dir), data_dir / "locks"])
     with contextlib.ExitStack() as stack:
-        for name in names:
-            # Opened for reading: flock needs no more, and a lock file another user made still opens.
-            handle = os.open(locks / f"{release_key(name)}.lock", os.O_RDONLY | os.O_CREAT, 0o666)
-            stack.callback(os.close, handle)
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ReleaseBusyError(
-                    f"{name} is being ingested by another process; try again when it ends"
-                ) from None
+        for locks in folders:
+            locks.mkdir(parents=True, exist_ok=True)
+            for name in names:
+                # Opened for reading: flock needs no more, and a lock file another user made still opens.
+                handle = os.open(locks / f"{release_key(name)}.lock", os.O_RDONLY | os.O_CREAT, 0o666)
+                stack.callback(os.close, handle)
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise ReleaseBusyError(
+                        f"{name} is being ingested by another process; try again when it ends"
+                    ) from None
         if engine.dialect.name != "postgresql" or not names:
             yield
             return
