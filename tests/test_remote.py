@@ -419,6 +419,29 @@ def test_interrupted_by_the_reader_then_resumed_from_disk(
     assert not part.exists()
 
 
+def test_a_reader_stopped_after_the_download_ended_keeps_the_whole_part(
+    client: ArchiveClient, server: ArchiveServer, archive: dict[str, bytes], tmp_path: Path
+):
+    """Ctrl-C while the ingest still works on the start of a night whose bytes have all arrived: the
+    verified ``.part`` stays whole (the download thread used to drop it at its last byte), and the
+    next run replays it without downloading anything again."""
+    data = archive[NIGHT]
+    part = tmp_path / "v.part"
+    with client.open_release(
+        NIGHT, part, expected_md5=md5(data), chunk_size=64 * 1024, prefetch=1000
+    ) as stream:
+        assert stream.read(1000) == data[:1000]
+        deadline = time.monotonic() + 30
+        while stream.md5_hex is None and time.monotonic() < deadline:  # the download thread verified
+            time.sleep(0.01)
+        assert stream.md5_hex == md5(data)
+    assert part.read_bytes() == data
+    with client.open_release(NIGHT, part, expected_md5=md5(data)) as again:
+        assert again.replayed == len(data) and again.read() == data
+    assert server.requests_for(NIGHT, "GET")[-1][2] == f"bytes={len(data)}-"
+    assert not part.exists()
+
+
 def test_server_without_range_support_restarts_cleanly(
     client: ArchiveClient, server: ArchiveServer, archive: dict[str, bytes], tmp_path: Path
 ):

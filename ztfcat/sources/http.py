@@ -921,12 +921,32 @@ class ReleaseStream(io.BufferedIOBase):
         item = self._queue.get()
         if item is _EOF:
             self._done = True
+            self._settle()
             return False
         if isinstance(item, BaseException):
             self._error = item
             raise item
         self._buffer, self._offset = item, 0  # type: ignore[assignment]
         return True
+
+    def _settle(self) -> None:
+        """Every verified byte is read: keep the file (``keep_path``) or drop the ``.part``.
+
+        Done by the reader when it reaches the end, not by the download thread when the last byte
+        arrives: a reader stopped before its end (Ctrl-C, a failed night) while the download finished
+        keeps the whole, verified ``.part``, which the next run replays without downloading again.
+        """
+        with self._write_lock:
+            try:
+                if self._keep_path is not None:
+                    os.replace(self.part_path, self._keep_path)
+                    self.final_path = self._keep_path
+                else:
+                    self.part_path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise DownloadError(
+                    f"{self.name}: cannot settle the verified file {self.part_path}: {exc.strerror or exc}"
+                ) from None
 
     def read(self, size: int | None = -1) -> bytes:
         """Up to ``size`` bytes (all the rest if negative), fewer only at the end."""
@@ -1053,7 +1073,7 @@ class ReleaseStream(io.BufferedIOBase):
             position = self._receive(part, digest, position)
             if position is None:
                 return
-        self._verify_and_keep(digest.hexdigest(), position)
+        self._verify(digest.hexdigest(), position)
         self._put(_EOF)
 
     def _where(self, position: int) -> str:
@@ -1149,7 +1169,7 @@ class ReleaseStream(io.BufferedIOBase):
                 return None
         return position
 
-    def _verify_and_keep(self, md5_hex: str, size: int) -> None:
+    def _verify(self, md5_hex: str, size: int) -> None:
         self.md5_hex = md5_hex
         problem = None
         if self.total is not None and size != self.total:
@@ -1167,11 +1187,7 @@ class ReleaseStream(io.BufferedIOBase):
                     f"{self.name} from {self.url}: {problem}; "
                     f"the bad partial file {self.part_path} was removed"
                 )
-            if self._keep_path is not None:
-                os.replace(self.part_path, self._keep_path)
-                self.final_path = self._keep_path
-            else:
-                self.part_path.unlink(missing_ok=True)
+            # Verified: the .part file is settled by the reader, at the end (see _settle).
 
 
 def _as_urllib3(exc: Exception) -> Exception:
