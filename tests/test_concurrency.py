@@ -100,6 +100,39 @@ def test_an_older_ztfcat_locking_in_the_data_dir_is_met_too(catalog, tmp_path):
     assert catalog.ingest(spec.path, force=True).status == "complete"
 
 
+MANY_LOCKS = """
+import resource, sys
+from ztfcat import Catalog, ZtfcatError
+from ztfcat.ingest.pipeline import release_locks
+catalog = Catalog(sys.argv[1], sys.argv[2])
+names = [f"ztf_public_2019{i:04d}.tar.gz" for i in range(300)]
+resource.setrlimit(resource.RLIMIT_NOFILE, (200, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+with release_locks(catalog.engine, catalog.data_dir, names):
+    print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))  # a hard limit cannot be raised again: a child
+try:
+    with release_locks(catalog.engine, catalog.data_dir, names):
+        pass
+except ZtfcatError as exc:
+    print(exc)
+"""
+
+
+def test_locking_more_releases_than_the_open_file_limit_allows(catalog):
+    """Deleting every night of a large catalog holds one lock file per night (two for a SQLite file):
+    the soft limit on open files is raised as far as the hard one allows, else a one-line error."""
+    done = subprocess.run(
+        [sys.executable, "-c", MANY_LOCKS, catalog.database_url, str(catalog.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    raised, message = done.stdout.splitlines()
+    assert int(raised) >= 300 + 256
+    assert "ztf_public_2019" in message and "open-file limit (ulimit -n)" in message
+
+
 def test_a_release_lock_holds_for_every_data_dir_of_one_catalog(catalog, tmp_path):
     """Workers with data directories of their own on one catalog (the fleet's machines) meet the same
     release locks: one's repair never purges a night another is still ingesting.  CI once lost a whole

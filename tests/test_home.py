@@ -26,12 +26,11 @@ def nights(tmp_path):
 
 
 def _dump(catalog) -> dict[str, list[tuple]]:
-    """Every row of every table but the settings (which this module's checks may write)."""
+    """Every row of every table."""
     with catalog.engine.connect() as conn:
         return {
             name: sorted((tuple(r) for r in conn.execute(select(table))), key=lambda r: tuple(map(str, r)))
             for name, table in metadata.tables.items()
-            if name != "catalog_settings"
         }
 
 
@@ -129,3 +128,47 @@ def test_workers_on_a_blob_store_each_with_a_data_dir_of_their_own(database_url,
         assert c.ingest(first.path).status == "complete"
     with Catalog(database_url, tmp_path / "a") as a, pytest.raises(ZtfcatError, match=FIRST):
         a.ingest(second.path, force=True)
+
+
+def test_of_two_first_writers_the_overtaken_one_fails_its_night(database_url, nights, tmp_path, monkeypatch):
+    """Both pass the check before either has stored a row: the second takes the home, and the first,
+    finding the home no longer its own once its rows are in, fails its night and keeps nothing of it."""
+    from ztfcat.ingest import pipeline
+
+    first, second = nights
+    a, b = Catalog(database_url, tmp_path / "a"), Catalog(database_url, tmp_path / "b")
+    real = pipeline._main_pass
+
+    def overtaken(*args, **kwargs):  # a's check passed and its release row exists; no alert is stored
+        monkeypatch.setattr(pipeline, "_main_pass", real)
+        assert b.ingest(second.path).status == "complete"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_main_pass", overtaken)
+    try:
+        with pytest.raises(ZtfcatError, match=f"{FIRST}: another data directory became the home") as failed:
+            a.ingest(first.path)
+        assert "\n" not in str(failed.value)
+        assert a.release(FIRST).status == "failed"
+        assert sorted(b.alert_ids()) == sorted(second.candids)  # nothing of a's night, all of b's
+        assert not (a.data_dir / "alerts" / "ztf_public_20181101.tar").exists()  # its packets are gone
+        with pytest.raises(ZtfcatError, match=SECOND):  # and a stays refused: b is the home now
+            a.ingest(first.path)
+        assert b.ingest(first.path).status == "complete"
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("content", ["", "not a token\n", "ab" * 8])
+def test_a_damaged_token_file_is_a_one_line_error_naming_it(database_url, nights, tmp_path, content):
+    first, second = nights
+    with Catalog(database_url, tmp_path / "owner") as owner:
+        owner.ingest(first.path)
+        before = _dump(owner)
+        (owner.data_dir / home.TOKEN_FILE).write_text(content)
+        with pytest.raises(ZtfcatError) as refused:
+            owner.ingest(second.path)
+        message = str(refused.value)
+        assert "\n" not in message and str(owner.data_dir / home.TOKEN_FILE) in message
+        assert _dump(owner) == before

@@ -245,6 +245,18 @@ class Catalog:
     def _ingest(self, stream, name, origin, progress, force, verify) -> IngestReport:
         from .ingest.pipeline import ingest
 
+        local = self.blobs is None
+        self._check_home(local)  # before anything is written
+        if local:
+            from .store.home import confirm
+
+            given = verify
+
+            def verify() -> None:  # once every row is stored: still the home?  (see home.confirm)
+                confirm(self.engine, self.data_dir, name)
+                if given is not None:
+                    given()
+
         with self.engine.connect() as conn:
             if (
                 conn.execute(select(catalog_settings.c.key).where(catalog_settings.c.key == "layout")).first()
@@ -252,7 +264,6 @@ class Catalog:
             ):
                 self._remember_layout(self.layout)  # the first ingest fixes the catalog's layout
         store, layout = None, self.layout
-        self._check_home(local=self.blobs is None)
         if self.blobs is not None:
             from .store.blobstore import open_store
 

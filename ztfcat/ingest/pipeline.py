@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import gc
 import hashlib
@@ -26,6 +27,7 @@ import json
 import math
 import os
 import queue
+import resource
 import stat
 import threading
 import time
@@ -735,12 +737,21 @@ def release_locks(engine: Engine, data_dir: Path, names: Sequence[str]) -> Itera
     # ztfcat before 1d28d47 kept every lock in the data directory: during a rolling upgrade, an old
     # process on the same data directory locks there, so a SQLite file's locks are taken in both.
     folders = dict.fromkeys([lock_folder(engine, data_dir), data_dir / "locks"])
+    _room_for(len(folders) * len(names))
     with contextlib.ExitStack() as stack:
         for locks in folders:
             locks.mkdir(parents=True, exist_ok=True)
             for name in names:
                 # Opened for reading: flock needs no more, and a lock file another user made still opens.
-                handle = os.open(locks / f"{release_key(name)}.lock", os.O_RDONLY | os.O_CREAT, 0o666)
+                try:
+                    handle = os.open(locks / f"{release_key(name)}.lock", os.O_RDONLY | os.O_CREAT, 0o666)
+                except OSError as exc:
+                    raise ZtfcatError(
+                        f"{name}: cannot open its lock file in {locks} ({exc.strerror or exc}) while "
+                        f"holding the locks of {len(names)} releases; raise the open-file limit (ulimit -n)"
+                        if exc.errno == errno.EMFILE
+                        else f"{name}: cannot open its lock file in {locks}: {exc.strerror or exc}"
+                    ) from None
                 stack.callback(os.close, handle)
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -764,6 +775,19 @@ def release_locks(engine: Engine, data_dir: Path, names: Sequence[str]) -> Itera
             for key in held:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
             conn.commit()
+
+
+def _room_for(files: int) -> None:
+    """Raise this process's soft limit on open files, up to the hard one, if ``files`` more lock files
+    need it: deleting every night of a whole-archive catalog holds ~3,000 (twice that on SQLite)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = files + 256  # the database's, the pack's and the interpreter's own files
+    if soft == resource.RLIM_INFINITY or wanted <= soft:
+        return
+    with contextlib.suppress(ValueError, OSError):  # not allowed: the open that fails says so
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard)
+        )
 
 
 def lock_folder(engine: Engine, data_dir: Path) -> Path:

@@ -15,7 +15,10 @@ How a data directory is known: the first process to write local packets puts a r
 elsewhere keeps its token.  A process whose token differs (or which has none) is let in only if the
 catalog holds no local packets that its data directory lacks (one indexed probe per release, and one
 ``stat``): a catalog from before the token, a token file lost, or a fleet on a blob store whose last
-local night is gone.
+local night is gone.  Two processes that pass the check at once, before either stored a row, could
+both take the home; a local ingest therefore calls :func:`confirm` once its rows are stored, and the
+one overtaken fails its night.  Not told apart: two *copies* of one data directory (an rsync, a
+restored backup) used at once carry the same token.
 """
 
 from __future__ import annotations
@@ -74,26 +77,63 @@ def check(engine: Engine, data_dir: Path, local: bool, *, raced: bool = False) -
 
 
 def _token(data_dir: Path) -> str | None:
+    """The token of ``data_dir``, or None if it has none; a token file that cannot be read, or holds
+    no token, is a one-line error naming it (taking it for absent would make a second home)."""
+    path = data_dir / TOKEN_FILE
     try:
-        return (data_dir / TOKEN_FILE).read_text().strip() or None
+        token = path.read_text().strip()
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ZtfcatError(f"{path}: cannot read this data directory's token: {exc}") from None
+    if len(token) != 32 or token.strip("0123456789abcdef"):
+        raise ZtfcatError(f"{path}: holds no token of 32 hex digits; delete it if this is the data directory "
+                          "that holds the catalog's local packets, and run again")  # fmt: skip
+    return token
 
 
 def _make_token(data_dir: Path) -> str:
-    """This data directory's token, created first if it has none: linked into place, never over an
-    existing one, so processes sharing the directory all read the same token."""
+    """This data directory's token, created first if it has none: written whole to a hidden name, then
+    hard-linked into place, never over an existing one, so processes sharing the directory all read the
+    same, complete token (where hard links are refused, created with ``O_EXCL`` instead)."""
     mine = _token(data_dir)
-    if mine is None:
+    if mine is not None:
+        return mine
+    path, fresh = data_dir / TOKEN_FILE, secrets.token_hex(16)
+    temporary = data_dir / f".{TOKEN_FILE}.{fresh}"
+    try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        fresh = secrets.token_hex(16)
-        temporary = data_dir / f".{TOKEN_FILE}.{fresh}"
         temporary.write_text(fresh + "\n")
-        with contextlib.suppress(FileExistsError):
-            os.link(temporary, data_dir / TOKEN_FILE)
-        temporary.unlink()
-        mine = _token(data_dir)
-    return mine
+        try:
+            os.link(temporary, path)
+        except FileExistsError:  # another process of this directory made it first
+            pass
+        except OSError:  # a file system without hard links
+            with contextlib.suppress(FileExistsError), open(path, "x") as fh:
+                fh.write(fresh + "\n")
+    except OSError as exc:
+        raise ZtfcatError(
+            f"{path}: cannot write this data directory's token: {exc.strerror or exc}"
+        ) from None
+    finally:
+        temporary.unlink(missing_ok=True)
+    return _token(data_dir) or fresh
+
+
+def confirm(engine: Engine, data_dir: Path, name: str) -> None:
+    """Raise unless this data directory is still the recorded home: called by a local ingest once its
+    rows are stored (any process that checks after that sees its packets and is refused), so of two
+    processes that both passed :func:`check` before either stored a row, the one overtaken fails its
+    night instead of leaving local packets in two data directories."""
+    with engine.connect() as conn:
+        recorded = conn.execute(
+            select(catalog_settings.c.value).where(catalog_settings.c.key == KEY)
+        ).scalar()
+    if recorded != _token(data_dir):
+        raise ZtfcatError(
+            f"{name}: another data directory became the home of this catalog's local packets while "
+            f"this night was ingested into {data_dir}; only one data directory may write local packets"
+        )
 
 
 def _survey(engine: Engine, data_dir: Path) -> tuple[bool, tuple[str, str] | None]:
