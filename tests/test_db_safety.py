@@ -217,7 +217,8 @@ def test_two_first_ingests_at_once(database_url, tmp_path):
     with Catalog(database_url, tmp_path / "d") as catalog:
         assert catalog.count() == 20
         _names, rows = catalog.sql("SELECT key, value FROM catalog_settings")
-        assert rows == [("layout", "pack")]
+        token = (tmp_path / "d" / "packets-home").read_text().strip()
+        assert dict(rows) == {"layout": "pack", "packets_home": token}  # one home for the shared dir
 
 
 def test_remembering_the_layout_twice_is_an_upsert(catalog):
