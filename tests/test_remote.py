@@ -442,6 +442,19 @@ def test_a_reader_stopped_after_the_download_ended_keeps_the_whole_part(
     assert not part.exists()
 
 
+def test_a_verified_file_that_cannot_be_kept_is_one_line_and_the_part_stays(
+    client: ArchiveClient, archive: dict[str, bytes], tmp_path: Path
+):
+    data = archive[NIGHT]
+    part, keep = tmp_path / "k.part", tmp_path / "gone" / NIGHT  # its folder does not exist
+    stream = client.open_release(NIGHT, part, expected_md5=md5(data), keep_path=keep)
+    with stream, pytest.raises(DownloadError) as failed:
+        stream.read()
+    message = str(failed.value)
+    assert "\n" not in message and NIGHT in message and str(part) in message
+    assert part.read_bytes() == data and not keep.exists()  # every verified byte is still on disk
+
+
 def test_server_without_range_support_restarts_cleanly(
     client: ArchiveClient, server: ArchiveServer, archive: dict[str, bytes], tmp_path: Path
 ):
